@@ -54,9 +54,7 @@ def _png_rgb(width: int, height: int, rgb: bytes) -> bytes:
     """An 8-bit RGB PNG file from width * height * 3 bytes, row after row."""
     stride = width * 3
     # Each scanline starts with its filter type; 0 means "none".
-    scanlines = b"".join(
-        b"\x00" + rgb[y * stride : (y + 1) * stride] for y in range(height)
-    )
+    scanlines = b"".join(b"\x00" + rgb[y * stride : (y + 1) * stride] for y in range(height))
     # Bit depth 8, colour type 2 (RGB), compression 0, filter 0, no interlace.
     ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
     return (

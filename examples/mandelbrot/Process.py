@@ -37,7 +37,5 @@ def process(fragment: tuple[int, int]) -> tuple[int, bytes]:
     for row in range(row_start, row_start + row_count):
         # Sample each pixel at its centre; row 0 is the top of the image.
         ci = -(Y_MIN + (row + 0.5) * PIXEL_SIZE)
-        pixels.extend(
-            _escape_time(X_MIN + (col + 0.5) * PIXEL_SIZE, ci) for col in range(WIDTH)
-        )
+        pixels.extend(_escape_time(X_MIN + (col + 0.5) * PIXEL_SIZE, ci) for col in range(WIDTH))
     return row_start, bytes(pixels)

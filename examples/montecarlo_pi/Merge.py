@@ -22,7 +22,8 @@ def _load(results_dir: Path) -> dict[str, int]:
     path = results_dir / STATE_NAME
     if not path.exists():
         return {"inside": 0, "samples": 0, "fragments": 0}
-    return json.loads(path.read_text())
+    state: dict[str, int] = json.loads(path.read_text())
+    return state
 
 
 def _save(results_dir: Path, state: dict[str, int]) -> None:
