@@ -2,8 +2,8 @@
 
 Instead of reading every book up front, `source` keeps only the list of file
 names and reads a file when its text is asked for. The engine needs just
-`__iter__` (the keys) and `__getitem__` (one value); `__len__` lets it show
-progress. The class is the guide's, unchanged but for the file pattern.
+`__iter__` (the keys) and `__getitem__` (one value); `__len__` is optional.
+The class is the guide's, unchanged but for the file pattern.
 """
 import glob
 
