@@ -124,10 +124,12 @@ class Scheduler:
 
     # --- the worker side -----------------------------------------------------------------
 
-    def offer_credits(self, worker: str, credits: int) -> None:
-        """A worker says it can take ``credits`` more fragments."""
-        self._credits[worker] = self._credits.get(worker, 0) + credits
+    def offer_credits(self, worker: str, credits: int) -> bool:
+        """A worker says it can take ``credits`` more fragments; True if that changed."""
         self._by_worker.setdefault(worker, set())
+        changed = self._credits.get(worker) != credits
+        self._credits[worker] = credits
+        return changed
 
     def assign(self, worker: str, now: float) -> list[Assignment]:
         """Hand ``worker`` as many queued fragments as its credits allow."""
@@ -195,6 +197,18 @@ class Scheduler:
             raise FragmentFailed(seq, frag.attempts)
         if self.redundancy == 1:
             frag.tried.discard(worker)  # a fresh child on the same worker may retry it
+        if frag not in self._queue:
+            self._queue.appendleft(frag)
+
+    def giveback(self, worker: str, seq: int) -> None:
+        """The worker hands ``seq`` back unrun (its child was lost on another fragment)."""
+        frag = self._live.get(seq)
+        if frag is None or worker not in frag.leases:
+            return
+        del frag.leases[worker]
+        self._by_worker.get(worker, set()).discard(seq)
+        if self.redundancy == 1:
+            frag.tried.discard(worker)
         if frag not in self._queue:
             self._queue.appendleft(frag)
 

@@ -1,2 +1,198 @@
+"""The ``octop2p`` command line. Human output goes to stderr, ``--json`` to stdout."""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import os
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+import trio
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    SpinnerColumn,
+    TaskProgressColumn,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+
+from . import __version__
+from .errors import Interrupted, JobFailed, OctoError
+
+F = TypeVar("F", bound=Callable[..., Any])
+err = Console(stderr=True, highlight=False)
+
+
+def common_options(fn: F) -> F:
+    """--home, --json and -v, accepted by every command."""
+    fn = click.option(
+        "--home",
+        type=click.Path(file_okay=False, path_type=Path),
+        envvar="OCTOP2P_HOME",
+        help="The node's state folder (default: the platform's data folder). Env: OCTOP2P_HOME.",
+    )(fn)
+    fn = click.option("--json", "as_json", is_flag=True, help="Machine-readable output on stdout.")(fn)
+    fn = click.option("-v", "--verbose", count=True, help="More log output on stderr (-vv: debug).")(fn)
+    return fn
+
+
+def _setup_logging(verbose: int) -> None:
+    level = logging.WARNING - 10 * min(verbose, 2)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=level, handlers=[handler], force=True)
+
+
+def handle_errors(fn: F) -> F:
+    """Turn octop2p errors into their exit codes, with a clear message on stderr."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        as_json = kwargs.get("as_json", False)
+        try:
+            return fn(*args, **kwargs)
+        except KeyboardInterrupt:
+            err.print("[yellow]interrupted[/]")
+            sys.exit(Interrupted.exit_code)
+        except OctoError as exc:
+            _report_error(exc, as_json)
+            sys.exit(exc.exit_code)
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _report_error(exc: OctoError, as_json: bool) -> None:
+    if isinstance(exc, JobFailed) and exc.traceback:
+        err.print(exc.traceback.rstrip(), markup=False, style="dim")
+    err.print(f"[bold red]error:[/] {exc}", markup=True, highlight=False)
+    if as_json:
+        payload: dict[str, Any] = {"state": "failed", "error": str(exc)}
+        for key in ("rule", "file", "line", "traceback"):
+            if getattr(exc, key, None) is not None:
+                payload[key] = getattr(exc, key)
+        click.echo(json.dumps(payload))
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="octop2p")
 def main() -> None:
-    raise SystemExit("not yet")
+    """octop2p: pool the machines on your LAN to run Python jobs, sandboxed."""
+
+
+class _RunProgress:
+    """A rich progress bar on stderr fed by the chief's progress snapshots."""
+
+    def __init__(self, enabled: bool) -> None:
+        self.enabled = enabled and err.is_terminal or os.environ.get("OCTOP2P_PROGRESS") == "1"
+        self.bar = Progress(
+            SpinnerColumn(),
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TaskProgressColumn(),
+            TextColumn("{task.fields[rate]}"),
+            TimeElapsedColumn(),
+            TimeRemainingColumn(),
+            console=err,
+            transient=False,
+        )
+        self.tasks: dict[str, Any] = {}
+        self._last = 0.0
+
+    def __enter__(self) -> _RunProgress:
+        if self.enabled:
+            self.bar.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.enabled:
+            self.bar.stop()
+
+    def update(self, p: Any) -> None:
+        if not self.enabled:
+            return
+        now = time.monotonic()
+        finished = p.total is not None and p.done >= p.total
+        if now - self._last < 0.1 and not finished:
+            return
+        self._last = now
+        if p.phase not in self.tasks:
+            self.tasks[p.phase] = self.bar.add_task(p.phase, total=None, rate="")
+        elapsed = max(now - p.started, 1e-6)
+        self.bar.update(
+            self.tasks[p.phase],
+            completed=p.done,
+            total=p.total,
+            rate=f"{p.done / elapsed:,.0f}/s",
+        )
+
+
+@main.command()
+@click.argument("job", type=click.Path(exists=False, path_type=Path))
+@click.option("-w", "--workers", type=click.IntRange(min=1), help="Sandboxed local workers (default: CPU count).")
+@click.option("-o", "--out", type=click.Path(path_type=Path), help="Results: a folder, or a path ending in .tar.gz.")
+@common_options
+@handle_errors
+def run(job: Path, workers: int | None, out: Path | None, home: Path | None, as_json: bool, verbose: int) -> None:
+    """Run JOB on this machine with local sandboxed workers (no network, no daemon)."""
+    from ._local import prepare, run_local
+
+    _setup_logging(verbose)
+    spec = prepare(job)
+    for warning in spec.warnings:
+        err.print(f"[yellow]warning:[/] {warning}")
+
+    def on_output(where: str, text: str) -> None:
+        if where == "final":
+            if not as_json:
+                sys.stdout.write(text)
+                sys.stdout.flush()
+        else:
+            for line in text.rstrip("\n").splitlines():
+                err.print(f"[dim]{where}:[/] {line}", markup=True, highlight=False)
+
+    with _RunProgress(enabled=True) as progress:
+        result = trio.run(
+            functools.partial(
+                run_local, spec, workers=workers, out=out,
+                on_progress=progress.update, on_output=on_output,
+            )
+        )
+    err.print(
+        f"[green]done:[/] {result.name} in {result.seconds:.2f} s; results in {result.out}"
+    )
+    if as_json:
+        click.echo(json.dumps({
+            "job": result.job_id, "name": result.name, "state": "done",
+            "results": str(result.out), "fragments": result.fragments,
+            "seconds": round(result.seconds, 3), "workers": result.workers,
+        }))
+
+
+@main.command()
+@common_options
+@handle_errors
+def doctor(home: Path | None, as_json: bool, verbose: int) -> None:
+    """Which sandbox layers work on this machine."""
+    import sandbox
+
+    _setup_logging(verbose)
+    status = sandbox.probe()
+    if as_json:
+        click.echo(json.dumps({"sandbox": {k: {"available": v.available, "detail": v.detail}
+                                           for k, v in status.items()}}))
+        return
+    for name, st in status.items():
+        mark = "[green]ok[/]  " if st.available else "[red]no[/]  "
+        err.print(f"{mark} {name:9} {st.detail}")
+

@@ -1,0 +1,543 @@
+"""The chief: drives one job from its splitter to its finished results folder.
+
+Job code never runs here. The chief spawns sandboxed children through the fork server
+(a ``split`` child, ``work`` children, a ``merge`` child) and moves opaque bytes between
+them, with the pure :class:`Scheduler` deciding who gets what and the
+:class:`CausalBuffer` deciding when a result may be merged.
+
+Workers plug in through :class:`WorkerSlot`: a local slot owns one sandboxed child; the
+networked node adds slots that stand for remote workers.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import trio
+
+from sandbox import Policy, describe_exit
+
+from ._children import ChildDied, ChildProtocolError, ChildReported, ForkServer
+from ._limits import Limits
+from ._package import JobSpec
+from ._reorder import CausalBuffer
+from ._scheduler import FragmentFailed, Scheduler, Verdict
+from .errors import JobFailed
+
+log = logging.getLogger(__name__)
+
+#: Batches aim at this much work per round trip: long enough to amortise the pipe and
+#: the scheduler, short enough that a slow fragment does not hold many others hostage.
+BATCH_SECONDS = 0.05
+MAX_BATCH = 256
+#: A work child is replaced once it has used this share of its CPU rlimit, so that the
+#: per-process RLIMIT_CPU acts as a per-fragment limit.
+CPU_RECYCLE_SHARE = 0.5
+
+
+@dataclass
+class Progress:
+    """A snapshot of one job's progress, for progress bars and the node API."""
+
+    phase: str
+    done: int = 0
+    total: int | None = None
+    workers: dict[str, int] = field(default_factory=dict)
+    started: float = field(default_factory=time.monotonic)
+
+
+OutputSink = Callable[[str, str], None]  # (where, text)
+
+
+class _Pacer:
+    """Adaptive batch size: aims every batch at BATCH_SECONDS of work."""
+
+    def __init__(self) -> None:
+        self.per_item = 0.0
+
+    def size(self, fair_share: int) -> int:
+        if self.per_item <= 0:
+            return 1
+        n = int(BATCH_SECONDS / self.per_item) or 1
+        return max(1, min(n, MAX_BATCH, fair_share))
+
+    def record(self, items: int, seconds: float) -> None:
+        sample = seconds / max(items, 1)
+        self.per_item = sample if self.per_item <= 0 else 0.7 * self.per_item + 0.3 * sample
+
+
+class _Changed:
+    """Wakes every task waiting for the job's state to change."""
+
+    def __init__(self) -> None:
+        self._event = trio.Event()
+
+    def notify(self) -> None:
+        self._event.set()
+        self._event = trio.Event()
+
+    async def wait(self) -> None:
+        await self._event.wait()
+
+
+def _digest(data: bytes) -> bytes:
+    return hashlib.blake2b(data, digest_size=16).digest()
+
+
+def job_failed_from(info: dict[str, Any], where: str) -> JobFailed:
+    """Turn a child's error report into the user's error."""
+    message = str(info.get("message") or "job code failed")
+    file, line = info.get("file"), info.get("line")
+    if not file:
+        message = f"{message} (in {where})"
+    return JobFailed(
+        message=message,
+        traceback=str(info.get("traceback") or ""),
+        rule=info.get("rule"),
+        file=file,
+        line=line,
+    )
+
+
+class Chief:
+    """Runs one job to completion on a fork server with ``workers`` local worker slots."""
+
+    def __init__(
+        self,
+        spec: JobSpec,
+        forkserver: ForkServer,
+        *,
+        workers: int,
+        work_dir: Path,
+        layers: frozenset[str],
+        on_progress: Callable[[Progress], None] | None = None,
+        on_output: OutputSink | None = None,
+    ) -> None:
+        self.spec = spec
+        self.limits: Limits = spec.options.limits
+        self.fs = forkserver
+        self.workers = max(1, workers)
+        self.work_dir = work_dir
+        self.results_dir = work_dir / "results"
+        self.layers = layers
+        self.on_progress = on_progress or (lambda p: None)
+        self.on_output = on_output or (lambda where, text: None)
+        self.changed = _Changed()
+        self.progress = Progress(phase="starting")
+        self.partitions = spec.options.partitions or max(2, 2 * self.workers)
+        if spec.options.redundancy > self.workers:
+            raise JobFailed(
+                message=(
+                    f"redundancy = {spec.options.redundancy} needs at least that many "
+                    f"workers, and this run has {self.workers}"
+                ),
+                rule="redundancy",
+            )
+
+    # --- children ------------------------------------------------------------------------
+
+    def _policy(self, role: str, job_dir: Path) -> Policy:
+        writes = (str(self.results_dir),) if role == "merge" else ()
+        return Policy(
+            read_paths=(str(job_dir),),
+            write_paths=writes,
+            memory_bytes=self.limits.memory_mb << 20,
+            cpu_seconds=self.limits.cpu_seconds,
+            fsize_bytes=(self.limits.merge_output_mb << 20) if role == "merge" else 0,
+            max_threads=self.limits.threads,
+            layers=self.layers,
+        )
+
+    def _child_spec(self, role: str) -> dict[str, Any]:
+        job_dir = self._worker_dir if role == "work" else self.spec.root
+        return {
+            "role": role,
+            "kind": self.spec.kind,
+            "job_dir": str(job_dir),
+            "script": self.spec.script,
+            "results_dir": str(self.results_dir) if role == "merge" else None,
+            "limits": self.limits.to_dict(),
+            "options": {"partitions": self.partitions, "map_batch": self.spec.options.map_batch},
+            "policy": self._policy(role, job_dir).to_dict(),
+        }
+
+    async def spawn(self, role: str) -> Any:
+        """A ready child for ``role``; a failure while importing job code fails the job."""
+        max_frame = self.limits.fragment_bytes * 2 + (64 << 20)
+        child = await self.fs.spawn(self._child_spec(role), max_frame=max_frame)
+        try:
+            with trio.fail_after(self.limits.wall_seconds):
+                ready = await child.receive()
+        except ChildReported as exc:
+            await child.aclose()
+            raise job_failed_from(exc.info, f"the {role} child, while loading the job") from None
+        except ChildDied as exc:
+            await child.aclose()
+            rule, message = describe_exit(exc.returncode, limits=self.limits.to_dict())
+            raise JobFailed(message=f"the {role} child died while loading the job: {message}",
+                            rule=rule) from None
+        except trio.TooSlowError:
+            await child.aclose()
+            raise JobFailed(
+                message=f"importing the job took more than {self.limits.wall_seconds} s "
+                "(wall_seconds)",
+                rule="wall time",
+            ) from None
+        if ready[0] != "ready":
+            await child.aclose()
+            raise JobFailed(message=f"the {role} child said {ready[0]!r} instead of ready")
+        self._emit_out(role, ready[1].get("out", "") if isinstance(ready[1], dict) else "")
+        return child
+
+    def _emit_out(self, where: str, text: Any) -> None:
+        if isinstance(text, str) and text:
+            self.on_output(where, text)
+
+    def _report(self) -> None:
+        self.on_progress(self.progress)
+        self.changed.notify()
+
+    # --- the job -------------------------------------------------------------------------
+
+    async def run(self) -> Path:
+        """Run the job; returns the results folder (inside ``work_dir``)."""
+        self.results_dir.mkdir(parents=True, exist_ok=True)
+        if self.spec.kind == "script":
+            # Workers see the script alone, as on a remote worker.
+            self._worker_dir = self.work_dir / "package"
+            self._worker_dir.mkdir(exist_ok=True)
+            shutil.copy2(self.spec.root / str(self.spec.script), self._worker_dir)
+            await self._run_script()
+        else:
+            self._worker_dir = self.spec.root
+            await self._run_package()
+        return self.results_dir
+
+    async def _run_package(self) -> None:
+        opts = self.spec.options
+        sched = Scheduler(prefetch=2 * self.workers, redundancy=opts.redundancy,
+                          lease_seconds=self.limits.wall_seconds * 4)
+        buffer = CausalBuffer(ordered=opts.ordered, spill_dir=self.work_dir)
+        self.progress = Progress(phase="fragments")
+        merged = 0
+
+        def accept(seq: int, data: bytes) -> None:
+            buffer.add(seq, data)
+
+        async def merge_loop() -> None:
+            nonlocal merged
+            child = await self.spawn("merge")
+            pacer = _Pacer()
+            try:
+                while True:
+                    batch = buffer.pop_ready(max_items=pacer.size(MAX_BATCH))
+                    if not batch:
+                        if sched.finished and not len(buffer):
+                            break
+                        await self.changed.wait()
+                        continue
+                    started = time.monotonic()
+                    await self._call(child, ["merge", [[s, d] for s, d in batch]], "merger",
+                                     timeout=self.limits.wall_seconds)
+                    pacer.record(len(batch), time.monotonic() - started)
+                    merged += len(batch)
+                    self.progress.done = merged
+                    self._check_output_quota()
+                    self._report()
+                await self._call(child, ["finalize"], "finalize", timeout=self.limits.wall_seconds)
+                self._check_output_quota()
+            finally:
+                await child.aclose()
+                buffer.close()
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._split_loop, sched)
+            for i in range(self.workers):
+                nursery.start_soon(self._work_loop, f"local-{i}", sched, "process", accept)
+            nursery.start_soon(merge_loop)
+
+    async def _run_script(self) -> None:
+        opts = self.spec.options
+        parts_dir = self.work_dir / "partitions"
+        parts_dir.mkdir(exist_ok=True)
+        part_files = [open(parts_dir / f"{r}.bin", "w+b") for r in range(self.partitions)]
+        try:
+            # Map: source batches -> partitioned intermediate pairs, appended to disk.
+            sched = Scheduler(prefetch=2 * self.workers, redundancy=opts.redundancy,
+                              lease_seconds=self.limits.wall_seconds * 4)
+            self.progress = Progress(phase="map")
+
+            def store_parts(seq: int, parts: list[bytes]) -> None:
+                for f, part in zip(part_files, parts):
+                    f.write(len(part).to_bytes(8, "big"))
+                    f.write(part)
+
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._split_loop, sched)
+                for i in range(self.workers):
+                    nursery.start_soon(self._work_loop, f"local-{i}", sched, "map", store_parts)
+
+            # Reduce: one task per partition.
+            rsched = Scheduler(prefetch=0, redundancy=opts.redundancy,
+                               lease_seconds=self.limits.wall_seconds * 4)
+            rsched.add_fragments(list(range(self.partitions)))
+            rsched.mark_exhausted()
+            self.progress = Progress(phase="reduce", total=self.partitions)
+            reduced: dict[int, bytes] = {}
+
+            def load_partition(r: int) -> list[bytes]:
+                f = part_files[r]
+                f.seek(0)
+                out = []
+                while header := f.read(8):
+                    out.append(f.read(int.from_bytes(header, "big")))
+                return out
+
+            def store_reduced(seq: int, data: bytes) -> None:
+                reduced[seq] = data
+
+            async with trio.open_nursery() as nursery:
+                for i in range(min(self.workers, self.partitions)):
+                    nursery.start_soon(self._work_loop, f"local-{i}", rsched, "reduce",
+                                       store_reduced, load_partition)
+        finally:
+            for f in part_files:
+                f.close()
+            shutil.rmtree(parts_dir, ignore_errors=True)
+
+        # Final: every reduced pair in key order, in one chief-side child.
+        self.progress = Progress(phase="final", total=1)
+        self._report()
+        output = open(self.results_dir / "output.txt", "w", encoding="utf-8")
+        sink = self.on_output
+
+        def tee(where: str, text: str) -> None:
+            output.write(text)
+            sink("final", text)
+
+        self.on_output = tee
+        child = await self.spawn("merge")
+        try:
+            await self._call(child, ["final", [reduced[r] for r in range(self.partitions)]],
+                             "final", timeout=self.limits.wall_seconds)
+        finally:
+            self.on_output = sink
+            output.close()
+            await child.aclose()
+        self._check_output_quota()
+        self.progress.done = 1
+        self._report()
+
+    # --- the loops -----------------------------------------------------------------------
+
+    async def _call(self, child: Any, request: list[Any], where: str, *, timeout: float) -> list[Any]:
+        """One request to a chief-side child, with its reply; any failure fails the job."""
+        try:
+            with trio.fail_after(timeout):
+                await child.send(request)
+                while True:
+                    reply = await child.receive()
+                    if reply[0] == "output":
+                        self._emit_out("final", reply[1])
+                        continue
+                    self._emit_out(where, reply[-1])
+                    return reply
+        except ChildReported as exc:
+            raise job_failed_from(exc.info, where) from None
+        except ChildDied as exc:
+            rule, message = describe_exit(exc.returncode, limits=self.limits.to_dict())
+            raise JobFailed(message=f"{where} died: {message}", rule=rule) from None
+        except ChildProtocolError as exc:
+            raise JobFailed(message=f"{where} sent a malformed frame: {exc}",
+                            rule="protocol") from None
+        except trio.TooSlowError:
+            await child.kill()
+            raise JobFailed(
+                message=f"{where} ran for more than {timeout:g} s (wall_seconds)",
+                rule="wall time",
+            ) from None
+
+    async def _split_loop(self, sched: Scheduler) -> None:
+        """Pull the splitter lazily: only when workers have room for more fragments."""
+        child = await self.spawn("split")
+        where = "splitter" if self.spec.kind == "package" else "source"
+        try:
+            while not sched.exhausted:
+                wanted = sched.wanted()
+                if wanted == 0:
+                    await self.changed.wait()
+                    continue
+                reply = await self._call(child, ["next", min(wanted, MAX_BATCH)], where,
+                                         timeout=self.limits.wall_seconds)
+                fragments, exhausted = reply[1], reply[2]
+                if not isinstance(fragments, list) or not all(
+                    isinstance(f, bytes) for f in fragments
+                ):
+                    raise JobFailed(message=f"the {where} child sent a malformed reply",
+                                    rule="protocol")
+                # Measured here, on the bytes, whatever the child claims.
+                for i, data in enumerate(fragments):
+                    if len(data) > self.limits.fragment_bytes:
+                        raise JobFailed(
+                            message=f"fragment {sched.produced + i + 1} is {len(data)} bytes; "
+                            f"this job's limit is {self.limits.fragment_bytes}",
+                            rule="fragment size",
+                        )
+                if sched.produced + len(fragments) > self.limits.max_fragments:
+                    raise JobFailed(
+                        message=f"the {where} produced more than {self.limits.max_fragments} "
+                        "fragments (max_fragments); a splitter must be finite",
+                        rule="finite splitter",
+                    )
+                sched.add_fragments(fragments)
+                if exhausted:
+                    sched.mark_exhausted()
+                    self.progress.total = sched.total
+                self._report()
+        finally:
+            await child.aclose()
+
+    async def _work_loop(
+        self,
+        worker: str,
+        sched: Scheduler,
+        kind: str,
+        accept: Callable[[int, Any], None],
+        load: Callable[[int], Any] | None = None,
+    ) -> None:
+        """One local worker slot: a sandboxed work child fed by the scheduler."""
+        child = None
+        pacer = _Pacer()
+        crashes = 0
+        try:
+            while True:
+                if child is None:
+                    child = await self._work_child()
+                fair = max(1, (sched.queued + sched.wanted()) // self.workers)
+                want = 1 if kind == "reduce" else pacer.size(fair)
+                if sched.offer_credits(worker, want):
+                    self.changed.notify()  # the splitter may now pull for our credits
+                assigned = sched.assign(worker, time.monotonic())
+                if not assigned:
+                    if sched.finished:
+                        return
+                    await self.changed.wait()
+                    continue
+                started = time.monotonic()
+                try:
+                    await self._run_batch(child, worker, sched, kind, assigned, accept, load)
+                except (ChildDied, trio.TooSlowError, ChildProtocolError) as exc:
+                    crashes += 1
+                    await self._lost_child(child, worker, sched, exc, assigned)
+                    child = None
+                    continue
+                pacer.record(len(assigned), time.monotonic() - started)
+                if child.cpu_seconds() > self.limits.cpu_seconds * CPU_RECYCLE_SHARE:
+                    await child.aclose()
+                    child = None
+        finally:
+            sched.release(worker)
+            if child is not None:
+                await child.aclose()
+
+    async def _work_child(self) -> Any:
+        return await self.spawn("work")
+
+    async def _run_batch(
+        self,
+        child: Any,
+        worker: str,
+        sched: Scheduler,
+        kind: str,
+        assigned: list[Any],
+        accept: Callable[[int, Any], None],
+        load: Callable[[int], Any] | None,
+    ) -> None:
+        if kind == "reduce":
+            (task,) = assigned
+            await child.send(["reduce", task.seq, load(task.payload) if load else task.payload])
+        else:
+            await child.send([kind, [[a.seq, a.payload] for a in assigned]])
+        pending = {a.seq for a in assigned}
+        while pending:
+            with trio.fail_after(self.limits.wall_seconds):
+                try:
+                    reply = await child.receive()
+                except ChildReported as exc:
+                    raise job_failed_from(exc.info, self._where(kind)) from None
+            seq, payload = reply[1], reply[2]
+            if seq not in pending:
+                raise ChildProtocolError(f"answered fragment {seq!r}, which it was not given")
+            pending.discard(seq)
+            self._emit_out(f"{kind} {seq}", reply[3] if len(reply) > 3 else "")
+            data = b"".join(payload) if isinstance(payload, list) else payload
+            if not isinstance(data, bytes):
+                raise ChildProtocolError("a result must be bytes")
+            verdict = sched.complete(worker, seq, _digest(data))
+            if verdict is Verdict.ACCEPT:
+                accept(seq, payload)
+                self.progress.workers[worker] = self.progress.workers.get(worker, 0) + 1
+                if kind != "process":
+                    self.progress.done = sched.done
+                self._report()
+
+    def _where(self, kind: str) -> str:
+        return {"process": "process()", "map": "mapfn", "reduce": "reducefn"}[kind]
+
+    async def _lost_child(
+        self, child: Any, worker: str, sched: Scheduler, exc: BaseException, assigned: list[Any]
+    ) -> None:
+        """A work child died or ran out of time: retry its fragment on a fresh child."""
+        if isinstance(exc, trio.TooSlowError):
+            await child.kill()
+            rule, message = "wall time", (
+                f"ran for more than {self.limits.wall_seconds} s on one fragment "
+                f"(wall_seconds = {self.limits.wall_seconds})"
+            )
+        elif isinstance(exc, ChildDied):
+            rule, message = describe_exit(exc.returncode, limits=self.limits.to_dict())
+        else:
+            await child.kill()
+            rule, message = "protocol", f"sent a malformed reply: {exc}"
+        await child.aclose()
+        leased = sched.leased_to(worker)
+        log.warning("work child on %s lost with fragments %s: %s", worker, leased, message)
+        if not leased:
+            return
+        try:
+            # The first unanswered fragment is the one that killed it; the rest go back.
+            sched.fail(worker, leased[0])
+            for seq in leased[1:]:
+                sched.giveback(worker, seq)
+        except FragmentFailed as failed:
+            raise JobFailed(
+                message=f"fragment {failed.seq} failed {failed.attempts} times: {message}",
+                rule=rule,
+            ) from None
+        self.changed.notify()
+
+    def _check_output_quota(self) -> None:
+        """The merger's output, summed over results_dir, stays under merge_output_mb."""
+        limit = self.limits.merge_output_mb << 20
+        total = 0
+        for dirpath, _dirs, files in os.walk(self.results_dir):
+            for name in files:
+                try:
+                    total += os.lstat(os.path.join(dirpath, name)).st_size
+                except FileNotFoundError:
+                    pass
+        if total > limit:
+            raise JobFailed(
+                message=f"the merger wrote {total} bytes to results_dir; this job's limit is "
+                f"{limit} (merge_output_mb = {self.limits.merge_output_mb})",
+                rule="merge output",
+            )
+

@@ -1,0 +1,91 @@
+"""Packing a job's results folder and delivering it where the user asked (JOBS.md OUT).
+
+OUT ending in ``.tar.gz`` receives the tarball; anything else is a folder the results are
+unpacked into. A folder is only ever replaced if octop2p wrote it (it carries a marker
+file); an unrelated, non-empty folder is refused so that nothing of the user's is lost.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import shutil
+import tarfile
+import time
+from pathlib import Path
+
+from .errors import UsageError
+
+MARKER = ".octop2p-results.json"
+
+
+def default_out(job_name: str) -> Path:
+    """``./<job name>-results/``."""
+    return Path.cwd() / f"{job_name}-results"
+
+
+def check_out(out: Path) -> None:
+    """Refuse, before the job runs, an OUT that would overwrite something of the user's."""
+    if str(out).endswith(".tar.gz"):
+        if out.is_dir():
+            raise UsageError(f"{out} is a folder; a .tar.gz OUT must be a file path")
+        if not out.parent.is_dir():
+            raise UsageError(f"the folder for {out} does not exist")
+        return
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"{out} exists and is not a folder")
+    if out.is_dir() and any(out.iterdir()) and not (out / MARKER).exists():
+        raise UsageError(
+            f"{out} exists, is not empty and was not written by octop2p; "
+            "choose another -o, or empty it first"
+        )
+
+
+def pack(results_dir: Path) -> bytes:
+    """The results folder as tar.gz bytes (paths relative to the folder)."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz", compresslevel=6) as tar:
+        for path in sorted(results_dir.rglob("*")):
+            if path.is_file() and not path.is_symlink():
+                tar.add(path, arcname=str(path.relative_to(results_dir)), recursive=False)
+    return buf.getvalue()
+
+
+def unpack(data: bytes, dest: Path) -> None:
+    """Unpack tar.gz bytes into ``dest``, refusing links and paths that leave it."""
+    with tarfile.open(fileobj=io.BytesIO(data), mode="r:gz") as tar:
+        tar.extractall(dest, filter="data")
+
+
+def deliver(results_dir: Path, out: Path, *, job_name: str, job_id: str) -> Path:
+    """Put the finished results at ``out``; returns the path written."""
+    check_out(out)
+    if str(out).endswith(".tar.gz"):
+        tmp = out.with_name(out.name + ".part")
+        tmp.write_bytes(pack(results_dir))
+        os.replace(tmp, out)
+        return out
+    if out.is_dir():
+        shutil.rmtree(out)
+    shutil.copytree(results_dir, out, symlinks=False)
+    (out / MARKER).write_text(
+        json.dumps({"job": job_id, "name": job_name, "finished": time.time()}) + "\n"
+    )
+    return out
+
+
+def deliver_bytes(tarball: bytes, out: Path, *, job_name: str, job_id: str) -> Path:
+    """Like :func:`deliver`, from a tarball received from a chief."""
+    check_out(out)
+    if str(out).endswith(".tar.gz"):
+        out.write_bytes(tarball)
+        return out
+    if out.is_dir():
+        shutil.rmtree(out)
+    out.mkdir(parents=True)
+    unpack(tarball, out)
+    (out / MARKER).write_text(
+        json.dumps({"job": job_id, "name": job_name, "finished": time.time()}) + "\n"
+    )
+    return out
