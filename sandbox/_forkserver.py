@@ -84,7 +84,12 @@ def _child(spec: dict[str, Any], rfd: int, wfd: int) -> int:
 
 def _recv(sock: socket.socket) -> tuple[list[Any] | None, list[int]]:
     fds = array.array("i")
-    data, ancdata, _flags, _addr = sock.recvmsg(MAX_PACKET, socket.CMSG_SPACE(2 * fds.itemsize))
+    try:
+        data, ancdata, _flags, _addr = sock.recvmsg(
+            MAX_PACKET, socket.CMSG_SPACE(2 * fds.itemsize)
+        )
+    except ConnectionResetError:  # the node went away: same as a clean close
+        return None, []
     for level, kind, payload in ancdata:
         if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
             fds.frombytes(payload[: len(payload) - (len(payload) % fds.itemsize)])
