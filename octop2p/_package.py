@@ -345,8 +345,8 @@ def _parse(root: Path, rel: str, warnings: list[str]) -> ast.Module:
         ) from exc
     except (ValueError, RecursionError, MemoryError) as exc:
         raise JobRefused(RULE_SYNTAX, rel, None, f"cannot be parsed: {exc}") from exc
-    for w in caught:
-        warnings.append(f"{rel}:{w.lineno}: {w.message}")
+    # The parser and the compiler may both warn about the same line.
+    warnings += dict.fromkeys(f"{rel}:{w.lineno}: {w.message}" for w in caught)
     return tree
 
 
