@@ -246,7 +246,9 @@ def _require_package_files(root: Path) -> None:
                 f"; found {other}, but the Butcher guide's file names are case-sensitive: "
                 f"rename it to {file}"
             )
-    raise JobRefused(RULE_FILES, missing[0], None, detail)
+    # With all three missing, naming one of them as "the file" would mislead.
+    file = missing[0] if len(missing) < len(_PACKAGE_FILES) else None
+    raise JobRefused(RULE_FILES, file, None, detail)
 
 
 def _is_regular(path: Path) -> bool:

@@ -343,7 +343,7 @@ def test_missing_file_with_wrong_case_says_names_are_case_sensitive(tmp_path: Pa
 
 def test_empty_folder_points_to_scripts(tmp_path: Path) -> None:
     exc = refused(tmp_path)
-    assert exc.rule == RULE_FILES
+    assert (exc.rule, exc.file, exc.line) == (RULE_FILES, None, None)
     assert "give the path of its .py file" in exc.detail
 
 
