@@ -17,6 +17,7 @@ import sandbox
 
 from ._chief import Chief, OutputSink, Progress
 from ._children import open_fork_server
+from ._groups import collapse_groups
 from ._limits import Limits
 from ._package import JobSpec, load_job
 from ._results import check_out, default_out, deliver
@@ -72,7 +73,7 @@ async def run_local(
     layers = usable_layers() if layers is None else layers
     job_id = secrets.token_hex(6)
     started = time.monotonic()
-    with tempfile.TemporaryDirectory(prefix=f"octop2p-{spec.options.name}-") as tmp:
+    with collapse_groups(), tempfile.TemporaryDirectory(prefix=f"octop2p-{spec.options.name}-") as tmp:
         work_dir = Path(tmp)
         async with open_fork_server() as fs:
             chief = Chief(

@@ -27,6 +27,7 @@ from rich.progress import (
 )
 
 from . import __version__
+from ._groups import collapse_groups
 from .errors import Interrupted, JobFailed, OctoError
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -60,7 +61,8 @@ def handle_errors(fn: F) -> F:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         as_json = kwargs.get("as_json", False)
         try:
-            return fn(*args, **kwargs)
+            with collapse_groups():
+                return fn(*args, **kwargs)
         except KeyboardInterrupt:
             err.print("[yellow]interrupted[/]")
             sys.exit(Interrupted.exit_code)
@@ -73,7 +75,9 @@ def handle_errors(fn: F) -> F:
 
 def _report_error(exc: OctoError, as_json: bool) -> None:
     if isinstance(exc, JobFailed) and exc.traceback:
-        err.print(exc.traceback.rstrip(), markup=False, style="dim")
+        # Plain write: rich would re-wrap the user's traceback lines.
+        sys.stderr.write(exc.traceback.rstrip() + "\n")
+        sys.stderr.flush()
     err.print(f"[bold red]error:[/] {exc}", markup=True, highlight=False)
     if as_json:
         payload: dict[str, Any] = {"state": "failed", "error": str(exc)}

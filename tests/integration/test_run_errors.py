@@ -1,0 +1,134 @@
+"""How `octop2p run` fails: the user's traceback, retries, interrupts, no leftovers."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from tests.conftest import run_cli
+
+
+def make_package(root: Path, process_body: str, n: int = 20, merge: str | None = None) -> Path:
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "Split.py").write_text(f"def splitter():\n    for i in range({n}):\n        yield i\n")
+    (root / "Process.py").write_text(process_body)
+    (root / "Merge.py").write_text(merge or (
+        "def merger(result, results_dir):\n"
+        "    p = results_dir / 'sum.txt'\n"
+        "    old = int(p.read_text()) if p.exists() else 0\n"
+        "    p.write_text(str(old + result))\n"
+    ))
+    return root
+
+
+def test_user_exception_fails_with_their_traceback(tmp_path: Path) -> None:
+    pkg = make_package(tmp_path / "job", (
+        "def helper(x):\n"
+        "    return 10 // (x - 7)\n"
+        "\n"
+        "def process(fragment):\n"
+        "    return helper(fragment)\n"
+    ))
+    proc = run_cli("run", pkg, "-w", "2", "-o", tmp_path / "out")
+    assert proc.returncode == 1
+    assert "ZeroDivisionError" in proc.stderr
+    assert 'Process.py", line 2, in helper' in proc.stderr  # their file, their line
+    assert 'Process.py", line 5, in process' in proc.stderr
+    assert "_runtime.py" not in proc.stderr  # none of our frames
+    assert not (tmp_path / "out").exists()
+
+
+def test_refused_package_names_file_and_line(tmp_path: Path) -> None:
+    pkg = make_package(tmp_path / "job", "def process(f):\n    yield f\n")
+    proc = run_cli("run", pkg)
+    assert proc.returncode == 1
+    assert "Process.py:2" in proc.stderr or "Process.py:1" in proc.stderr
+    assert "yield" in proc.stderr
+
+
+def test_dying_worker_child_is_replaced_and_job_completes(tmp_path: Path) -> None:
+    # Every child dies hard on the 4th fragment it sees; each fragment still succeeds on
+    # a fresh child, so the job must finish with the right sum.
+    pkg = make_package(tmp_path / "job", (
+        "import os, signal\n"
+        "seen = 0\n"
+        "def process(fragment):\n"
+        "    global seen\n"
+        "    seen += 1\n"
+        "    if seen == 4:\n"
+        "        os.kill(os.getpid(), signal.SIGKILL)\n"
+        "    return fragment\n"
+    ), n=30)
+    proc = run_cli("run", pkg, "-w", "2", "-o", tmp_path / "out")
+    assert proc.returncode == 0, proc.stderr
+    assert int((tmp_path / "out" / "sum.txt").read_text()) == sum(range(30))
+
+
+def test_fragment_that_always_kills_its_child_fails_the_job(tmp_path: Path) -> None:
+    pkg = make_package(tmp_path / "job", (
+        "import os, signal\n"
+        "def process(fragment):\n"
+        "    if fragment == 5:\n"
+        "        os.kill(os.getpid(), signal.SIGKILL)\n"
+        "    return fragment\n"
+    ), n=10)
+    started = time.monotonic()
+    proc = run_cli("run", pkg, "-w", "2", "-o", tmp_path / "out", timeout=60)
+    assert proc.returncode == 1
+    assert "fragment 5 failed 3 times" in proc.stderr
+    assert time.monotonic() - started < 30
+
+
+def test_ctrl_c_stops_every_child_and_exits_130(tmp_path: Path) -> None:
+    pkg = make_package(tmp_path / "job", (
+        "def process(fragment):\n"
+        "    x = 0\n"
+        "    for i in range(3 * 10**7):\n"  # bounded: ends by itself in seconds
+        "        x += i\n"
+        "    return fragment\n"
+    ), n=8)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "octop2p", "run", str(pkg), "-w", "2", "-o", str(tmp_path / "o")],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    descendants: set[int] = set()
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and len(descendants) < 4:
+        descendants |= _descendants(proc.pid)
+        time.sleep(0.1)
+    assert len(descendants) >= 3, "fork server and children should be running"
+    proc.send_signal(signal.SIGINT)
+    _, stderr = proc.communicate(timeout=20)
+    assert proc.returncode == 130, stderr
+    time.sleep(0.5)
+    alive = [pid for pid in descendants if _alive(pid)]
+    assert alive == [], f"left running: {alive}"
+
+
+def _descendants(pid: int) -> set[int]:
+    """Every process whose parent chain leads to ``pid`` (children call setsid)."""
+    parents: dict[int, int] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    parents[int(entry)] = int(f.read().rsplit(")", 1)[1].split()[1])
+            except (FileNotFoundError, ProcessLookupError, IndexError):
+                pass
+    found, frontier = set(), {pid}
+    while frontier:
+        frontier = {p for p, pp in parents.items() if pp in frontier} - found
+        found |= frontier
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
