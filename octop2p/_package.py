@@ -247,8 +247,8 @@ def _require_package_files(root: Path) -> None:
                 f"rename it to {file}"
             )
     # With all three missing, naming one of them as "the file" would mislead.
-    file = missing[0] if len(missing) < len(_PACKAGE_FILES) else None
-    raise JobRefused(RULE_FILES, file, None, detail)
+    named = missing[0] if len(missing) < len(_PACKAGE_FILES) else None
+    raise JobRefused(RULE_FILES, named, None, detail)
 
 
 def _is_regular(path: Path) -> bool:
