@@ -1,0 +1,263 @@
+"""What a confined child hit, as the rule it broke and a message for the job's author.
+
+`describe_exception` runs in the child on an exception from job code; `describe_exit`
+runs on the node for a child that died without answering. Both return `(rule, message)`:
+`rule` is one of the names below, or None when the job simply failed (a plain
+exception, an exit). The caller adds the file and line from the traceback.
+
+The sandbox refuses with plain errnos (seccomp: EPERM, Landlock: EACCES), so the error
+alone does not say what was refused; the traceback does: the innermost standard-library
+module (socket, subprocess, threading, ...) or, when job code called a builtin itself,
+the name of the call on the failing line.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import re
+import signal
+import sysconfig
+from collections.abc import Mapping
+from types import TracebackType
+
+__all__ = [
+    "RULE_CPU",
+    "RULE_FILES",
+    "RULE_MEMORY",
+    "RULE_MERGE_OUTPUT",
+    "RULE_NETWORK",
+    "RULE_PROCESSES",
+    "RULE_RECURSION",
+    "RULE_SANDBOX",
+    "RULE_SECCOMP",
+    "RULE_STACK",
+    "RULE_THREADS",
+    "RULE_WALL",
+    "describe_exception",
+    "describe_exit",
+]
+
+RULE_NETWORK = "network"
+RULE_PROCESSES = "processes"
+RULE_THREADS = "threads"
+RULE_FILES = "files"
+RULE_MEMORY = "memory"
+RULE_RECURSION = "recursion"
+RULE_STACK = "recursion/stack"
+RULE_MERGE_OUTPUT = "merge output"
+RULE_CPU = "cpu time"
+RULE_WALL = "wall time"
+RULE_SECCOMP = "seccomp"
+RULE_SANDBOX = "sandbox"  # refused by the sandbox, but we cannot tell which rule
+
+Limits = Mapping[str, object]  # the job's [limits] table, JOBS.md section 1c
+
+_STDLIB = os.path.realpath(sysconfig.get_paths()["stdlib"]) + os.sep
+
+# Standard-library modules (by dotted prefix) whose use means one rule; with a pattern,
+# only the functions it matches (os.makedirs is about files, os.spawnv about processes).
+_MODULE_RULES: tuple[tuple[str, str, re.Pattern[str] | None], ...] = tuple(
+    (module, rule, re.compile(functions) if functions else None)
+    for module, rule, functions in (
+        ("threading", RULE_THREADS, ""),
+        ("concurrent.futures.thread", RULE_THREADS, ""),
+        ("subprocess", RULE_PROCESSES, ""),
+        ("multiprocessing", RULE_PROCESSES, ""),
+        ("concurrent.futures.process", RULE_PROCESSES, ""),
+        ("pty", RULE_PROCESSES, ""),
+        ("os", RULE_PROCESSES, r"spawn|exec|popen|fork"),
+        ("socket", RULE_NETWORK, ""),
+        ("ssl", RULE_NETWORK, ""),
+        ("http", RULE_NETWORK, ""),
+        ("urllib", RULE_NETWORK, ""),
+        ("ftplib", RULE_NETWORK, ""),
+        ("smtplib", RULE_NETWORK, ""),
+        ("poplib", RULE_NETWORK, ""),
+        ("imaplib", RULE_NETWORK, ""),
+        ("xmlrpc", RULE_NETWORK, ""),
+        ("asyncio", RULE_NETWORK, ""),
+        ("socketserver", RULE_NETWORK, ""),
+    )
+)
+
+
+# The call on the job's own line, when it called a builtin that raised directly.
+_CALL_RULES: tuple[tuple[re.Pattern[str], str], ...] = (
+    (re.compile(r"\b(socket|socketpair|create_connection|create_server|fromfd)\s*\("),
+     RULE_NETWORK),
+    (re.compile(r"\b(kill|killpg|pidfd_open|pidfd_send_signal|ptrace|process_vm_\w+)\s*\("),
+     "signal"),
+    (re.compile(r"\b(fork|forkpty|vfork|clone3?|exec\w*|spawn\w*|posix_spawnp?|system|popen)"
+                r"\s*\("), RULE_PROCESSES),
+    (re.compile(r"\b(start_new_thread|start_new)\s*\("), RULE_THREADS),
+)
+
+# Calls on the failing line that write rather than read.
+_WRITES = re.compile(
+    r"\b(write_text|write_bytes|touch|mkdir|makedirs|rename|replace|remove|unlink|rmdir|"
+    r"symlink|link|truncate|copy\w*|move|mkfifo|mknod|chmod|utime)\s*\("
+    r"|open\s*\([^)]*['\"][^'\"]*[wax+][^'\"]*['\"]|O_(WRONLY|RDWR|CREAT|TRUNC|APPEND)"
+)
+
+_MESSAGES = {
+    RULE_NETWORK: "tried to open a network socket: jobs have no network access",
+    RULE_PROCESSES: "tried to start a new process (fork, exec or subprocess): jobs may not "
+                    "start processes",
+    "signal": "tried to signal or inspect another process: jobs may signal only themselves",
+    RULE_THREADS: "tried to start a thread beyond this job's limit of {threads} (limits.threads)",
+}
+
+
+def _limit(limits: Limits | None, key: str) -> str:
+    value = None if limits is None else limits.get(key)
+    return "?" if value is None else str(value)
+
+
+def _frames(tb: TracebackType | None) -> list[tuple[str, str, str]]:
+    """(filename, function name, line text) of each frame, innermost last."""
+    frames = []
+    while tb is not None:
+        code = tb.tb_frame.f_code
+        line = _source_line(code.co_filename, tb.tb_lineno)
+        frames.append((code.co_filename, code.co_name, line))
+        tb = tb.tb_next
+    return frames
+
+
+def _source_line(filename: str, lineno: int) -> str:
+    import linecache  # imported here: only failures pay for it
+
+    return linecache.getline(filename, lineno).strip()
+
+
+def _stdlib_module(filename: str) -> str | None:
+    path = os.path.realpath(filename)
+    if not path.startswith(_STDLIB) or "site-packages" in path:
+        return None
+    rel = path[len(_STDLIB):]
+    rel = rel[:-3] if rel.endswith(".py") else rel
+    return rel.replace(os.sep, ".").removesuffix(".__init__")
+
+
+def _rule_from_traceback(exc: BaseException) -> str | None:
+    frames = _frames(exc.__traceback__)
+    for filename, function, _line in reversed(frames):
+        module = _stdlib_module(filename)
+        if module is None:
+            continue
+        for prefix, rule, functions in _MODULE_RULES:
+            if module != prefix and not module.startswith(prefix + "."):
+                continue
+            if functions is None or functions.search(function):
+                return rule
+    if frames and getattr(exc, "filename", None) is None:
+        line = frames[-1][2]
+        for pattern, rule in _CALL_RULES:
+            if pattern.search(line):
+                return rule
+    return None
+
+
+def _file_message(exc: OSError) -> tuple[str, str]:
+    frames = _frames(exc.__traceback__)
+    lines = " ".join(line for _f, _fn, line in frames[-2:])
+    path = exc.filename
+    path = os.fsdecode(path) if isinstance(path, bytes) else str(path)
+    if _WRITES.search(lines):
+        return RULE_FILES, (f"tried to write {path}: jobs may write only in their results "
+                            "folder, and only while merging")
+    return RULE_FILES, f"tried to read {path}: jobs may read only their own folder"
+
+
+def describe_exception(
+    exc: BaseException, *, limits: Limits | None = None
+) -> tuple[str | None, str]:
+    """(rule, message) for an exception raised by job code in a confined child.
+
+    `limits` is the job's [limits] table (JOBS.md 1c), used to name the limit that was
+    hit; the rule is None for an ordinary error of the job's own.
+    """
+    if isinstance(exc, MemoryError):
+        return RULE_MEMORY, (f"ran out of memory: this job may use {_limit(limits, 'memory_mb')}"
+                             " MB per process (limits.memory_mb)")
+    if isinstance(exc, RecursionError):
+        return RULE_RECURSION, (f"recursed deeper than this job's limit of "
+                                f"{_limit(limits, 'recursion_depth')} calls "
+                                "(limits.recursion_depth)")
+    if isinstance(exc, RuntimeError) and "can't start new thread" in str(exc):
+        return RULE_THREADS, _MESSAGES[RULE_THREADS].format(threads=_limit(limits, "threads"))
+    if isinstance(exc, OSError) and exc.errno == errno.EFBIG:
+        return RULE_MERGE_OUTPUT, (f"wrote more than this job's limit of "
+                                   f"{_limit(limits, 'merge_output_mb')} MB of output "
+                                   "(limits.merge_output_mb)")
+    if isinstance(exc, OSError) and exc.errno in (errno.EPERM, errno.EACCES):
+        rule = _rule_from_traceback(exc)
+        if rule is not None:
+            message = _MESSAGES[rule].format(threads=_limit(limits, "threads"))
+            return (RULE_PROCESSES if rule == "signal" else rule), message
+        if exc.filename is not None:
+            return _file_message(exc)
+        return RULE_SANDBOX, (f"the sandbox refused an operation ({exc.strerror}): jobs may "
+                              "not use the network, other processes or files outside their "
+                              "folder")
+    text = str(exc)
+    return None, f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def _signal_name(number: int) -> str:
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return f"signal {number}"
+
+
+def describe_exit(
+    returncode: int,
+    *,
+    limits: Limits | None = None,
+    wall_timeout: bool = False,
+    cpu_seconds_used: float | None = None,
+) -> tuple[str | None, str]:
+    """(rule, message) for a child that ended without answering.
+
+    `returncode` is as in `subprocess`: negative for a signal. `wall_timeout` says the
+    node itself killed the child at the wall-time limit; `cpu_seconds_used` (from the
+    child's rusage) tells a CPU-limit SIGKILL from another one.
+    """
+    cpu = _limit(limits, "cpu_seconds")
+    cpu_message = (f"used more than {cpu} s of CPU time for one fragment; this job's limit "
+                   f"is {cpu} s (limits.cpu_seconds)")
+    if wall_timeout:
+        wall = _limit(limits, "wall_seconds")
+        return RULE_WALL, (f"ran longer than {wall} s for one fragment; this job's limit is "
+                           f"{wall} s of wall time (limits.wall_seconds)")
+    if returncode >= 0:
+        return None, f"the job's process exited with status {returncode} before answering"
+    sig = -returncode
+    if sig == signal.SIGXCPU:
+        return RULE_CPU, cpu_message
+    if sig == signal.SIGKILL:
+        limit = None if limits is None else limits.get("cpu_seconds")
+        if (cpu_seconds_used is not None and isinstance(limit, int | float)
+                and cpu_seconds_used >= limit):
+            return RULE_CPU, cpu_message
+        return None, ("the job's process was killed (SIGKILL), most likely by the system "
+                      f"for using too much memory; this job's limit is "
+                      f"{_limit(limits, 'memory_mb')} MB (limits.memory_mb)")
+    if sig == signal.SIGSYS:
+        return RULE_SECCOMP, ("made a system call the sandbox forbids outright (another "
+                              "architecture's syscall table) and was killed")
+    if sig == signal.SIGSEGV:
+        return RULE_STACK, ("crashed (segmentation fault), most likely by recursing deeper "
+                            "than the stack allows; this job's limit is "
+                            f"{_limit(limits, 'recursion_depth')} calls "
+                            "(limits.recursion_depth)")
+    if sig == signal.SIGXFSZ:
+        return RULE_MERGE_OUTPUT, (f"wrote more than this job's limit of "
+                                   f"{_limit(limits, 'merge_output_mb')} MB of output "
+                                   "(limits.merge_output_mb)")
+    if sig == signal.SIGABRT:
+        return None, ("the job's process aborted (SIGABRT): a C extension or Python itself "
+                      "gave up, often for lack of memory")
+    return None, f"the job's process was killed by {_signal_name(sig)}"
