@@ -23,7 +23,8 @@ import pickle
 import sys
 import time
 import traceback
-from collections import defaultdict
+from collections import Counter, defaultdict
+from itertools import chain
 from pathlib import Path
 from types import ModuleType
 from typing import Any, Callable
@@ -42,6 +43,8 @@ SPLIT_BATCH_SECONDS = 0.05
 #: A map task gathers source items up to this many bytes (or ``map_batch`` keys).
 MAP_TASK_BYTES = 256 * 1024
 MAP_TASK_KEYS = 64
+#: Keys whose partition a work child remembers (stable_hash is a BLAKE2b call).
+PARTITION_CACHE = 1 << 20
 _SANDBOX_DIR = str(Path(__file__).resolve().parent)
 
 Send = Callable[[list[Any]], None]
@@ -229,6 +232,7 @@ class WorkRole:
         self.reducefn = _attr(module, "reducefn", spec["script"])
         self.combinefn = getattr(module, "combinefn", None)
         self.partitions: int = spec["options"]["partitions"]
+        self._partition_cache: dict[Any, int] = {}
 
     def handle(self, msg: list[Any], send: Send, out: _Capture) -> None:
         kind = msg[0]
@@ -253,18 +257,47 @@ class WorkRole:
             raise JobCodeError("protocol", f"a work child cannot do {kind!r}")
 
     def _map(self, pairs: list[tuple[Any, Any]]) -> list[bytes]:
-        groups: dict[Any, list[Any]] = defaultdict(list)
-        for key, value in pairs:
-            for item in self.mapfn(key, value):
-                k, v = item
-                groups[k].append(v)
+        groups = self._group(pairs)
         if self.combinefn is not None:
             combine = self.combinefn
-            groups = {k: [combine(k, vs)] for k, vs in groups.items()}  # type: ignore[assignment]
+            groups = {k: [combine(k, vs)] for k, vs in groups.items()}
         parts: list[list[tuple[Any, list[Any]]]] = [[] for _ in range(self.partitions)]
+        cache = self._partition_cache
         for k, vs in groups.items():
-            parts[partition_of(k, self.partitions)].append((k, vs))
+            r = cache.get(k)
+            if r is None:
+                r = partition_of(k, self.partitions)
+                if len(cache) < PARTITION_CACHE:
+                    cache[k] = r
+            parts[r].append((k, vs))
         return [pickle.dumps(part, PICKLE_PROTOCOL) for part in parts]
+
+    def _group(self, pairs: list[tuple[Any, Any]]) -> dict[Any, list[Any]]:
+        """Every value mapfn yields, grouped by key (the order of values is not defined)."""
+        mapfn = self.mapfn
+        try:
+            # Fast path: count identical (key, value) pairs in C, then expand the counts.
+            # Word counts and the like yield the same pair millions of times.
+            counts = Counter(chain.from_iterable(mapfn(k, v) for k, v in pairs))
+            if len({type(pair[1]) for pair in counts if isinstance(pair, tuple) and pair}) <= 1:
+                groups: dict[Any, list[Any]] = {}
+                for pair, n in counts.items():
+                    k, v = _as_pair(pair)
+                    known = groups.get(k)
+                    if known is None:
+                        groups[k] = [v] * n
+                    else:
+                        known.extend([v] * n)
+                return groups
+            # Values of several types (1 and 1.0 and True count as one pair): keep each.
+        except TypeError:
+            pass  # an unhashable value, or a TypeError in mapfn: the plain path says which
+        slow: dict[Any, list[Any]] = defaultdict(list)
+        for key, value in pairs:
+            for item in mapfn(key, value):
+                k, v = _as_pair(item)
+                slow[k].append(v)
+        return slow
 
     def _reduce(self, parts: list[bytes]) -> bytes:
         groups: dict[Any, list[Any]] = defaultdict(list)
@@ -312,6 +345,17 @@ class MergeRole:
             send(["finaled", out.take()])
         else:
             raise JobCodeError("protocol", f"a merge child cannot do {kind!r}")
+
+
+def _as_pair(item: Any) -> tuple[Any, Any]:
+    """One (key, value) pair from mapfn's output, or a clear error."""
+    try:
+        k, v = item
+    except (TypeError, ValueError):
+        raise JobCodeError(
+            "mapfn output", f"mapfn must yield (key, value) pairs; it yielded {item!r:.80}"
+        ) from None
+    return k, v
 
 
 def _print_json_line(key: Any, value: Any) -> None:
