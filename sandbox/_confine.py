@@ -44,6 +44,7 @@ _CLONE_NEWUSER = 0x10000000
 _CLONE_NEWNET = 0x40000000
 _PR_SET_NO_NEW_PRIVS = 38
 _PR_GET_NO_NEW_PRIVS = 39
+_PR_SET_DUMPABLE = 4
 _CAP_VERSION_3 = 0x20080522
 
 # Loaded once, when the fork server imports us, so a child pays nothing for it.
@@ -171,7 +172,7 @@ def clean_environ(threads: int) -> dict[str, str]:
 
 def _read_first_int(path: str) -> int | None:
     try:
-        with open(path, encoding="ascii") as f:
+        with open(path, "rb") as f:  # bytes: no codec to import in the child
             return int(f.read().split()[0])
     except (OSError, ValueError, IndexError):
         return None
@@ -200,7 +201,7 @@ def _userns_refused(err: int) -> str:
 def _write_proc(path: str, text: str) -> None:
     fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
     try:
-        os.write(fd, text.encode("ascii"))
+        os.write(fd, text.encode())
     finally:
         os.close(fd)
 
@@ -220,6 +221,12 @@ def _unshare(*, userns: bool, netns: bool) -> None:
         )
     if not userns:
         return
+    # A process that changed uid (a root node dropping to a service user) is not
+    # dumpable: its /proc/self files then belong to root and the maps below cannot be
+    # written. Dumpable only lets processes of our own uid look in; Landlock still
+    # stops the child from looking out.
+    zero = ctypes.c_ulong(0)
+    _libc.prctl(ctypes.c_int(_PR_SET_DUMPABLE), ctypes.c_ulong(1), zero, zero, zero)
     try:
         # Map our own ids onto themselves, one each: the only map an unprivileged
         # process may write, and it keeps results_dir (owned by uid) writable.
@@ -236,7 +243,7 @@ def _unshare(*, userns: bool, netns: bool) -> None:
 
 def _vm_size() -> int:
     """This process's address space in bytes (VmSize), read before Landlock hides /proc."""
-    with open("/proc/self/statm", encoding="ascii") as f:
+    with open("/proc/self/statm", "rb") as f:
         return int(f.read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
 
 
@@ -324,54 +331,64 @@ def confine(policy: Policy) -> None:
 # --- probe -----------------------------------------------------------------------------
 
 
+def _probe_userns() -> tuple[bool, str]:
+    _unshare(userns=True, netns=False)
+    return True, f"own user namespace, uid {os.getuid()} kept, no capabilities outside"
+
+
+def _probe_netns() -> tuple[bool, str]:
+    _unshare(userns=False, netns=True)
+    with socket.socket() as probe_socket:
+        try:
+            probe_socket.connect(("127.0.0.1", 9))
+        except OSError as exc:
+            return True, f"own network namespace: connect fails ({exc.strerror})"
+    return False, "a new network namespace still reached 127.0.0.1"
+
+
+def _probe_landlock() -> tuple[bool, str]:
+    abi, why = _landlock.abi_status()
+    if abi < 1:
+        return False, why
+    _landlock.restrict([], [])
+    return True, _landlock.describe_abi(abi)
+
+
+def _probe_nnp() -> tuple[bool, str]:
+    _no_new_privs()
+    zero = ctypes.c_ulong(0)
+    if _libc.prctl(ctypes.c_int(_PR_GET_NO_NEW_PRIVS), zero, zero, zero, zero) != 1:
+        return False, "prctl accepted no_new_privs but does not report it set"
+    return True, "no_new_privs set, capabilities dropped"
+
+
+def _probe_seccomp() -> tuple[bool, str]:
+    _seccomp.install(_seccomp.build_filter(_MACHINE, pid=os.getpid(), threads=False))
+    try:
+        socket.socket().close()
+    except PermissionError:
+        return True, f"filter loaded ({_MACHINE}): socket() answers EPERM"
+    return False, "a filter was loaded but socket() still works"
+
+
 def _probe_layers() -> dict[str, tuple[bool, str]]:
     """Runs in the throwaway child: apply each layer as confine does and check it holds."""
-    found: dict[str, tuple[bool, str]] = {}
-    uid = os.getuid()
     vm_size = _vm_size()  # before Landlock hides /proc
-    try:
-        _unshare(userns=True, netns=False)
-        found["userns"] = (True, f"own user namespace, uid {uid} kept, no capabilities outside")
-    except SandboxError as exc:
-        found["userns"] = (False, str(exc))
-    try:
-        _unshare(userns=False, netns=True)
-        with socket.socket() as probe_socket:
-            try:
-                probe_socket.connect(("127.0.0.1", 9))
-                found["netns"] = (False, "a new network namespace still reached 127.0.0.1")
-            except OSError as exc:
-                found["netns"] = (True, f"own network namespace: connect fails ({exc.strerror})")
-    except SandboxError as exc:
-        found["netns"] = (False, str(exc))
-    abi, why = _landlock.abi_status()
-    try:
-        _landlock.restrict([], [])
-        found["landlock"] = (True, _landlock.describe_abi(abi))
-    except SandboxError as exc:
-        found["landlock"] = (False, why or str(exc))
-    try:
+
+    def rlimits() -> tuple[bool, str]:
         _apply_rlimits(Policy(memory_bytes=1 << 30, cpu_seconds=60), vm_size)
-        found["rlimits"] = (True, "AS, CPU, FSIZE, NOFILE, CORE, STACK")
-    except (SandboxError, OSError) as exc:
-        found["rlimits"] = (False, str(exc))
-    try:
-        _no_new_privs()
-        on = _libc.prctl(ctypes.c_int(_PR_GET_NO_NEW_PRIVS), ctypes.c_ulong(0),
-                         ctypes.c_ulong(0), ctypes.c_ulong(0), ctypes.c_ulong(0)) == 1
-        found["nnp"] = (on, "no_new_privs set, capabilities dropped" if on else
-                        "prctl accepted no_new_privs but does not report it set")
-    except SandboxError as exc:
-        found["nnp"] = (False, str(exc))
-    try:
-        _seccomp.install(_seccomp.build_filter(_MACHINE, pid=os.getpid(), threads=False))
+        return True, "AS, CPU, FSIZE, NOFILE, CORE, STACK"
+
+    steps = {"userns": _probe_userns, "netns": _probe_netns, "landlock": _probe_landlock,
+             "rlimits": rlimits, "nnp": _probe_nnp, "seccomp": _probe_seccomp}
+    found: dict[str, tuple[bool, str]] = {}
+    for layer, step in steps.items():
         try:
-            socket.socket().close()
-            found["seccomp"] = (False, "a filter was loaded but socket() still works")
-        except PermissionError:
-            found["seccomp"] = (True, f"filter loaded ({_MACHINE}): socket() answers EPERM")
-    except SandboxError as exc:
-        found["seccomp"] = (False, str(exc))
+            found[layer] = step()
+        except SandboxError as exc:
+            found[layer] = (False, str(exc))
+        except Exception as exc:  # noqa: BLE001 - one broken layer must not hide the others
+            found[layer] = (False, f"probing it failed: {exc!r}")
     return found
 
 

@@ -91,13 +91,16 @@ _CALL_RULES: tuple[tuple[re.Pattern[str], str], ...] = (
     (re.compile(r"\b(fork|forkpty|vfork|clone3?|exec\w*|spawn\w*|posix_spawnp?|system|popen)"
                 r"\s*\("), RULE_PROCESSES),
     (re.compile(r"\b(start_new_thread|start_new)\s*\("), RULE_THREADS),
+    (re.compile(r"\b(chroot|mount|umount2?|unshare|setns|pivot_root)\s*\("), "view"),
 )
 
 # Calls on the failing line that write rather than read.
 _WRITES = re.compile(
     r"\b(write_text|write_bytes|touch|mkdir|makedirs|rename|replace|remove|unlink|rmdir|"
     r"symlink|link|truncate|copy\w*|move|mkfifo|mknod|chmod|utime)\s*\("
-    r"|open\s*\([^)]*['\"][^'\"]*[wax+][^'\"]*['\"]|O_(WRONLY|RDWR|CREAT|TRUNC|APPEND)"
+    # open(path, "w") or mode="a+": the mode, not the letters of the path
+    r"|open\s*\([^,)]*,\s*['\"][^'\"]*[wax+]|mode\s*=\s*['\"][^'\"]*[wax+]"
+    r"|O_(WRONLY|RDWR|CREAT|TRUNC|APPEND)"
 )
 
 _MESSAGES = {
@@ -105,13 +108,33 @@ _MESSAGES = {
     RULE_PROCESSES: "tried to start a new process (fork, exec or subprocess): jobs may not "
                     "start processes",
     "signal": "tried to signal or inspect another process: jobs may signal only themselves",
-    RULE_THREADS: "tried to start a thread beyond this job's limit of {threads} (limits.threads)",
+    RULE_THREADS: "tried to start more threads than {threads}",
+    "view": "tried to change its view of the system (chroot, mount or namespaces): jobs may "
+            "not",
 }
+_MERGE_OUTPUT = "wrote more output than "
+# Keys of _MESSAGES that are messages, not rules: the rule they report under.
+_RULE_OF = {"signal": RULE_PROCESSES, "view": RULE_SANDBOX}
 
 
-def _limit(limits: Limits | None, key: str) -> str:
-    value = None if limits is None else limits.get(key)
-    return "?" if value is None else str(value)
+def _value(limits: Limits | None, key: str) -> object:
+    return None if limits is None else limits.get(key)
+
+
+def _over(limits: Limits | None, key: str, unit: str = "") -> str:
+    """"this job's limit of 256 MB (limits.memory_mb)", or without the number if unknown."""
+    value = _value(limits, key)
+    amount = "" if value is None else f" of {value}{unit}"
+    return f"this job's limit{amount} (limits.{key})"
+
+
+def _per_fragment(limits: Limits | None, key: str, what: str, verb: str) -> str:
+    """The CPU or wall time message: names the amount twice when it is known."""
+    value = _value(limits, key)
+    if value is None:
+        return f"{verb} more {what} for one fragment than this job's limit (limits.{key})"
+    return (f"{verb} more than {value} s of {what} for one fragment; this job's limit is "
+            f"{value} s (limits.{key})")
 
 
 def _frames(tb: TracebackType | None) -> list[tuple[str, str, str]]:
@@ -151,7 +174,7 @@ def _rule_from_traceback(exc: BaseException) -> str | None:
                 continue
             if functions is None or functions.search(function):
                 return rule
-    if frames and getattr(exc, "filename", None) is None:
+    if frames:
         line = frames[-1][2]
         for pattern, rule in _CALL_RULES:
             if pattern.search(line):
@@ -161,7 +184,10 @@ def _rule_from_traceback(exc: BaseException) -> str | None:
 
 def _file_message(exc: OSError) -> tuple[str, str]:
     frames = _frames(exc.__traceback__)
-    lines = " ".join(line for _f, _fn, line in frames[-2:])
+    # The failing lines, and the standard library functions on the way (pathlib's
+    # write_text, shutil's copy), say read or write; the job's own names say nothing.
+    lines = " ".join(line for _f, _fn, line in frames[-2:]) + " ".join(
+        f" {function}(" for filename, function, _l in frames[-3:] if _stdlib_module(filename))
     path = exc.filename
     path = os.fsdecode(path) if isinstance(path, bytes) else str(path)
     if _WRITES.search(lines):
@@ -179,25 +205,27 @@ def describe_exception(
     hit; the rule is None for an ordinary error of the job's own.
     """
     if isinstance(exc, MemoryError):
-        return RULE_MEMORY, (f"ran out of memory: this job may use {_limit(limits, 'memory_mb')}"
-                             " MB per process (limits.memory_mb)")
+        return RULE_MEMORY, "ran out of memory: needed more than " + _over(
+            limits, "memory_mb", " MB")
     if isinstance(exc, RecursionError):
-        return RULE_RECURSION, (f"recursed deeper than this job's limit of "
-                                f"{_limit(limits, 'recursion_depth')} calls "
-                                "(limits.recursion_depth)")
+        return RULE_RECURSION, "recursed deeper than " + _over(
+            limits, "recursion_depth", " calls")
+    threads = _over(limits, "threads")
     if isinstance(exc, RuntimeError) and "can't start new thread" in str(exc):
-        return RULE_THREADS, _MESSAGES[RULE_THREADS].format(threads=_limit(limits, "threads"))
+        return RULE_THREADS, _MESSAGES[RULE_THREADS].format(threads=threads)
     if isinstance(exc, OSError) and exc.errno == errno.EFBIG:
-        return RULE_MERGE_OUTPUT, (f"wrote more than this job's limit of "
-                                   f"{_limit(limits, 'merge_output_mb')} MB of output "
-                                   "(limits.merge_output_mb)")
+        return RULE_MERGE_OUTPUT, _MERGE_OUTPUT + _over(limits, "merge_output_mb", " MB")
     if isinstance(exc, OSError) and exc.errno in (errno.EPERM, errno.EACCES):
         rule = _rule_from_traceback(exc)
         if rule is not None:
-            message = _MESSAGES[rule].format(threads=_limit(limits, "threads"))
-            return (RULE_PROCESSES if rule == "signal" else rule), message
-        if exc.filename is not None:
+            message = _MESSAGES[rule].format(threads=threads)
+            return _RULE_OF.get(rule, rule), message
+        if exc.filename is not None and exc.errno == errno.EACCES:
+            # Landlock refuses files with EACCES (seccomp, which never sees paths, with
+            # EPERM); an EPERM on a path is the job's own business (chmod, utime...).
             return _file_message(exc)
+        if exc.filename is not None:
+            return None, f"{type(exc).__name__}: {exc}"
         return RULE_SANDBOX, (f"the sandbox refused an operation ({exc.strerror}): jobs may "
                               "not use the network, other processes or files outside their "
                               "folder")
@@ -225,38 +253,30 @@ def describe_exit(
     node itself killed the child at the wall-time limit; `cpu_seconds_used` (from the
     child's rusage) tells a CPU-limit SIGKILL from another one.
     """
-    cpu = _limit(limits, "cpu_seconds")
-    cpu_message = (f"used more than {cpu} s of CPU time for one fragment; this job's limit "
-                   f"is {cpu} s (limits.cpu_seconds)")
+    cpu_message = _per_fragment(limits, "cpu_seconds", "CPU time", "used")
     if wall_timeout:
-        wall = _limit(limits, "wall_seconds")
-        return RULE_WALL, (f"ran longer than {wall} s for one fragment; this job's limit is "
-                           f"{wall} s of wall time (limits.wall_seconds)")
+        return RULE_WALL, _per_fragment(limits, "wall_seconds", "wall time", "ran")
     if returncode >= 0:
         return None, f"the job's process exited with status {returncode} before answering"
     sig = -returncode
     if sig == signal.SIGXCPU:
         return RULE_CPU, cpu_message
     if sig == signal.SIGKILL:
-        limit = None if limits is None else limits.get("cpu_seconds")
+        limit = _value(limits, "cpu_seconds")
         if (cpu_seconds_used is not None and isinstance(limit, int | float)
                 and cpu_seconds_used >= limit):
             return RULE_CPU, cpu_message
         return None, ("the job's process was killed (SIGKILL), most likely by the system "
-                      f"for using too much memory; this job's limit is "
-                      f"{_limit(limits, 'memory_mb')} MB (limits.memory_mb)")
+                      f"for using too much memory; see {_over(limits, 'memory_mb', ' MB')}")
     if sig == signal.SIGSYS:
         return RULE_SECCOMP, ("made a system call the sandbox forbids outright (another "
                               "architecture's syscall table) and was killed")
     if sig == signal.SIGSEGV:
         return RULE_STACK, ("crashed (segmentation fault), most likely by recursing deeper "
-                            "than the stack allows; this job's limit is "
-                            f"{_limit(limits, 'recursion_depth')} calls "
-                            "(limits.recursion_depth)")
+                            "than the stack allows; keep within "
+                            f"{_over(limits, 'recursion_depth', ' calls')}")
     if sig == signal.SIGXFSZ:
-        return RULE_MERGE_OUTPUT, (f"wrote more than this job's limit of "
-                                   f"{_limit(limits, 'merge_output_mb')} MB of output "
-                                   "(limits.merge_output_mb)")
+        return RULE_MERGE_OUTPUT, _MERGE_OUTPUT + _over(limits, "merge_output_mb", " MB")
     if sig == signal.SIGABRT:
         return None, ("the job's process aborted (SIGABRT): a C extension or Python itself "
                       "gave up, often for lack of memory")

@@ -54,7 +54,7 @@ _X86_64 = {
     "kexec_file_load": 320, "reboot": 169, "swapon": 167, "swapoff": 168, "acct": 163,
     "syslog": 103, "settimeofday": 164, "clock_settime": 227, "clock_adjtime": 305,
     "sethostname": 170, "setdomainname": 171, "open_by_handle_at": 304, "quotactl": 179,
-    "quotactl_fd": 443, "iopl": 172, "ioperm": 173, "capset": 126,
+    "quotactl_fd": 443, "iopl": 172, "ioperm": 173, "capset": 126, "capget": 125,
 }
 _AARCH64 = {
     "socket": 198, "socketpair": 199, "execve": 221, "execveat": 281, "clone": 220,
@@ -73,7 +73,7 @@ _AARCH64 = {
     "reboot": 142, "swapon": 224, "swapoff": 225, "acct": 89, "syslog": 116,
     "settimeofday": 170, "clock_settime": 112, "clock_adjtime": 266, "sethostname": 161,
     "setdomainname": 162, "open_by_handle_at": 265, "quotactl": 60, "quotactl_fd": 443,
-    "capset": 91,
+    "capset": 91, "capget": 90,
 }
 ARCHES: dict[str, Arch] = {
     "x86_64": Arch("x86_64", 0xC000003E, True, _X86_64),
