@@ -79,6 +79,8 @@ _SYSTEM_READ = (
     "/dev/urandom",  # the fallback of os.urandom and of libraries seeding themselves
     "/usr/share/zoneinfo",  # zoneinfo.ZoneInfo("Europe/Paris"): public tz data
 )
+#: The venv's site-packages; sysconfig is slow to ask, so ask once, in the fork server.
+_SITE_PACKAGES = tuple(sysconfig.get_paths().get(key, "") for key in ("purelib", "platlib"))
 #: Read-write on a file: code that silences output with open(os.devnull, "w").
 _SYSTEM_WRITE = ("/dev/null",)
 
@@ -109,8 +111,7 @@ def python_read_paths() -> list[str]:
     """
     candidates = [sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix]
     candidates += sys.path
-    paths = sysconfig.get_paths()
-    candidates += [paths.get("purelib", ""), paths.get("platlib", "")]
+    candidates += _SITE_PACKAGES
     found: list[str] = []
     for entry in candidates:
         if not entry or not os.path.isabs(entry):
