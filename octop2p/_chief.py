@@ -23,7 +23,8 @@ from typing import Any
 
 import trio
 
-from sandbox import Policy, describe_exit
+from sandbox import Policy
+from sandbox import describe_exit as _describe_exit
 
 from ._children import ChildDied, ChildProtocolError, ChildReported, ForkServer
 from ._limits import Limits
@@ -88,6 +89,13 @@ class _Changed:
         await self._event.wait()
 
 
+def describe_exit(returncode: int | None, *, limits: dict[str, int]) -> tuple[str | None, str]:
+    """The rule a dead child broke; an unknown status means the sandbox itself stopped."""
+    if returncode is None:
+        return None, "the sandbox fork server stopped, so its children were lost"
+    return _describe_exit(returncode, limits=limits)
+
+
 def _digest(data: bytes) -> bytes:
     return hashlib.blake2b(data, digest_size=16).digest()
 
@@ -131,7 +139,9 @@ class Chief:
         self.on_progress = on_progress or (lambda p: None)
         self.on_output = on_output or (lambda where, text: None)
         self.changed = _Changed()
-        self.progress = Progress(phase="starting")
+        self.worker_counts: dict[str, int] = {}  # accepted results per worker, whole job
+        self._parked: dict[str, Any] = {}  # idle work children, kept for the next phase
+        self.progress = self._phase("starting")
         self.partitions = spec.options.partitions or max(2, 2 * self.workers)
         if spec.options.redundancy > self.workers:
             raise JobFailed(
@@ -197,6 +207,9 @@ class Chief:
         self._emit_out(role, ready[1].get("out", "") if isinstance(ready[1], dict) else "")
         return child
 
+    def _phase(self, name: str, total: int | None = None) -> Progress:
+        return Progress(phase=name, total=total, workers=self.worker_counts)
+
     def _emit_out(self, where: str, text: Any) -> None:
         if isinstance(text, str) and text:
             self.on_output(where, text)
@@ -215,18 +228,28 @@ class Chief:
             self._worker_dir = self.work_dir / "package"
             self._worker_dir.mkdir(exist_ok=True)
             shutil.copy2(self.spec.root / str(self.spec.script), self._worker_dir)
-            await self._run_script()
         else:
             self._worker_dir = self.spec.root
-            await self._run_package()
+        try:
+            if self.spec.kind == "script":
+                await self._run_script()
+            else:
+                await self._run_package()
+        finally:
+            await self._close_parked()
         return self.results_dir
+
+    async def _close_parked(self) -> None:
+        for child in self._parked.values():
+            await child.aclose()
+        self._parked.clear()
 
     async def _run_package(self) -> None:
         opts = self.spec.options
         sched = Scheduler(prefetch=2 * self.workers, redundancy=opts.redundancy,
                           lease_seconds=self.limits.wall_seconds * 4)
         buffer = CausalBuffer(ordered=opts.ordered, spill_dir=self.work_dir)
-        self.progress = Progress(phase="fragments")
+        self.progress = self._phase("fragments")
         merged = 0
 
         def accept(seq: int, data: bytes) -> None:
@@ -273,7 +296,7 @@ class Chief:
             # Map: source batches -> partitioned intermediate pairs, appended to disk.
             sched = Scheduler(prefetch=2 * self.workers, redundancy=opts.redundancy,
                               lease_seconds=self.limits.wall_seconds * 4)
-            self.progress = Progress(phase="map")
+            self.progress = self._phase("map")
 
             def store_parts(seq: int, parts: list[bytes]) -> None:
                 for f, part in zip(part_files, parts):
@@ -290,7 +313,7 @@ class Chief:
                                lease_seconds=self.limits.wall_seconds * 4)
             rsched.add_fragments(list(range(self.partitions)))
             rsched.mark_exhausted()
-            self.progress = Progress(phase="reduce", total=self.partitions)
+            self.progress = self._phase("reduce", total=self.partitions)
             reduced: dict[int, bytes] = {}
 
             def load_partition(r: int) -> list[bytes]:
@@ -314,7 +337,7 @@ class Chief:
             shutil.rmtree(parts_dir, ignore_errors=True)
 
         # Final: every reduced pair in key order, in one chief-side child.
-        self.progress = Progress(phase="final", total=1)
+        self.progress = self._phase("final", total=1)
         self._report()
         output = open(self.results_dir / "output.txt", "w", encoding="utf-8")
         sink = self.on_output
@@ -414,7 +437,7 @@ class Chief:
         load: Callable[[int], Any] | None = None,
     ) -> None:
         """One local worker slot: a sandboxed work child fed by the scheduler."""
-        child = None
+        child = self._parked.pop(worker, None)
         pacer = _Pacer()
         crashes = 0
         try:
@@ -428,6 +451,8 @@ class Chief:
                 assigned = sched.assign(worker, time.monotonic())
                 if not assigned:
                     if sched.finished:
+                        # Keep the child for the next phase of this job (map -> reduce).
+                        self._parked[worker], child = child, None
                         return
                     await self.changed.wait()
                     continue
@@ -484,7 +509,7 @@ class Chief:
             verdict = sched.complete(worker, seq, _digest(data))
             if verdict is Verdict.ACCEPT:
                 accept(seq, payload)
-                self.progress.workers[worker] = self.progress.workers.get(worker, 0) + 1
+                self.worker_counts[worker] = self.worker_counts.get(worker, 0) + 1
                 if kind != "process":
                     self.progress.done = sched.done
                 self._report()

@@ -13,8 +13,8 @@ server -> node
     ``["spawned", id, pid]``, ``["failed", id, reason]``, ``["exited", id, returncode]``
     (negative: killed by that signal, as in ``subprocess``).
 
-When the node's end closes, or the node dies (PR_SET_PDEATHSIG), the server kills every
-child and exits.
+When the node's end closes (also when the node dies), the server kills every child and
+exits. Children get PR_SET_PDEATHSIG, so they die with the server.
 """
 
 from __future__ import annotations
@@ -187,11 +187,11 @@ def _reap(sock: socket.socket, children: dict) -> None:
 def main(argv: list[str] | None = None) -> int:
     """Entry point: ``python -m sandbox._forkserver FD``."""
     argv = sys.argv if argv is None else argv
-    die_with_parent()
+    # No PR_SET_PDEATHSIG here: it fires when the *thread* that started us exits, and
+    # trio starts processes from a worker thread. The node's death closes its end of
+    # the control socket, which ends serve() and kills every child.
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the node decides when we stop
     sock = socket.socket(fileno=int(argv[1]))
-    if os.getppid() == 1:  # the node died before PR_SET_PDEATHSIG took hold
-        return 0
     return serve(sock)
 
 

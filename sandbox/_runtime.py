@@ -24,7 +24,8 @@ import sys
 import time
 import traceback
 from collections import Counter, defaultdict
-from itertools import chain
+from itertools import chain, tee
+from operator import itemgetter
 from pathlib import Path
 from types import ModuleType
 from typing import Any, Callable
@@ -276,22 +277,25 @@ class WorkRole:
         """Every value mapfn yields, grouped by key (the order of values is not defined)."""
         mapfn = self.mapfn
         try:
-            # Fast path: count identical (key, value) pairs in C, then expand the counts.
-            # Word counts and the like yield the same pair millions of times.
-            counts = Counter(chain.from_iterable(mapfn(k, v) for k, v in pairs))
-            if len({type(pair[1]) for pair in counts if isinstance(pair, tuple) and pair}) <= 1:
-                groups: dict[Any, list[Any]] = {}
-                for pair, n in counts.items():
-                    k, v = _as_pair(pair)
-                    known = groups.get(k)
-                    if known is None:
-                        groups[k] = [v] * n
-                    else:
-                        known.extend([v] * n)
-                return groups
-            # Values of several types (1 and 1.0 and True count as one pair): keep each.
-        except TypeError:
-            pass  # an unhashable value, or a TypeError in mapfn: the plain path says which
+            # Fast path, all in C: count identical (pair, type of value) items, then expand
+            # the counts. Word counts and the like yield the same pair millions of times.
+            # The type keeps 1, 1.0 and True apart: equal, but not the same value.
+            # tee + zip walk the items once without holding them (a list of millions
+            # of pairs costs more than the counting).
+            items, again = tee(chain.from_iterable(mapfn(k, v) for k, v in pairs))
+            counts = Counter(zip(items, map(type, map(_second, again))))
+        except (TypeError, IndexError, KeyError):
+            pass  # unhashable values or odd items: the plain path handles or names them
+        else:
+            groups: dict[Any, list[Any]] = {}
+            for (item, _type), n in counts.items():
+                k, v = _as_pair(item)
+                known = groups.get(k)
+                if known is None:
+                    groups[k] = [v] * n
+                else:
+                    known.extend([v] * n)
+            return groups
         slow: dict[Any, list[Any]] = defaultdict(list)
         for key, value in pairs:
             for item in mapfn(key, value):
@@ -345,6 +349,9 @@ class MergeRole:
             send(["finaled", out.take()])
         else:
             raise JobCodeError("protocol", f"a merge child cannot do {kind!r}")
+
+
+_second = itemgetter(1)
 
 
 def _as_pair(item: Any) -> tuple[Any, Any]:
