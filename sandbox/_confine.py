@@ -248,6 +248,28 @@ def _vm_size() -> int:
         return int(f.read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
 
 
+def _stat_fields() -> list[bytes]:
+    """/proc/self/stat from field 3 on (index 0 is field 3, as in proc(5) minus 3)."""
+    with open("/proc/self/stat", "rb") as f:
+        # The command name (field 2) may hold spaces and parentheses: cut after the last.
+        return f.read().rpartition(b")")[2].split()
+
+
+def _wipe_initial_environ(fields: list[bytes]) -> None:
+    """Zero the environment block the process was started with.
+
+    os.environ.clear() empties the environment, but the strings the fork server was
+    started with stay on its stack, which every child copies and job code can read
+    (ctypes). Nothing points into the block once the runtime has replaced the
+    environment; if something still did, getenv() would find nothing, not crash.
+    """
+    if len(fields) < 49:
+        return  # kernels before 3.5 do not say where it is
+    start, end = int(fields[47]), int(fields[48])  # env_start, env_end (fields 50, 51)
+    if 0 < start < end:
+        ctypes.memset(start, 0, end - start)
+
+
 def _lower(which: int, soft: int, hard: int | None = None) -> None:
     """Set a limit, never above the hard limit we already have (raising needs root)."""
     hard = soft if hard is None else hard
@@ -313,7 +335,18 @@ def confine(policy: Policy) -> None:
     and opening every fd it needs (pipes, /dev/null), right before importing job code.
     """
     layers = policy.layers
+    if not layers:
+        return
     pid = os.getpid()
+    # Landlock and seccomp bind only the calling thread (and the threads it starts
+    # later): any other thread would run on unconfined.
+    fields = _stat_fields()
+    if int(fields[17]) != 1:  # num_threads, field 20
+        raise SandboxError(
+            "confine() must run in a single-threaded process (a freshly forked child): "
+            "another thread here would stay unconfined"
+        )
+    _wipe_initial_environ(fields)
     vm_size = _vm_size() if "rlimits" in layers and policy.memory_bytes is not None else 0
     if "userns" in layers or "netns" in layers:
         _unshare(userns="userns" in layers, netns="netns" in layers)

@@ -109,8 +109,8 @@ _MESSAGES = {
                     "start processes",
     "signal": "tried to signal or inspect another process: jobs may signal only themselves",
     RULE_THREADS: "tried to start more threads than {threads}",
-    "view": "tried to change its view of the system (chroot, mount or namespaces): jobs may "
-            "not",
+    "view": "tried to chroot, mount or enter a namespace: jobs may not change how they see "
+            "the system",
 }
 _MERGE_OUTPUT = "wrote more output than "
 # Keys of _MESSAGES that are messages, not rules: the rule they report under.

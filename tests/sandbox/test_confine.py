@@ -439,3 +439,23 @@ def test_an_ordinary_user_is_confined_the_same(tmp_path_factory: pytest.TempPath
         assert not (base / "planted").exists()
     finally:
         shutil.rmtree(base)
+
+
+def test_confine_refuses_a_process_with_other_threads(box: Box) -> None:
+    def start_thread_then_confine() -> None:
+        import threading
+
+        from sandbox import confine
+
+        stop = threading.Event()
+        threading.Thread(target=stop.wait, daemon=True).start()
+        try:
+            confine(box.policy())
+        finally:
+            stop.set()
+
+    from sandbox import Policy
+
+    report = run_confined(start_thread_then_confine, Policy(layers=frozenset()))
+    assert report.caught is not None and report.caught.type == "SandboxError"
+    assert "single-threaded" in report.caught.text

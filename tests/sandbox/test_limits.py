@@ -9,14 +9,18 @@ from __future__ import annotations
 import os
 import resource
 import signal
+import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 
 from sandbox import clean_environ, describe_exit
 
-from .confined import LIMITS, run_confined
+from .confined import LIMITS, require, run_confined
 from .conftest import Box
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_memory_bomb_hits_the_address_space_limit(box: Box) -> None:
@@ -201,3 +205,39 @@ def test_env_secrets_are_gone_after_clean_environ(box: Box, monkeypatch) -> None
     assert env["OMP_NUM_THREADS"] == env["OPENBLAS_NUM_THREADS"] == env["MKL_NUM_THREADS"] == "2"
     assert env["LANG"] == "C.UTF-8" and env["PYTHONHASHSEED"] == "0"
     assert env == clean_environ(2)
+
+
+_SCAN_STACK = """
+import ctypes, os, sys
+from sandbox import Policy, clean_environ, confine
+os.environ.clear()
+os.environ.update(clean_environ(1))
+confine(Policy(layers=frozenset(sys.argv[1].split(",")) if sys.argv[1] else frozenset()))
+libc = ctypes.CDLL(None)
+# The initial environment sits at the top of the stack, just above __libc_stack_end.
+page = ctypes.c_void_p.in_dll(libc, "__libc_stack_end").value & ~0xFFF
+r, w = os.pipe()
+seen = b""
+for i in range(256):  # write() from an unmapped page fails with EFAULT instead of crashing
+    if libc.write(w, ctypes.c_void_p(page + i * 4096), 4096) != 4096:
+        break
+    seen += os.read(r, 4096)
+print(len(seen), sys.argv[2][::-1].encode() in seen)  # reversed: argv is on the stack too
+"""
+
+
+def test_the_nodes_initial_environment_is_wiped_from_memory(box: Box) -> None:
+    # os.environ.clear() leaves the strings a process was started with on its stack;
+    # job code can read its own memory. confine() zeroes them. Control: no layers.
+    def scan(layers: str) -> list[str]:
+        env = {"PATH": "/usr/bin:/bin", "OCTOP2P_TEST_SECRET": box.token}
+        done = subprocess.run([sys.executable, "-c", _SCAN_STACK, layers, box.token[::-1]],
+                              env=env, cwd=ROOT, capture_output=True, text=True, timeout=30)
+        assert done.returncode == 0, done.stderr
+        return done.stdout.split()
+
+    require("seccomp", "landlock")
+    seen, found = scan("")
+    assert int(seen) > 0 and found == "True"  # the attack works without confinement
+    seen, found = scan("landlock,rlimits,nnp,seccomp")
+    assert int(seen) > 0 and found == "False"
