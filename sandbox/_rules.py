@@ -67,6 +67,8 @@ _MODULE_RULES: tuple[tuple[str, str, re.Pattern[str] | None], ...] = tuple(
         ("concurrent.futures.process", RULE_PROCESSES, ""),
         ("pty", RULE_PROCESSES, ""),
         ("os", RULE_PROCESSES, r"spawn|exec|popen|fork"),
+        ("shutil", "metadata", r"copymode|copystat|copyxattr|chown"),
+        ("tarfile", "metadata", r"chmod|chown|utime"),
         ("socket", RULE_NETWORK, ""),
         ("ssl", RULE_NETWORK, ""),
         ("http", RULE_NETWORK, ""),
@@ -92,6 +94,8 @@ _CALL_RULES: tuple[tuple[re.Pattern[str], str], ...] = (
                 r"\s*\("), RULE_PROCESSES),
     (re.compile(r"\b(start_new_thread|start_new)\s*\("), RULE_THREADS),
     (re.compile(r"\b(chroot|mount|umount2?|unshare|setns|pivot_root)\s*\("), "view"),
+    (re.compile(r"\b(l?chmod|fchmod|l?chown|fchown|l?setxattr|fsetxattr|l?removexattr|"
+                r"fremovexattr)\s*\("), "metadata"),
 )
 
 # Calls on the failing line that write rather than read.
@@ -111,10 +115,12 @@ _MESSAGES = {
     RULE_THREADS: "tried to start more threads than {threads}",
     "view": "tried to chroot, mount or enter a namespace: jobs may not change how they see "
             "the system",
+    "metadata": "tried to change a file's permissions, owner or extended attributes: jobs "
+                "may not (shutil.copyfile copies a file's data without them)",
 }
 _MERGE_OUTPUT = "wrote more output than "
 # Keys of _MESSAGES that are messages, not rules: the rule they report under.
-_RULE_OF = {"signal": RULE_PROCESSES, "view": RULE_SANDBOX}
+_RULE_OF = {"signal": RULE_PROCESSES, "view": RULE_SANDBOX, "metadata": RULE_FILES}
 
 
 def _value(limits: Limits | None, key: str) -> object:

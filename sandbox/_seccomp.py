@@ -36,7 +36,8 @@ class Arch:
     numbers: dict[str, int]
 
 
-# Checked against libseccomp's own tables by tests/sandbox/test_seccomp.py.
+# Checked against libseccomp's own tables by tests/sandbox/test_seccomp.py; numbers from
+# 403 on are the same on every architecture (asm-generic), newer than some libseccomps.
 _X86_64 = {
     "socket": 41, "socketpair": 53, "execve": 59, "execveat": 322, "clone": 56,
     "clone3": 435, "fork": 57, "vfork": 58, "ptrace": 101, "process_vm_readv": 310,
@@ -55,6 +56,10 @@ _X86_64 = {
     "syslog": 103, "settimeofday": 164, "clock_settime": 227, "clock_adjtime": 305,
     "sethostname": 170, "setdomainname": 171, "open_by_handle_at": 304, "quotactl": 179,
     "quotactl_fd": 443, "iopl": 172, "ioperm": 173, "capset": 126, "capget": 125,
+    "chmod": 90, "fchmod": 91, "fchmodat": 268, "fchmodat2": 452, "chown": 92, "fchown": 93,
+    "lchown": 94, "fchownat": 260, "setxattr": 188, "lsetxattr": 189, "fsetxattr": 190,
+    "removexattr": 197, "lremovexattr": 198, "fremovexattr": 199, "setxattrat": 463,
+    "removexattrat": 466,
 }
 _AARCH64 = {
     "socket": 198, "socketpair": 199, "execve": 221, "execveat": 281, "clone": 220,
@@ -73,7 +78,10 @@ _AARCH64 = {
     "reboot": 142, "swapon": 224, "swapoff": 225, "acct": 89, "syslog": 116,
     "settimeofday": 170, "clock_settime": 112, "clock_adjtime": 266, "sethostname": 161,
     "setdomainname": 162, "open_by_handle_at": 265, "quotactl": 60, "quotactl_fd": 443,
-    "capset": 91, "capget": 90,
+    "capset": 91, "capget": 90, "fchmod": 52, "fchmodat": 53, "fchmodat2": 452,
+    "fchown": 55, "fchownat": 54, "setxattr": 5, "lsetxattr": 6, "fsetxattr": 7,
+    "removexattr": 14, "lremovexattr": 15, "fremovexattr": 16, "setxattrat": 463,
+    "removexattrat": 466,
 }
 ARCHES: dict[str, Arch] = {
     "x86_64": Arch("x86_64", 0xC000003E, True, _X86_64),
@@ -81,7 +89,7 @@ ARCHES: dict[str, Arch] = {
 }
 
 #: Refused with EPERM whatever their arguments. A name missing from an architecture's
-#: table (fork, vfork, iopl, ioperm on aarch64) does not exist there.
+#: table (fork, vfork, chmod, chown, iopl, ioperm on aarch64) does not exist there.
 DENY: tuple[str, ...] = (
     # network: every socket, of every family. The child's two pipes are pipes.
     "socket", "socketpair",
@@ -93,6 +101,12 @@ DENY: tuple[str, ...] = (
     # mounts and namespaces: no way out of, or into, another view of the system.
     "mount", "umount2", "pivot_root", "chroot", "unshare", "setns", "open_tree",
     "move_mount", "fsopen", "fsconfig", "fsmount", "fspick", "mount_setattr",
+    # permissions, owners, ACLs. Landlock does not guard file metadata, and the child
+    # owns every file of its uid (for a root node, the whole system): without this a
+    # job could chmod 777 /etc, or put an ACL on the node's key, from a read-only path.
+    "chmod", "fchmod", "fchmodat", "fchmodat2", "chown", "fchown", "lchown", "fchownat",
+    "setxattr", "lsetxattr", "fsetxattr", "removexattr", "lremovexattr", "fremovexattr",
+    "setxattrat", "removexattrat",
     # large kernel attack surface that job code has no use for.
     "keyctl", "add_key", "request_key", "bpf", "perf_event_open", "io_uring_setup",
     "io_uring_enter", "io_uring_register", "userfaultfd",

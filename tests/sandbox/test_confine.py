@@ -195,6 +195,38 @@ def test_a_missing_read_path_is_a_sandbox_error(box: Box) -> None:
     assert "nope" in report.confine_error
 
 
+def test_permissions_owners_and_acls_cannot_change(box: Box) -> None:
+    # Landlock does not guard metadata, and the child owns every file of its uid.
+    before = {p: os.stat(p) for p in (box.secret, box.job / "data.txt", box.job)}
+    acl = b"\x02\x00\x00\x00" + b"".join(  # system.posix_acl_access: everyone may read
+        tag.to_bytes(2, "little") + perm.to_bytes(2, "little") + (0xFFFFFFFF).to_bytes(4, "little")
+        for tag, perm in ((0x01, 6), (0x04, 4), (0x20, 4)))
+
+    def attack() -> dict[str, object]:
+        fd = os.open(box.job / "data.txt", os.O_RDONLY)  # a path the job may read
+        return {
+            "chmod secret": outcome(lambda: os.chmod(box.secret, 0o644)),
+            "chmod job": outcome(lambda: os.chmod(box.job, 0o777)),
+            "fchmod": outcome(lambda: os.fchmod(fd, 0o666)),
+            "chown": outcome(lambda: os.chown(box.job / "data.txt", 0, 0)),
+            "acl": outcome(lambda: os.setxattr(box.secret, "system.posix_acl_access", acl)),
+            "xattr": outcome(lambda: os.setxattr(fd, "user.note", b"x")),
+            "shutil.copy": outcome(lambda: __import__("shutil").copy(
+                box.job / "data.txt", box.results / "copy.txt")),
+            "shutil.copyfile": outcome(lambda: __import__("shutil").copyfile(
+                box.job / "data.txt", box.results / "copyfile.txt")),
+        }
+
+    report = run_confined(attack, box.policy())
+    after = {p: os.stat(p) for p in before}
+    assert [(a.st_mode, a.st_uid) for a in after.values()] == [
+        (b.st_mode, b.st_uid) for b in before.values()]
+    assert os.listxattr(box.secret) == []
+    got = report.value
+    assert str(got.pop("shutil.copyfile")).endswith("copyfile.txt")
+    assert got == {name: (*EPERM, "files") for name in got}, got
+
+
 # --- processes -------------------------------------------------------------------------
 
 
