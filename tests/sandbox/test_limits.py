@@ -42,7 +42,9 @@ def test_memory_bomb_hits_the_address_space_limit(box: Box) -> None:
     report = run_confined(bomb, box.policy(memory_bytes=256 << 20))
     assert report.value["ok"] == 32 << 20
     assert report.value["1 GB"] == "MemoryError"
-    assert 0 < report.value["8 MB blocks"] <= 32
+    # 32 blocks fill the 256 MB of headroom; a few more fit where the child unmapped
+    # memory it had inherited (the stacks of threads the forking process ran).
+    assert 0 < report.value["8 MB blocks"] < 48
 
 
 def test_memory_error_names_the_rule(box: Box) -> None:
