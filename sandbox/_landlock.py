@@ -105,7 +105,7 @@ def _syscall(number: int, *args: object) -> int:
 
 
 def abi_status() -> tuple[int, str]:
-    """(ABI version, "" ) when Landlock works here, else (0, why not)."""
+    """(ABI version, "") when Landlock works here, else (0, why not)."""
     try:
         abi = _syscall(_SYS_CREATE_RULESET, None, ctypes.c_size_t(0),
                        ctypes.c_uint32(_CREATE_RULESET_VERSION))
