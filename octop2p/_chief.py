@@ -75,6 +75,16 @@ class _Pacer:
         self.per_item = sample if self.per_item <= 0 else 0.7 * self.per_item + 0.3 * sample
 
 
+@dataclass
+class Phase:
+    """The scheduling phase a job is in: its scheduler and what to do with results."""
+
+    kind: str  # "process", "map" or "reduce"
+    sched: Scheduler
+    accept: Callable[[int, Any], None]
+    load: Callable[[int], Any] | None = None
+
+
 class _Changed:
     """Wakes every task waiting for the job's state to change."""
 
@@ -128,11 +138,18 @@ class Chief:
         layers: frozenset[str],
         on_progress: Callable[[Progress], None] | None = None,
         on_output: OutputSink | None = None,
+        remote: bool = False,
     ) -> None:
         self.spec = spec
         self.limits: Limits = spec.options.limits
         self.fs = forkserver
-        self.workers = max(1, workers)
+        # With remote workers the chief may have no local slot of its own (not donating).
+        self.workers = workers if remote else max(1, workers)
+        self.remote = remote
+        self.remote_workers: set[str] = set()
+        self.phase: Phase | None = None
+        self._failure: BaseException | None = None
+        self._scope: trio.CancelScope | None = None
         self.work_dir = work_dir
         self.results_dir = work_dir / "results"
         self.layers = layers
@@ -143,7 +160,7 @@ class Chief:
         self._parked: dict[str, Any] = {}  # idle work children, kept for the next phase
         self.progress = self._phase("starting")
         self.partitions = spec.options.partitions or max(2, 2 * self.workers)
-        if spec.options.redundancy > self.workers:
+        if spec.options.redundancy > self.workers and not remote:
             raise JobFailed(
                 message=(
                     f"redundancy = {spec.options.redundancy} needs at least that many "
@@ -231,13 +248,101 @@ class Chief:
         else:
             self._worker_dir = self.spec.root
         try:
-            if self.spec.kind == "script":
-                await self._run_script()
-            else:
-                await self._run_package()
+            with trio.CancelScope() as self._scope:
+                if self.spec.kind == "script":
+                    await self._run_script()
+                else:
+                    await self._run_package()
         finally:
+            self.phase = None
             await self._close_parked()
+        if self._failure is not None:
+            raise self._failure
+        if self._scope.cancelled_caught:
+            raise JobFailed(message="the job was cancelled", rule="cancelled")
         return self.results_dir
+
+    def fail(self, exc: BaseException) -> None:
+        """Stop the job with ``exc`` (called from outside, e.g. for a remote worker's report)."""
+        if self._failure is None:
+            self._failure = exc
+        if self._scope is not None:
+            self._scope.cancel()
+
+    def cancel(self) -> None:
+        """Stop the job at the user's request."""
+        if self._scope is not None:
+            self._scope.cancel()
+
+    def _enter_phase(self, phase: Phase) -> None:
+        # Remote workers keep the room they announced when the job moves on (map -> reduce).
+        if self.phase is not None:
+            for worker in self.remote_workers:
+                phase.sched.add_credits(worker, self.phase.sched.credits_of(worker))
+        self.phase = phase
+        self.changed.notify()
+
+    # --- remote workers (the networked node calls these) ---------------------------------
+
+    def remote_credits(self, worker: str, credits: int) -> None:
+        """A remote worker has room for ``credits`` more fragments."""
+        self.remote_workers = self.remote_workers | {worker}
+        if self.phase is not None:
+            self.phase.sched.add_credits(worker, credits)
+            self.changed.notify()
+
+    def remote_take(self, worker: str) -> tuple[str, list[tuple[int, Any]]]:
+        """Fragments to send to ``worker`` now: (kind, [(seq, payload)])."""
+        phase = self.phase
+        if phase is None:
+            return "", []
+        assigned = phase.sched.assign(worker, time.monotonic())
+        if assigned:
+            self.changed.notify()  # the splitter may pull more now
+        load = phase.load
+        return phase.kind, [(a.seq, load(a.payload) if load else a.payload) for a in assigned]
+
+    def remote_result(self, worker: str, kind: str, seq: int, payload: Any, digest: bytes) -> bool:
+        """A remote worker's verified result; returns False if it was a duplicate."""
+        phase = self.phase
+        if phase is None or phase.kind != kind:
+            return False
+        verdict = phase.sched.complete(worker, seq, digest)
+        if verdict is Verdict.ACCEPT:
+            phase.accept(seq, payload)
+            self.worker_counts[worker] = self.worker_counts.get(worker, 0) + 1
+            if kind != "process":
+                self.progress.done = phase.sched.done
+            self._report()
+        return verdict is not Verdict.DUPLICATE
+
+    def remote_failed(self, worker: str, kind: str, seq: int, error: JobFailed, *,
+                      retry: bool) -> None:
+        """A remote worker could not finish ``seq``: retry it elsewhere, or fail the job."""
+        phase = self.phase
+        if phase is None or phase.kind != kind:
+            return
+        if not retry:
+            self.fail(error)
+            return
+        try:
+            phase.sched.fail(worker, seq)
+        except FragmentFailed as failed:
+            self.fail(JobFailed(message=f"fragment {failed.seq} failed {failed.attempts} "
+                                f"times: {error.message}", rule=error.rule))
+        self.changed.notify()
+
+    def remote_lost(self, worker: str) -> None:
+        """A remote worker is gone: its fragments go to others."""
+        self.remote_workers = self.remote_workers - {worker}
+        if self.phase is not None:
+            self.phase.sched.release(worker)
+            self.changed.notify()
+
+    def expire_leases(self) -> None:
+        """End leases past their deadline (a worker that went quiet on one fragment)."""
+        if self.phase is not None and self.phase.sched.expire(time.monotonic()):
+            self.changed.notify()
 
     async def _close_parked(self) -> None:
         for child in self._parked.values():
@@ -254,6 +359,8 @@ class Chief:
 
         def accept(seq: int, data: bytes) -> None:
             buffer.add(seq, data)
+
+        self._enter_phase(Phase("process", sched, accept))
 
         async def merge_loop() -> None:
             nonlocal merged
@@ -303,10 +410,13 @@ class Chief:
                     f.write(len(part).to_bytes(8, "big"))
                     f.write(part)
 
+            self._enter_phase(Phase("map", sched, store_parts))
+
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self._split_loop, sched)
                 for i in range(self.workers):
                     nursery.start_soon(self._work_loop, f"local-{i}", sched, "map", store_parts)
+                nursery.start_soon(self._wait_finished, sched)
 
             # Reduce: one task per partition.
             rsched = Scheduler(prefetch=0, redundancy=opts.redundancy,
@@ -327,10 +437,13 @@ class Chief:
             def store_reduced(seq: int, data: bytes) -> None:
                 reduced[seq] = data
 
+            self._enter_phase(Phase("reduce", rsched, store_reduced, load_partition))
+
             async with trio.open_nursery() as nursery:
                 for i in range(min(self.workers, self.partitions)):
                     nursery.start_soon(self._work_loop, f"local-{i}", rsched, "reduce",
                                        store_reduced, load_partition)
+                nursery.start_soon(self._wait_finished, rsched)
         finally:
             for f in part_files:
                 f.close()
@@ -387,6 +500,11 @@ class Chief:
                 message=f"{where} ran for more than {timeout:g} s (wall_seconds)",
                 rule="wall time",
             ) from None
+
+    async def _wait_finished(self, sched: Scheduler) -> None:
+        """Keep a phase open until every fragment is accepted (remote workers included)."""
+        while not sched.finished:
+            await self.changed.wait()
 
     async def _split_loop(self, sched: Scheduler) -> None:
         """Pull the splitter lazily: only when workers have room for more fragments."""

@@ -18,11 +18,13 @@ from collections import deque
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from itertools import count
+from pathlib import Path
 from typing import Any
 
 import msgpack
 import trio
 
+import sandbox
 from sandbox._wire import FrameDecoder, WireError, pack
 
 log = logging.getLogger(__name__)
@@ -70,12 +72,17 @@ class ForkServer:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         theirs.set_inheritable(True)
         cmd = [sys.executable, "-m", "sandbox._forkserver", str(theirs.fileno())]
+        # A job can read what its process inherited: the fork server gets no secrets
+        # from the node's environment, only what Python needs to find the sandbox.
+        env = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8",
+               "PYTHONPATH": str(Path(sandbox.__file__).resolve().parent.parent)}
         async with trio.open_nursery() as nursery:
             proc = await nursery.start(
                 lambda task_status: trio.run_process(
                     cmd,
                     pass_fds=(theirs.fileno(),),
                     stdin=subprocess.DEVNULL,
+                    env=env,
                     check=False,
                     task_status=task_status,
                 )

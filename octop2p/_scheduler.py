@@ -131,6 +131,15 @@ class Scheduler:
         self._credits[worker] = credits
         return changed
 
+    def add_credits(self, worker: str, credits: int) -> None:
+        """A remote worker has room for ``credits`` more fragments than it had."""
+        self._by_worker.setdefault(worker, set())
+        self._credits[worker] = self._credits.get(worker, 0) + credits
+
+    def credits_of(self, worker: str) -> int:
+        """Credits ``worker`` has outstanding (room it announced and has not been sent)."""
+        return self._credits.get(worker, 0)
+
     def assign(self, worker: str, now: float) -> list[Assignment]:
         """Hand ``worker`` as many queued fragments as its credits allow."""
         credits = self._credits.get(worker, 0)

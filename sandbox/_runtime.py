@@ -95,14 +95,16 @@ class _Capture(io.StringIO):
 # --- errors ------------------------------------------------------------------------------
 
 
-def error_info(exc: BaseException, job_dir: str) -> dict[str, Any]:
+def error_info(
+    exc: BaseException, job_dir: str, limits: dict[str, Any] | None = None
+) -> dict[str, Any]:
     """Describe an exception from job code for the node: rule, message, user traceback."""
     from ._rules import describe_exception
 
     if isinstance(exc, JobCodeError):
         rule, message = exc.rule, str(exc)
     else:
-        rule, message = describe_exception(exc)
+        rule, message = describe_exception(exc, limits=limits)
     frames = [
         f for f in traceback.extract_tb(exc.__traceback__)
         if not f.filename.startswith(_SANDBOX_DIR) and "<frozen importlib" not in f.filename
@@ -415,7 +417,7 @@ def serve(spec: dict[str, Any], rfd: int = REQUEST_FD, wfd: int = REPLY_FD) -> i
         else:
             raise JobCodeError("protocol", f"unknown role {spec['role']!r}")
     except BaseException as exc:  # noqa: BLE001 - every failure is reported, then we exit
-        send(["error", None, error_info(exc, spec["job_dir"])])
+        send(["error", None, error_info(exc, spec["job_dir"], spec.get("limits"))])
         return 1
     send(["ready", {"pid": os.getpid(), "out": out.take()}])
     while True:
@@ -431,7 +433,7 @@ def serve(spec: dict[str, Any], rfd: int = REQUEST_FD, wfd: int = REPLY_FD) -> i
             seq = getattr(role, "current_seq", None)
             if msg[0] == "reduce":
                 seq = msg[1]
-            info = error_info(exc, spec["job_dir"])
+            info = error_info(exc, spec["job_dir"], spec.get("limits"))
             info["out"] = out.take()
             send(["error", seq, info])
             return 1

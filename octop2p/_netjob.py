@@ -1,0 +1,342 @@
+"""A job this node is chief of, with remote workers: the chief engine plus the network.
+
+The :class:`~octop2p._chief.Chief` does the scheduling, splitting and merging exactly as
+in ``octop2p run``. This module adds what travels: the job's package (sent once per
+worker, by content hash, in chunks), signed fragments out and signed results in, and
+the bookkeeping of which worker did what.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import secrets
+import shutil
+import tarfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import msgpack
+import trio
+
+from protocol import (
+    Cancel,
+    Envelope,
+    EnvelopeKind,
+    Error,
+    ErrorCode,
+    Fragment,
+    JobInfo,
+    JobKind,
+    JobState,
+    Message,
+    PackageChunk,
+    PackageRequest,
+    Result,
+    Task,
+    WorkRequest,
+    content_hash,
+)
+
+from ._chief import Chief, Progress
+from ._package import JobSpec
+from ._peer import LinkClosed, PeerLink
+from ._results import pack
+from .errors import JobFailed, OctoError
+
+if TYPE_CHECKING:
+    from ._node import Node
+
+log = logging.getLogger(__name__)
+
+LEASE_CHECK_SECONDS = 2.0
+
+
+def pack_package(spec: JobSpec) -> bytes:
+    """The job's files as an uncompressed tar, in a fixed order (its hash names it)."""
+    buf = io.BytesIO()
+    names = spec.files if spec.kind == "package" else (str(spec.script),)
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        for name in sorted(names):
+            data = (spec.root / name).read_bytes()
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            info.mode = 0o644
+            tar.addfile(info, io.BytesIO(data))
+    return buf.getvalue()
+
+
+def encode_parts(parts: list[bytes]) -> bytes:
+    """Map outputs and reduce inputs travel as one msgpack list of opaque blobs."""
+    return msgpack.packb(parts, use_bin_type=True)
+
+
+def decode_parts(data: bytes, count: int | None = None) -> list[bytes]:
+    """Inverse of :func:`encode_parts`, checked: a list of bytes (of ``count`` items)."""
+    try:
+        parts = msgpack.unpackb(data, raw=False, max_array_len=1 << 20)
+    except Exception:  # noqa: BLE001 - msgpack raises many types on garbage
+        raise ValueError("not a list of parts") from None
+    if not isinstance(parts, list) or not all(isinstance(p, bytes) for p in parts):
+        raise ValueError("not a list of parts")
+    if count is not None and len(parts) != count:
+        raise ValueError(f"expected {count} parts, got {len(parts)}")
+    return parts
+
+
+_TASKS = {"process": Task.PROCESS, "map": Task.MAP, "reduce": Task.REDUCE}
+
+
+@dataclass
+class JobRecord:
+    """What the node API shows of a job."""
+
+    job_id: bytes
+    name: str
+    state: JobState = JobState.QUEUED
+    progress: Progress | None = None
+    started: float = field(default_factory=time.time)
+    finished: float | None = None
+    error: str = ""
+    error_rule: str | None = None
+    traceback: str = ""
+    results: bytes | None = None  # the results tar.gz
+    output: list[str] = field(default_factory=list)  # what final/merger printed (bounded)
+
+    @property
+    def id_hex(self) -> str:
+        return self.job_id.hex()
+
+
+class NetworkJob:
+    """One job this node is chief of, served to local slots and remote workers."""
+
+    def __init__(self, node: Node, spec: JobSpec, *, job_id: bytes | None = None,
+                 package_envelope: Envelope | None = None) -> None:
+        self.node = node
+        self.spec = spec
+        self.job_id = job_id or secrets.token_bytes(16)
+        self.tar = pack_package(spec)
+        self.package_hash = content_hash(self.tar)
+        self.package_envelope = package_envelope or Envelope.sign(
+            node.identity, EnvelopeKind.PACKAGE, self.job_id, 0, self.tar
+        )
+        self.record = JobRecord(self.job_id, spec.options.name)
+        self.chief: Chief | None = None
+        self._sent: dict[tuple[str, int], bytes] = {}  # (worker, seq) -> fragment digest
+        self._links: dict[str, PeerLink] = {}  # remote workers of this job
+        self._senders: set[str] = set()
+        self._offered: set[str] = set()  # peers told about this job on their current link
+        self._nursery: trio.Nursery | None = None
+        self.done = trio.Event()
+
+    # --- running -------------------------------------------------------------------------
+
+    def job_info(self) -> JobInfo:
+        return JobInfo(
+            job_id=self.job_id,
+            name=self.spec.options.name,
+            kind=JobKind.PACKAGE if self.spec.kind == "package" else JobKind.SCRIPT,
+            script=self.spec.script,
+            package=self.package_hash,
+            package_size=len(self.tar),
+            submitter=self.package_envelope.author,
+            package_signature=self.package_envelope.signature,
+            options=self._wire_options(),
+        )
+
+    def _wire_options(self) -> dict[str, Any]:
+        opts = self.spec.options.to_dict()
+        if self.chief is not None:
+            opts["partitions"] = self.chief.partitions
+        return opts
+
+    async def run(self, work_dir: Path) -> None:
+        """Run the job to the end; never raises for the job's own failure."""
+        record = self.record
+        record.state = JobState.RUNNING
+        work_dir.mkdir(parents=True, exist_ok=True)
+        local = self.node.local_slots()
+        self.chief = chief = Chief(
+            self.spec, self.node.forkserver, workers=local, work_dir=work_dir,
+            layers=self.node.layers, on_progress=self._on_progress,
+            on_output=self._on_output, remote=True,
+        )
+        self.node.emit("job", job=record.id_hex, state=record.state.value, name=record.name)
+        try:
+            async with trio.open_nursery() as nursery:
+                self._nursery = nursery
+                nursery.start_soon(self._expire_leases)
+                for link in self.node.links():
+                    await self.offer(link)
+                results_dir = await chief.run()
+                record.state = JobState.FINISHING
+                record.results = pack(results_dir)
+                nursery.cancel_scope.cancel()
+            record.state = JobState.DONE
+        except JobFailed as exc:
+            record.state = JobState.CANCELLED if exc.rule == "cancelled" else JobState.FAILED
+            record.error, record.error_rule, record.traceback = str(exc), exc.rule, exc.traceback
+        except OctoError as exc:
+            record.state, record.error = JobState.FAILED, str(exc)
+        finally:
+            self._nursery = None
+            record.finished = time.time()
+            shutil.rmtree(work_dir, ignore_errors=True)
+            await self._tell_workers_done()
+            self.done.set()
+            self.node.emit("job", job=record.id_hex, state=record.state.value, name=record.name,
+                           error=record.error)
+
+    def cancel(self) -> None:
+        """Stop the job at the submitter's request."""
+        if self.chief is not None:
+            self.chief.cancel()
+
+    async def _tell_workers_done(self) -> None:
+        with trio.CancelScope(shield=True), trio.move_on_after(2):
+            for link in list(self._links.values()):
+                try:
+                    await link.send(Cancel(job_id=self.job_id, reason=self.record.state.value))
+                except LinkClosed:
+                    pass
+
+    async def _expire_leases(self) -> None:
+        while True:
+            await trio.sleep(LEASE_CHECK_SECONDS)
+            if self.chief is not None:
+                self.chief.expire_leases()
+
+    def _on_progress(self, progress: Progress) -> None:
+        self.record.progress = progress
+        self.node.emit("progress", job=self.record.id_hex, phase=progress.phase,
+                       done=progress.done, total=progress.total,
+                       workers=dict(progress.workers))
+
+    def _on_output(self, where: str, text: str) -> None:
+        if where == "final" or where.startswith("merge"):
+            if sum(map(len, self.record.output)) < 1 << 20:
+                self.record.output.append(text)
+        self.node.emit("output", job=self.record.id_hex, where=where, text=text)
+
+    # --- remote workers ------------------------------------------------------------------
+
+    async def offer(self, link: PeerLink) -> None:
+        """Tell a donating peer about this job, so it can fetch the package and ask for work."""
+        if not link.donating or self.record.state not in (JobState.QUEUED, JobState.RUNNING):
+            return
+        if link.peer_id in self._offered:
+            return
+        self._offered.add(link.peer_id)
+        try:
+            await link.send(self.job_info())
+        except LinkClosed:
+            pass
+
+    def lost(self, link: PeerLink) -> None:
+        """A worker's link closed: its leases end now."""
+        worker = link.peer_id
+        self._offered.discard(worker)
+        if self._links.pop(worker, None) is not None and self.chief is not None:
+            self.chief.remote_lost(worker)
+            self.node.emit("worker", job=self.record.id_hex, worker=worker, joined=False)
+
+    async def handle(self, link: PeerLink, message: Message) -> None:
+        """A message from a worker about this job."""
+        if isinstance(message, WorkRequest):
+            await self._on_work_request(link, message)
+        elif isinstance(message, Result):
+            self._on_result(link, message)
+
+    async def _on_work_request(self, link: PeerLink, message: WorkRequest) -> None:
+        chief = self.chief
+        if chief is None or self.record.state is not JobState.RUNNING:
+            await link.send(Error(code=ErrorCode.NOT_FOUND, reason="no such running job",
+                                  job_id=self.job_id))
+            return
+        worker = link.peer_id
+        if worker not in self._links:
+            self._links[worker] = link
+            self.node.emit("worker", job=self.record.id_hex, worker=worker, joined=True)
+        chief.remote_credits(worker, message.credits)
+        if worker not in self._senders and self._nursery is not None:
+            self._senders.add(worker)
+            self._nursery.start_soon(self._sender, link)
+
+    async def _sender(self, link: PeerLink) -> None:
+        """Send fragments to one worker whenever it has credits and the chief has work."""
+        worker = link.peer_id
+        chief = self.chief
+        assert chief is not None
+        try:
+            while not link.closed_event.is_set():
+                kind, items = chief.remote_take(worker)
+                if not items:
+                    with trio.move_on_after(1):
+                        await chief.changed.wait()
+                    continue
+                for seq, payload in items:
+                    data = encode_parts(payload) if kind == "reduce" else payload
+                    envelope = Envelope.sign(self.node.identity, EnvelopeKind.FRAGMENT,
+                                             self.job_id, seq, data, ref=self.package_hash)
+                    self._sent[(worker, seq)] = envelope.digest
+                    await link.send(Fragment(task=_TASKS[kind], envelope=envelope))
+        except LinkClosed:
+            pass
+        finally:
+            self._senders.discard(worker)
+            self.lost(link)
+
+    def _on_result(self, link: PeerLink, message: Result) -> None:
+        chief = self.chief
+        envelope = message.envelope
+        worker = link.peer_id
+        expected = self._sent.pop((worker, envelope.seq), None)
+        if chief is None or chief.phase is None or expected is None:
+            return  # late, duplicate, or never sent to this worker: dropped
+        kind = chief.phase.kind
+        # The protocol checked the worker's signature; bind the result to our fragment.
+        if envelope.job_id != self.job_id or envelope.ref != expected:
+            log.warning("worker %s sent a result for another fragment; dropped", link.short)
+            return
+        if message.failure is not None:
+            failure = message.failure
+            error = JobFailed(message=f"{failure.message} (on worker {link.short})",
+                              traceback=failure.traceback, rule=failure.rule,
+                              file=failure.file, line=failure.line)
+            # No traceback: the child died or ran out of time, so another try may succeed.
+            chief.remote_failed(worker, kind, envelope.seq, error, retry=not failure.traceback)
+            return
+        if message.out:
+            self._on_output(f"{kind} {envelope.seq} on {link.short}", message.out)
+        payload: Any = envelope.payload
+        if kind == "map":
+            try:
+                payload = decode_parts(payload, chief.partitions)
+            except ValueError as exc:
+                log.warning("worker %s sent a malformed map result: %s", link.short, exc)
+                chief.remote_failed(worker, kind, envelope.seq,
+                                    JobFailed(message=str(exc), rule="protocol"), retry=True)
+                return
+        elif len(payload) > self.spec.options.limits.fragment_bytes and kind == "process":
+            chief.remote_failed(
+                worker, kind, envelope.seq,
+                JobFailed(message=f"the result of fragment {envelope.seq} is {len(payload)} "
+                          f"bytes; this job's limit is {self.spec.options.limits.fragment_bytes}",
+                          rule="result size"),
+                retry=False)
+            return
+        chief.remote_result(worker, kind, envelope.seq, payload, envelope.digest)
+
+    # --- package and results download ----------------------------------------------------
+
+    def chunk(self, request: PackageRequest) -> PackageChunk | None:
+        """A chunk of this job's package or results, if ``request`` names one of them."""
+        for blob in (self.tar, self.record.results):
+            if blob is not None and content_hash(blob) == request.package:
+                data = blob[request.offset : request.offset + request.length]
+                return PackageChunk(package=request.package, offset=request.offset,
+                                    total=len(blob), data=data)
+        return None

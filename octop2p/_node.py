@@ -1,0 +1,464 @@
+"""The networked node: one trio nursery holding every service of one octop2p node.
+
+Services (each started with ``nursery.start``): the sandbox fork server, a TCP listener,
+mDNS discovery, dialers for static peers, the worker (while donating) and the jobs this
+node is chief of. Peers talk only after a handshake inside the swarm (or with the
+one-time job code of ``octop2p server``); every message is then routed here by type.
+The node API (``submit``, ``jobs``, ``peers``, ``set_donating``, events) is what the
+control socket, the CLI and the GUI use.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import tempfile
+import time
+from collections import deque
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import trio
+
+import octop2p
+import sandbox
+from protocol import (
+    Cancel,
+    Connection,
+    Error,
+    ErrorCode,
+    Fragment,
+    Heartbeat,
+    Hello,
+    JobCode,
+    JobInfo,
+    Message,
+    NodeId,
+    NodeIdentity,
+    PackageChunk,
+    PackageRequest,
+    Result,
+    Role,
+    SwarmCode,
+    WorkRequest,
+)
+
+from . import _discovery
+from ._children import ForkServer, open_fork_server
+from ._limits import Limits
+from ._netjob import JobRecord, NetworkJob
+from ._package import load_job
+from ._peer import LinkClosed, PeerLink
+from ._worker import WorkerService
+from .errors import OctoError
+
+log = logging.getLogger(__name__)
+
+DIAL_BACKOFF = (0.5, 1, 2, 5, 10, 30)
+EVENT_BACKLOG = 256
+
+
+@dataclass(frozen=True)
+class PeerView:
+    """A peer as the node API shows it."""
+
+    id: str
+    address: str
+    cores: int
+    donating: bool
+    trusted: bool
+    name: str = ""
+    connected: bool = True
+
+
+@dataclass
+class NodeSettings:
+    """How one node runs (built from Config and flags by the CLI)."""
+
+    listen_host: str = "127.0.0.1"
+    listen_port: int = 0
+    peers: tuple[str, ...] = ()
+    discovery: bool = True
+    discovery_interfaces: Any = None  # None: zeroconf's default (all interfaces)
+    donate: bool = False
+    cores: int = field(default_factory=lambda: os.cpu_count() or 1)
+    limits: Limits = field(default_factory=Limits)
+    name: str = field(default_factory=socket.gethostname)
+    own_jobs_local: bool = True  # the chief's own cores run its own jobs, donating or not
+    unconfined_trusted_swarm: bool = False
+    state_dir: Path | None = None  # jobs/ and packages/ live here (a temp dir when None)
+
+
+def split_host_port(text: str, default_port: int) -> tuple[str, int]:
+    """``HOST:PORT``, ``HOST`` or ``[v6]:PORT`` -> (host, port)."""
+    text = text.strip()
+    if text.startswith("["):
+        host, _, rest = text[1:].partition("]")
+        return host, int(rest.lstrip(":") or default_port)
+    if text.count(":") == 1:
+        host, port = text.split(":")
+        return host, int(port)
+    return text, default_port
+
+
+class Node:
+    """One octop2p node (see the module docstring)."""
+
+    def __init__(
+        self,
+        identity: NodeIdentity,
+        swarm: SwarmCode | None,
+        settings: NodeSettings,
+        *,
+        job_code: JobCode | None = None,
+        pinned: Any = None,
+    ) -> None:
+        self.identity = identity
+        self.id = NodeId.from_public_key(identity.public_key)
+        self.swarm = swarm
+        self.settings = settings
+        self.job_code = job_code
+        self.pinned = pinned
+        self.donating = settings.donate
+        self.cores = settings.cores
+        self.limits = settings.limits
+        self.port = 0
+        self.layers: frozenset[str] = frozenset()
+        self.forkserver: ForkServer = None  # type: ignore[assignment]
+        self.worker = WorkerService(self)
+        self.jobs: dict[bytes, NetworkJob] = {}
+        self._links: dict[str, PeerLink] = {}
+        self._discovery: _discovery.Discovery | None = None
+        self._seen: dict[str, tuple[str, int]] = {}  # discovered node id -> address
+        self._dialing: set[tuple[str, int]] = set()
+        self._subscribers: list[trio.MemorySendChannel[dict[str, Any]]] = []
+        self.recent_events: deque[dict[str, Any]] = deque(maxlen=EVENT_BACKLOG)
+        self._nursery: trio.Nursery | None = None
+        self._tmp: tempfile.TemporaryDirectory[str] | None = None
+        self.started = trio.Event()
+
+    # --- running -------------------------------------------------------------------------
+
+    async def serve(self, *, task_status: trio.TaskStatus[Node] = trio.TASK_STATUS_IGNORED) -> None:
+        """Run every service until cancelled."""
+        self._prepare_dirs()
+        self.layers = self._layers()
+        try:
+            async with open_fork_server() as fs, trio.open_nursery() as nursery:
+                self.forkserver = fs
+                self._nursery = nursery
+                listeners = await trio.open_tcp_listeners(
+                    self.settings.listen_port, host=self.settings.listen_host or None)
+                self.port = listeners[0].socket.getsockname()[1]
+                nursery.start_soon(trio.serve_listeners, self._accept, listeners)
+                for peer in self.settings.peers:
+                    nursery.start_soon(self._dial_loop, *split_host_port(peer, 7878))
+                if self.settings.discovery:
+                    try:
+                        self._discovery = await nursery.start(self._serve_discovery)
+                    except OctoError as exc:
+                        log.warning("LAN discovery is off: %s", exc)
+                log.info("node %s listening on %s:%d (donating: %s)",
+                         self.id.short, self.settings.listen_host, self.port, self.donating)
+                self.started.set()
+                task_status.started(self)
+                await trio.sleep_forever()
+        finally:
+            if self._tmp is not None:
+                self._tmp.cleanup()
+
+    def _prepare_dirs(self) -> None:
+        if self.settings.state_dir is None:
+            self._tmp = tempfile.TemporaryDirectory(prefix="octop2p-node-")
+            base = Path(self._tmp.name)
+        else:
+            base = self.settings.state_dir
+        self.jobs_dir = base / "jobs"
+        self.package_cache = base / "packages"
+        for folder in (self.jobs_dir, self.package_cache):
+            folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+
+    def _layers(self) -> frozenset[str]:
+        status = sandbox.probe()
+        available = frozenset(k for k, v in status.items() if v.available)
+        missing = sandbox.ALL_LAYERS - available
+        if missing and self.donating and not self.settings.unconfined_trusted_swarm:
+            # Consent and safety: never run other people's code with fewer layers than
+            # a donor expects, unless the owner said so explicitly.
+            log.error("sandbox layers missing here (%s): this node will not donate; see "
+                      "`octop2p doctor`", ", ".join(sorted(missing)))
+            self.donating = False
+        if missing and self.settings.unconfined_trusted_swarm:
+            log.warning("UNCONFINED: unconfined_trusted_swarm is set; job code runs without "
+                        "the sandbox layers %s. Only for swarms whose every member you trust.",
+                        ", ".join(sorted(missing)))
+        return available
+
+    async def _serve_discovery(self, *, task_status: trio.TaskStatus[Any]) -> None:
+        await _discovery.serve(
+            self._advert(), self._on_discovery,
+            **({"interfaces": self.settings.discovery_interfaces}
+               if self.settings.discovery_interfaces is not None else {}),
+            task_status=task_status,
+        )
+
+    def _advert(self) -> _discovery.Advert:
+        tag = _discovery.swarm_tag(self.swarm.swarm_id) if self.swarm else None
+        return _discovery.Advert(node_id=self.id, port=self.port, cores=self.cores,
+                                 donating=self.donating, name=self.settings.name, swarm_tag=tag)
+
+    def _on_discovery(self, event: _discovery.PeerEvent) -> None:
+        if not isinstance(event, _discovery.PeerSeen) or event.node_id == self.id:
+            return
+        if self.swarm is None or event.swarm_tag != _discovery.swarm_tag(self.swarm.swarm_id):
+            return  # another swarm (or none): nothing to talk about
+        peer = str(event.node_id)
+        if peer in self._links or not event.addresses or self._nursery is None:
+            return
+        address = (event.addresses[0], event.port)
+        self._seen[peer] = address
+        if address not in self._dialing:
+            self._nursery.start_soon(self._dial_once, *address)
+
+    # --- links ---------------------------------------------------------------------------
+
+    def links(self) -> list[PeerLink]:
+        """Every open link."""
+        return list(self._links.values())
+
+    def _connection(self, role: Role) -> Connection:
+        if role is Role.INITIATOR:
+            if self.swarm is None and self.job_code is None:
+                raise OctoError("this node is in no swarm: run `octop2p swarm create` or "
+                                "`octop2p swarm join CODE` first")
+            if self.swarm is not None:
+                return Connection(role, self.identity, swarm_secret=self.swarm.secret,
+                                  pinned=self.pinned)
+            return Connection(role, self.identity, job_code=self.job_code, pinned=self.pinned)
+        return Connection(role, self.identity,
+                          swarm_secret=self.swarm.secret if self.swarm else None,
+                          job_code=self.job_code, pinned=self.pinned)
+
+    async def _accept(self, stream: trio.SocketStream) -> None:
+        address = _address(stream)
+        try:
+            conn = self._connection(Role.RESPONDER)
+        except Exception as exc:  # noqa: BLE001 - a misconfigured node refuses everyone
+            log.debug("refusing %s: %s", address, exc)
+            await stream.aclose()
+            return
+        await self._run_link(PeerLink(stream, conn, address))
+
+    async def connect(self, host: str, port: int) -> PeerLink:
+        """Dial a peer and complete the handshake; returns the link once it is registered."""
+        stream = await trio.open_tcp_stream(host, port)
+        link = PeerLink(stream, self._connection(Role.INITIATOR), f"{host}:{port}")
+        await link.open()
+        assert self._nursery is not None
+        self._nursery.start_soon(self._serve_opened, link)
+        return link
+
+    async def _dial_once(self, host: str, port: int) -> None:
+        self._dialing.add((host, port))
+        try:
+            with trio.move_on_after(15):
+                await self.connect(host, port)
+        except (OSError, LinkClosed, OctoError) as exc:
+            log.info("could not reach %s:%d: %s", host, port, exc)
+        finally:
+            self._dialing.discard((host, port))
+
+    async def _dial_loop(self, host: str, port: int) -> None:
+        """Keep a link to a static peer (``--peer``), redialling with backoff."""
+        attempt = 0
+        while True:
+            try:
+                link = await self.connect(host, port)
+                attempt = 0
+                await link.closed_event.wait()
+            except (OSError, LinkClosed, OctoError) as exc:
+                log.info("static peer %s:%d: %s", host, port, exc)
+            await trio.sleep(DIAL_BACKOFF[min(attempt, len(DIAL_BACKOFF) - 1)])
+            attempt += 1
+
+    async def _run_link(self, link: PeerLink) -> None:
+        try:
+            await link.open()
+        except LinkClosed as exc:
+            log.info("refused a connection from %s: %s", link.address, exc)
+            return
+        await self._serve_opened(link)
+
+    async def _serve_opened(self, link: PeerLink) -> None:
+        peer = link.peer_id
+        old = self._links.get(peer)
+        if old is not None:
+            # Both sides dialled at once: keep the link the smaller id initiated.
+            keep_new = self._initiator(link) < self._initiator(old)
+            if not keep_new:
+                await link.aclose("duplicate")
+                return
+            await old.aclose("duplicate")
+        self._links[peer] = link
+        link.local_donating = lambda: self.donating  # type: ignore[method-assign]
+        link.local_free_cores = lambda: self.cores if self.donating else 0  # type: ignore[method-assign]
+        self.emit("peer", id=peer, up=True, address=link.address)
+        try:
+            await link.run(self._on_message, self._hello())
+        finally:
+            if self._links.get(peer) is link:
+                del self._links[peer]
+                self.emit("peer", id=peer, up=False, address=link.address)
+            self.worker.lost(link)
+            for job in self.jobs.values():
+                job.lost(link)
+
+    def _initiator(self, link: PeerLink) -> str:
+        return str(self.id) if link.conn.role is Role.INITIATOR else link.peer_id
+
+    def _hello(self) -> Hello:
+        return Hello(name=self.settings.name[:64], software=f"octop2p {octop2p.__version__}",
+                     cores=self.cores, donating=self.donating,
+                     sandbox=tuple(sorted(self.layers)))
+
+    # --- messages ------------------------------------------------------------------------
+
+    async def _on_message(self, link: PeerLink, message: Message) -> None:
+        if isinstance(message, (Hello, Heartbeat)):
+            for job in list(self.jobs.values()):
+                if link.donating:
+                    await job.offer(link)
+                else:
+                    job.lost(link)  # its owner stopped donating: its leases end now
+        elif isinstance(message, JobInfo):
+            assert self._nursery is not None
+            await self.worker.on_job_info(link, message, self._nursery)
+        elif isinstance(message, Fragment):
+            await self.worker.on_fragment(link, message)
+        elif isinstance(message, Cancel):
+            self.worker.on_cancel(link, message)
+        elif isinstance(message, (WorkRequest, Result)):
+            job_id = message.job_id if isinstance(message, WorkRequest) else message.envelope.job_id
+            job = self.jobs.get(job_id) if job_id is not None else None
+            if job is not None:
+                await job.handle(link, message)
+            elif isinstance(message, WorkRequest):
+                await link.send(Error(code=ErrorCode.NOT_FOUND, reason="no such job here",
+                                      job_id=job_id))
+        elif isinstance(message, PackageRequest):
+            for job in self.jobs.values():
+                chunk = job.chunk(message)
+                if chunk is not None:
+                    await link.send(chunk)
+                    return
+            await link.send(Error(code=ErrorCode.NOT_FOUND, reason="no such package here"))
+        elif isinstance(message, PackageChunk):
+            self.worker.on_chunk(link, message)
+        elif isinstance(message, Error):
+            log.info("peer %s says: %s (code %s)", link.short, message.reason, message.code)
+            if message.job_id is not None and message.job_id in self.jobs and message.code in (
+                ErrorCode.NOT_DONATING, ErrorCode.REFUSED
+            ):
+                self.jobs[message.job_id].lost(link)
+
+    # --- the node API --------------------------------------------------------------------
+
+    def emit(self, kind: str, **fields: Any) -> None:
+        """Publish an event to every subscriber (GUI, `submit` progress)."""
+        event = {"event": kind, "time": time.time(), **fields}
+        self.recent_events.append(event)
+        for channel in list(self._subscribers):
+            try:
+                channel.send_nowait(event)
+            except trio.WouldBlock:
+                pass  # a slow subscriber misses events rather than stall the node
+            except trio.BrokenResourceError:
+                self._subscribers.remove(channel)
+
+    def subscribe(self) -> trio.MemoryReceiveChannel[dict[str, Any]]:
+        """A channel of node events, from now on."""
+        send, receive = trio.open_memory_channel[dict[str, Any]](EVENT_BACKLOG)
+        self._subscribers.append(send)
+        return receive
+
+    def info(self) -> dict[str, Any]:
+        """This node: id, port, donation, cores, swarm."""
+        return {"id": str(self.id), "port": self.port, "donating": self.donating,
+                "cores": self.cores, "layers": sorted(self.layers),
+                "swarm": self.swarm.swarm_id.hex() if self.swarm else None,
+                "name": self.settings.name}
+
+    def peers(self) -> list[PeerView]:
+        """Peers linked now (trusted: they proved swarm membership in the handshake)."""
+        out = [
+            PeerView(id=link.peer_id, address=link.address, cores=link.cores,
+                     donating=link.donating, trusted=True,
+                     name=link.hello.name if link.hello else "")
+            for link in self._links.values()
+        ]
+        if self._discovery is not None:
+            linked = {p.id for p in out}
+            for seen in self._discovery.peers():
+                if str(seen.node_id) not in linked and seen.node_id != self.id:
+                    out.append(PeerView(id=str(seen.node_id),
+                                        address=f"{seen.addresses[0] if seen.addresses else '?'}:{seen.port}",
+                                        cores=seen.cores, donating=seen.donating,
+                                        trusted=False, name=seen.name, connected=False))
+        return out
+
+    def local_slots(self) -> int:
+        """Local worker slots for jobs this node is chief of."""
+        return self.cores if (self.donating or self.settings.own_jobs_local) else 0
+
+    def set_donating(self, on: bool, cores: int | None = None) -> None:
+        """The owner switched donation on or off (consent: off stops others' work now)."""
+        if cores is not None:
+            self.cores = max(1, cores)
+        if on and not sandbox.ALL_LAYERS <= self.layers and not self.settings.unconfined_trusted_swarm:
+            raise OctoError("this machine cannot apply every sandbox layer (see `octop2p "
+                            "doctor`), so it will not run other people's code")
+        self.donating = on
+        if not on:
+            self.worker.stop_all()
+        if self._discovery is not None:
+            self._discovery.update(self._advert())
+        self.emit("donating", on=on, cores=self.cores)
+        if self._nursery is not None:
+            self._nursery.start_soon(self._announce)
+
+    async def _announce(self) -> None:
+        for link in self.links():
+            try:
+                await link.send(Heartbeat(seq=0, donating=self.donating,
+                                          free_cores=self.cores if self.donating else 0))
+            except LinkClosed:
+                pass
+
+    async def submit(self, path: Path) -> JobRecord:
+        """Validate and start a job with this node as its chief; raises JobRefused."""
+        spec = load_job(path, self.limits)
+        job = NetworkJob(self, spec)
+        self.jobs[job.job_id] = job
+        assert self._nursery is not None
+        self._nursery.start_soon(job.run, self.jobs_dir / job.record.id_hex)
+        return job.record
+
+    def job(self, job_id: str) -> NetworkJob | None:
+        """A job by its id (hex, or a unique prefix of it)."""
+        matches = [j for j in self.jobs.values() if j.record.id_hex.startswith(job_id.lower())]
+        return matches[0] if len(matches) == 1 else None
+
+    def records(self) -> Iterator[JobRecord]:
+        """Every job this node is chief of, oldest first."""
+        return (job.record for job in self.jobs.values())
+
+
+def _address(stream: trio.SocketStream) -> str:
+    try:
+        host, port = stream.socket.getpeername()[:2]
+        return f"{host}:{port}"
+    except OSError:
+        return "?"

@@ -1,0 +1,207 @@
+"""One authenticated, encrypted link to one peer, driven by trio.
+
+A :class:`PeerLink` owns a TCP stream and a sans-I/O ``protocol.Connection``: one reader
+task pumps bytes into the protocol and messages out to the node, a lock serialises
+writes, and a heartbeat task keeps liveness (mDNS cannot tell a crashed peer). A
+malformed frame or a failed decryption ends this one link, never the node.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import trio
+
+from protocol import (
+    Connection,
+    ConnectionClosed,
+    HandshakeComplete,
+    Heartbeat,
+    Hello,
+    Message,
+    MessageReceived,
+    ProtocolError,
+    RemoteProtocolError,
+)
+
+log = logging.getLogger(__name__)
+
+HANDSHAKE_SECONDS = 10.0
+HEARTBEAT_SECONDS = 3.0
+#: A peer silent for this long is gone: its leases end and its fragments move on.
+SILENCE_SECONDS = 12.0
+_READ_SIZE = 1 << 20
+
+
+class LinkClosed(Exception):
+    """The link to a peer is closed (or never completed its handshake)."""
+
+
+Handler = Callable[["PeerLink", Message], Awaitable[None]]
+
+
+class PeerLink:
+    """An open link to one peer that proved it belongs to our swarm (or holds the job code)."""
+
+    def __init__(self, stream: trio.abc.Stream, conn: Connection, address: str) -> None:
+        self.stream = stream
+        self.conn = conn
+        self.address = address
+        self.hello: Hello | None = None
+        self.handshake: HandshakeComplete | None = None
+        self.last_heard = time.monotonic()
+        self.donating = False
+        self.free_cores = 0
+        self._send_lock = trio.Lock()
+        self._closed = False
+        self._heartbeat_seq = 0
+        self.closed_event = trio.Event()
+
+    # --- identity ------------------------------------------------------------------------
+
+    @property
+    def peer_id(self) -> str:
+        """The peer's node id (text), proved by the handshake."""
+        assert self.handshake is not None
+        return str(self.handshake.peer_id)
+
+    @property
+    def short(self) -> str:
+        """A short form of the peer's id, for logs."""
+        return self.handshake.peer_id.short if self.handshake else "?"
+
+    @property
+    def public_key(self) -> bytes:
+        assert self.handshake is not None
+        return self.handshake.peer_public_key
+
+    @property
+    def cores(self) -> int:
+        return self.hello.cores if self.hello else 0
+
+    # --- setting up ----------------------------------------------------------------------
+
+    async def open(self) -> HandshakeComplete:
+        """Run the handshake; raises LinkClosed if the peer is not one of ours."""
+        try:
+            with trio.fail_after(HANDSHAKE_SECONDS):
+                await self._flush()
+                while True:
+                    event = await self._next_event()
+                    if isinstance(event, HandshakeComplete):
+                        self.handshake = event
+                        self.last_heard = time.monotonic()
+                        return event
+                    if isinstance(event, ConnectionClosed):
+                        raise LinkClosed(f"closed during the handshake: {event.reason}")
+        except trio.TooSlowError:
+            await self.aclose("handshake timed out")
+            raise LinkClosed(f"no handshake from {self.address} in {HANDSHAKE_SECONDS:g} s") from None
+        except (ProtocolError, trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
+            await self._flush_quietly()
+            await self.aclose(str(exc))
+            raise LinkClosed(f"handshake with {self.address} failed: {exc}") from None
+
+    async def _next_event(self) -> Any:
+        while True:
+            try:
+                event = self.conn.next_event()
+            finally:
+                await self._flush()
+            if event is not None:
+                return event
+            data = await self.stream.receive_some(_READ_SIZE)
+            self.conn.receive_data(data)
+
+    async def _flush(self) -> None:
+        data = self.conn.data_to_send()
+        if data:
+            async with self._send_lock:
+                await self.stream.send_all(data)
+
+    async def _flush_quietly(self) -> None:
+        try:
+            with trio.move_on_after(1):
+                await self._flush()
+        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError, ProtocolError):
+            pass
+
+    # --- running -------------------------------------------------------------------------
+
+    async def send(self, message: Message) -> None:
+        """Send one message; raises LinkClosed if the link is gone."""
+        if self._closed:
+            raise LinkClosed(f"link to {self.short} is closed")
+        try:
+            async with self._send_lock:
+                for part in self.conn.send_parts(message):
+                    await self.stream.send_all(part)
+        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
+            self._closed = True
+            raise LinkClosed(f"link to {self.short} broke: {exc}") from None
+
+    async def run(self, handler: Handler, hello: Hello) -> None:
+        """Serve the link until it closes: say hello, read messages, send heartbeats."""
+        try:
+            await self.send(hello)
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._heartbeats, nursery.cancel_scope)
+                await self._read_loop(handler)
+                nursery.cancel_scope.cancel()
+        except (LinkClosed, trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
+            log.info("link to %s (%s) closed: %s", self.short, self.address, exc)
+        except RemoteProtocolError as exc:
+            # The peer broke the protocol: tell it why, then drop only this link.
+            log.warning("peer %s (%s) sent a malformed frame: %s", self.short, self.address, exc)
+            await self._flush_quietly()
+        finally:
+            await self.aclose("done")
+
+    async def _read_loop(self, handler: Handler) -> None:
+        while True:
+            event = await self._next_event()
+            self.last_heard = time.monotonic()
+            if isinstance(event, MessageReceived):
+                message = event.message
+                if isinstance(message, Hello):
+                    self.hello = message
+                    self.donating = message.donating
+                    self.free_cores = message.cores if message.donating else 0
+                elif isinstance(message, Heartbeat):
+                    self.donating = message.donating
+                    self.free_cores = message.free_cores
+                await handler(self, message)
+            elif isinstance(event, ConnectionClosed):
+                return
+
+    async def _heartbeats(self, scope: trio.CancelScope) -> None:
+        while True:
+            await trio.sleep(HEARTBEAT_SECONDS)
+            if time.monotonic() - self.last_heard > SILENCE_SECONDS:
+                log.warning("peer %s (%s) silent for %.0f s: dropping it",
+                            self.short, self.address, SILENCE_SECONDS)
+                scope.cancel()
+                return
+            self._heartbeat_seq += 1
+            await self.send(Heartbeat(seq=self._heartbeat_seq, donating=self.local_donating(),
+                                      free_cores=self.local_free_cores()))
+
+    # The node replaces these so that heartbeats carry its current donation state.
+    def local_donating(self) -> bool:
+        return False
+
+    def local_free_cores(self) -> int:
+        return 0
+
+    async def aclose(self, reason: str = "") -> None:
+        """Close the link (idempotent)."""
+        self._closed = True
+        self.closed_event.set()
+        with trio.CancelScope(shield=True):
+            try:
+                await self.stream.aclose()
+            except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+                pass

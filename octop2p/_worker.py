@@ -1,0 +1,389 @@
+"""The worker side of a node: runs other people's fragments, only while donating.
+
+For each job a chief offers (``JobInfo``), the worker fetches the package by content
+hash (cached), checks the submitter's signature over it, and starts sandboxed work
+children for it. Fragments come in signed by the chief; results go back signed by this
+node, so the chief (or anyone later) can tell who computed what.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import os
+import shutil
+import tarfile
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import trio
+
+import sandbox
+from protocol import (
+    MAX_CHUNK,
+    Cancel,
+    Envelope,
+    EnvelopeKind,
+    Error,
+    ErrorCode,
+    Failure,
+    Fragment,
+    JobInfo,
+    JobKind,
+    PackageChunk,
+    PackageRequest,
+    Result,
+    Task,
+    WorkRequest,
+    content_hash,
+)
+
+from ._chief import describe_exit
+from ._children import Child, ChildDied, ChildProtocolError, ChildReported
+from ._limits import JobOptions, Limits
+from ._netjob import decode_parts, encode_parts
+from ._package import missing_requirements
+from ._peer import LinkClosed, PeerLink
+
+if TYPE_CHECKING:
+    from ._node import Node
+
+log = logging.getLogger(__name__)
+
+#: Fragments a slot asks for beyond the one it is working on (hides the round trip).
+SLOT_CREDITS = 2
+MAX_SLOT_BATCH = 64
+FETCH_SECONDS = 60.0
+
+
+class WorkRefused(Exception):
+    """This node will not work on a job (not donating, missing module, bad package)."""
+
+    def __init__(self, code: ErrorCode, reason: str) -> None:
+        super().__init__(reason)
+        self.code = code
+
+
+@dataclass
+class RunningJob:
+    """What the owner sees of a job running on their machine ("what runs here now")."""
+
+    job_id: str
+    name: str
+    chief: str
+    started: float = field(default_factory=time.time)
+    in_progress: set[int] = field(default_factory=set)
+    done: int = 0
+
+
+class WorkerJob:
+    """This node's work on one job of one chief."""
+
+    def __init__(self, service: WorkerService, link: PeerLink, info: JobInfo) -> None:
+        self.service = service
+        self.link = link
+        self.info = info
+        self.view = RunningJob(info.job_id.hex(), info.name, link.peer_id)
+        self.scope = trio.CancelScope()
+        send, receive = trio.open_memory_channel[Fragment](MAX_SLOT_BATCH * 4)
+        self.inbox_send, self.inbox = send, receive
+        options = JobOptions.from_dict(dict(info.options), default_name=info.name)
+        limits, _ = options.limits.capped(service.node.limits)
+        self.limits: Limits = limits
+        self.partitions = int(info.options.get("partitions") or 1)
+
+    async def run(self) -> None:
+        with self.scope:
+            try:
+                job_dir = await self.service.fetch_package(self.link, self.info)
+                async with trio.open_nursery() as nursery:
+                    for i in range(self.service.slots_for(self)):
+                        nursery.start_soon(self._slot, job_dir, i)
+            except WorkRefused as exc:
+                log.warning("not working on job %s of %s: %s", self.info.name, self.link.short, exc)
+                try:
+                    await self.link.send(Error(code=exc.code, reason=str(exc),
+                                               job_id=self.info.job_id))
+                except LinkClosed:
+                    pass
+            except LinkClosed:
+                pass
+
+    def stop(self) -> None:
+        self.scope.cancel()
+
+    def _child_spec(self, job_dir: Path) -> dict[str, Any]:
+        kind = "package" if self.info.kind == JobKind.PACKAGE else "script"
+        policy = sandbox.Policy(
+            read_paths=(str(job_dir),), memory_bytes=self.limits.memory_mb << 20,
+            cpu_seconds=self.limits.cpu_seconds, max_threads=self.limits.threads,
+            layers=self.service.node.layers,
+        )
+        return {
+            "role": "work", "kind": kind, "job_dir": str(job_dir), "script": self.info.script,
+            "results_dir": None, "limits": self.limits.to_dict(),
+            "options": {"partitions": self.partitions,
+                        "map_batch": self.info.options.get("map_batch")},
+            "policy": policy.to_dict(),
+        }
+
+    async def _spawn(self, job_dir: Path) -> Child:
+        fs = self.service.node.forkserver
+        child = await fs.spawn(self._child_spec(job_dir),
+                               max_frame=self.limits.fragment_bytes * 2 + (64 << 20))
+        with trio.fail_after(self.limits.wall_seconds):
+            ready = await child.receive()
+        if ready[0] != "ready":
+            await child.aclose()
+            raise ChildProtocolError(f"child said {ready[0]!r} instead of ready")
+        return child
+
+    async def _slot(self, job_dir: Path, index: int) -> None:
+        """One sandboxed child: ask for credits, run what arrives, answer, repeat."""
+        child: Child | None = None
+        await self.link.send(WorkRequest(credits=SLOT_CREDITS, job_id=self.info.job_id))
+        try:
+            while True:
+                batch = [await self.inbox.receive()]
+                while len(batch) < MAX_SLOT_BATCH:
+                    try:
+                        batch.append(self.inbox.receive_nowait())
+                    except trio.WouldBlock:
+                        break
+                if child is None:
+                    try:
+                        child = await self._spawn(job_dir)
+                    except ChildReported as exc:
+                        await self._fail_all(batch, exc.info)
+                        continue
+                ok = await self._run(child, batch)
+                if not ok:
+                    await child.aclose()
+                    child = None
+                elif child.cpu_seconds() > self.limits.cpu_seconds * 0.5:
+                    await child.aclose()
+                    child = None
+                await self.link.send(WorkRequest(credits=len(batch), job_id=self.info.job_id))
+        finally:
+            if child is not None:
+                await child.aclose()
+
+    async def _run(self, child: Child, batch: list[Fragment]) -> bool:
+        """Run a batch in ``child``; returns False if the child must be replaced."""
+        by_seq = {f.envelope.seq: f for f in batch}
+        for f in batch:
+            self.view.in_progress.add(f.envelope.seq)
+        tasks = {f.task for f in batch}
+        try:
+            if tasks == {Task.REDUCE}:
+                for f in batch:
+                    parts = decode_parts(f.envelope.payload)
+                    await child.send(["reduce", f.envelope.seq, parts])
+                    await self._collect(child, {f.envelope.seq}, by_seq)
+            else:
+                kind = "map" if tasks == {Task.MAP} else "process"
+                await child.send([kind, [[f.envelope.seq, f.envelope.payload] for f in batch]])
+                await self._collect(child, set(by_seq), by_seq)
+            return True
+        except ChildReported as exc:
+            seq = exc.seq if exc.seq in by_seq else batch[0].envelope.seq
+            await self._answer_failure(by_seq[seq], exc.info)
+            await self._give_back(by_seq, exclude=seq)
+            return False
+        except (ChildDied, trio.TooSlowError, ChildProtocolError, ValueError) as exc:
+            if isinstance(exc, trio.TooSlowError):
+                rule, message = "wall time", (
+                    f"ran for more than {self.limits.wall_seconds} s on one fragment")
+                await child.kill()
+            elif isinstance(exc, ChildDied):
+                rule, message = describe_exit(exc.returncode, limits=self.limits.to_dict())
+            else:
+                rule, message = "protocol", str(exc)
+            pending = sorted(self.view.in_progress & set(by_seq))
+            if pending:
+                await self._answer_failure(by_seq[pending[0]],
+                                           {"message": message, "rule": rule})
+                await self._give_back(by_seq, exclude=pending[0])
+            return False
+        finally:
+            self.view.in_progress -= set(by_seq)
+
+    async def _collect(self, child: Child, pending: set[int], by_seq: dict[int, Fragment]) -> None:
+        while pending:
+            with trio.fail_after(self.limits.wall_seconds):
+                reply = await child.receive()
+            seq = reply[1]
+            if seq not in pending:
+                raise ChildProtocolError(f"answered fragment {seq!r}, which it was not given")
+            pending.discard(seq)
+            self.view.in_progress.discard(seq)
+            payload = reply[2]
+            data = encode_parts(payload) if isinstance(payload, list) else payload
+            if not isinstance(data, bytes):
+                raise ChildProtocolError("a result must be bytes")
+            fragment = by_seq[seq]
+            envelope = Envelope.sign(self.service.node.identity, EnvelopeKind.RESULT,
+                                     self.info.job_id, seq, data, ref=fragment.envelope.digest)
+            out = reply[3] if len(reply) > 3 and isinstance(reply[3], str) else ""
+            await self.link.send(Result(envelope=envelope, out=out[:200_000]))
+            self.view.done += 1
+
+    async def _answer_failure(self, fragment: Fragment, info: dict[str, Any]) -> None:
+        envelope = Envelope.sign(self.service.node.identity, EnvelopeKind.RESULT,
+                                 self.info.job_id, fragment.envelope.seq, b"",
+                                 ref=fragment.envelope.digest)
+        line = info.get("line")
+        failure = Failure(
+            message=str(info.get("message") or "failed")[:4000],
+            rule=(str(info["rule"])[:64] if info.get("rule") else None),
+            traceback=str(info.get("traceback") or "")[:65000],
+            file=(str(info["file"])[:1000] if info.get("file") else None),
+            line=line if isinstance(line, int) and line >= 0 else None,
+        )
+        await self.link.send(Result(envelope=envelope, failure=failure))
+
+    async def _give_back(self, by_seq: dict[int, Fragment], *, exclude: int) -> None:
+        """Fragments of a lost batch that never ran: the chief hands them out again."""
+        for seq, fragment in by_seq.items():
+            if seq != exclude and seq in self.view.in_progress:
+                await self._answer_failure(fragment, {"message": "not run: the child was lost",
+                                                      "rule": None})
+
+    async def _fail_all(self, batch: list[Fragment], info: dict[str, Any]) -> None:
+        for fragment in batch:
+            await self._answer_failure(fragment, info)
+
+
+class WorkerService:
+    """All the work this node does for chiefs of its swarm."""
+
+    def __init__(self, node: Node) -> None:
+        self.node = node
+        self.jobs: dict[bytes, WorkerJob] = {}
+        self._chunks: dict[tuple[str, bytes], trio.MemorySendChannel[PackageChunk]] = {}
+        self._fetch_locks: dict[bytes, trio.Lock] = {}
+
+    def running(self) -> list[RunningJob]:
+        """What runs on this machine now, for the owner to see."""
+        return [job.view for job in self.jobs.values()]
+
+    def slots_for(self, job: WorkerJob) -> int:
+        return max(1, self.node.cores // max(1, len(self.jobs)))
+
+    async def on_job_info(self, link: PeerLink, info: JobInfo, nursery: trio.Nursery) -> None:
+        if not self.node.donating:
+            await link.send(Error(code=ErrorCode.NOT_DONATING,
+                                  reason="this node's owner has not switched donation on",
+                                  job_id=info.job_id))
+            return
+        if info.job_id in self.jobs:
+            return
+        missing = missing_requirements(tuple(info.options.get("requires") or ()))
+        if missing:
+            await link.send(Error(code=ErrorCode.REFUSED, job_id=info.job_id,
+                                  reason=f"this node lacks modules the job requires: "
+                                  f"{', '.join(missing)}"))
+            return
+        job = WorkerJob(self, link, info)
+        self.jobs[info.job_id] = job
+        log.info("working on job %s (%s) for chief %s", info.name, info.job_id.hex(), link.short)
+        self.node.emit("working", job=info.job_id.hex(), name=info.name, chief=link.peer_id,
+                       running=True)
+        nursery.start_soon(self._run_job, job)
+
+    async def _run_job(self, job: WorkerJob) -> None:
+        try:
+            await job.run()
+        finally:
+            self.jobs.pop(job.info.job_id, None)
+            self.node.emit("working", job=job.info.job_id.hex(), name=job.info.name,
+                           chief=job.link.peer_id, running=False)
+
+    async def on_fragment(self, link: PeerLink, fragment: Fragment) -> None:
+        envelope = fragment.envelope
+        job = self.jobs.get(envelope.job_id)
+        if job is None or job.link is not link or not self.node.donating:
+            await link.send(Error(code=ErrorCode.NOT_DONATING if not self.node.donating
+                                  else ErrorCode.NOT_FOUND, reason="not working on that job",
+                                  job_id=envelope.job_id, seq=envelope.seq))
+            return
+        if envelope.ref != job.info.package:
+            await link.send(Error(code=ErrorCode.BAD_MESSAGE, reason="fragment for another package",
+                                  job_id=envelope.job_id, seq=envelope.seq))
+            return
+        try:
+            job.inbox_send.send_nowait(fragment)
+        except trio.WouldBlock:
+            await link.send(Error(code=ErrorCode.BUSY, reason="more fragments than credits",
+                                  job_id=envelope.job_id, seq=envelope.seq))
+
+    def on_cancel(self, link: PeerLink, cancel: Cancel) -> None:
+        job = self.jobs.get(cancel.job_id)
+        if job is not None and job.link is link:
+            job.stop()
+
+    def stop_all(self) -> None:
+        """Donation was switched off: stop every job now."""
+        for job in list(self.jobs.values()):
+            job.stop()
+
+    def lost(self, link: PeerLink) -> None:
+        for job in list(self.jobs.values()):
+            if job.link is link:
+                job.stop()
+
+    def on_chunk(self, link: PeerLink, chunk: PackageChunk) -> None:
+        waiter = self._chunks.get((link.peer_id, chunk.package))
+        if waiter is not None:
+            try:
+                waiter.send_nowait(chunk)
+            except (trio.WouldBlock, trio.BrokenResourceError):
+                pass
+
+    async def download(self, link: PeerLink, digest: bytes, size: int) -> bytes:
+        """Fetch content by hash from a peer, in chunks, and check the hash."""
+        key = (link.peer_id, digest)
+        send, receive = trio.open_memory_channel[PackageChunk](4)
+        self._chunks[key] = send
+        buf = bytearray()
+        try:
+            with trio.fail_after(FETCH_SECONDS):
+                while len(buf) < size:
+                    await link.send(PackageRequest(package=digest, offset=len(buf),
+                                                   length=min(MAX_CHUNK, size - len(buf))))
+                    chunk = await receive.receive()
+                    if chunk.offset != len(buf) or chunk.total != size or not chunk.data:
+                        raise WorkRefused(ErrorCode.BAD_MESSAGE, "the chief sent a wrong chunk")
+                    buf += chunk.data
+        except trio.TooSlowError:
+            raise WorkRefused(ErrorCode.BUSY, "the download timed out") from None
+        finally:
+            self._chunks.pop(key, None)
+        data = bytes(buf)
+        if content_hash(data) != digest:
+            raise WorkRefused(ErrorCode.BAD_MESSAGE, "the content does not match its hash")
+        return data
+
+    async def fetch_package(self, link: PeerLink, info: JobInfo) -> Path:
+        """The job's package, unpacked read-only in the cache; fetched once per hash."""
+        lock = self._fetch_locks.setdefault(info.package, trio.Lock())
+        async with lock:
+            target = self.node.package_cache / info.package.hex()
+            if target.is_dir():
+                return target
+            tar = await self.download(link, info.package, info.package_size)
+            # The submitter signed the package: check it is theirs, for this job.
+            info.package_envelope(tar).verify(author=info.submitter, kind=EnvelopeKind.PACKAGE,
+                                              job_id=info.job_id)
+            tmp = Path(tempfile.mkdtemp(prefix=".unpack-", dir=self.node.package_cache))
+            try:
+                with tarfile.open(fileobj=io.BytesIO(tar), mode="r:") as archive:
+                    archive.extractall(tmp, filter="data")
+                os.replace(tmp, target)
+            except Exception:
+                shutil.rmtree(tmp, ignore_errors=True)
+                raise
+            return target
