@@ -87,7 +87,9 @@ class NodeSettings:
     cores: int = field(default_factory=lambda: os.cpu_count() or 1)
     limits: Limits = field(default_factory=Limits)
     name: str = field(default_factory=socket.gethostname)
-    own_jobs_local: bool = True  # the chief's own cores run its own jobs, donating or not
+    # The chief's own cores count for its jobs only while it donates (JOBS.md); a temporary
+    # node that `submit` starts runs its owner's job on its owner's cores.
+    own_jobs_local: bool = False
     unconfined_trusted_swarm: bool = False
     state_dir: Path | None = None  # jobs/ and packages/ live here (a temp dir when None)
 
@@ -139,6 +141,7 @@ class Node:
         self._nursery: trio.Nursery | None = None
         self._tmp: tempfile.TemporaryDirectory[str] | None = None
         self.started = trio.Event()
+        self.home: Any = None  # the Home, when the node has one: members are pinned there
 
     # --- running -------------------------------------------------------------------------
 
@@ -302,6 +305,14 @@ class Node:
                 await link.aclose("duplicate")
                 return
             await old.aclose("duplicate")
+        if self.home is not None and self.swarm is not None and link.handshake is not None:
+            try:
+                await trio.to_thread.run_sync(self.home.pin, link.handshake.peer_id,
+                                              link.public_key)
+            except OctoError as exc:  # another key for a pinned id: refuse the link
+                log.warning("refusing peer %s: %s", link.short, exc)
+                await link.aclose("pin conflict")
+                return
         self._links[peer] = link
         link.local_donating = lambda: self.donating  # type: ignore[method-assign]
         link.local_free_cores = lambda: self.cores if self.donating else 0  # type: ignore[method-assign]

@@ -31,7 +31,7 @@ from ._groups import collapse_groups
 from .errors import Interrupted, JobFailed, OctoError
 
 F = TypeVar("F", bound=Callable[..., Any])
-err = Console(stderr=True, highlight=False)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 
 def common_options(fn: F) -> F:
@@ -89,8 +89,13 @@ def _report_error(exc: OctoError, as_json: bool) -> None:
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="octop2p")
-def main() -> None:
+@click.option("--home", type=click.Path(file_okay=False), help="The node's state folder, for every command.")
+def main(home: str | None) -> None:
     """octop2p: pool the machines on your LAN to run Python jobs, sandboxed."""
+    if home is not None:
+        # Given before the command (`octop2p --home X peers`): the commands read it as
+        # OCTOP2P_HOME, and a --home after the command still wins.
+        os.environ["OCTOP2P_HOME"] = home
 
 
 class _RunProgress:
@@ -200,3 +205,12 @@ def doctor(home: Path | None, as_json: bool, verbose: int) -> None:
         mark = "[green]ok[/]  " if st.available else "[red]no[/]  "
         err.print(f"{mark} {name:9} {st.detail}")
 
+
+
+def _register_node_commands() -> None:
+    from ._cli_net import register
+
+    register(main, common_options, handle_errors, err, _setup_logging, _RunProgress)
+
+
+_register_node_commands()
