@@ -23,6 +23,7 @@ from ._errors import ProtocolError as ProtocolError
 from ._errors import RemoteProtocolError as RemoteProtocolError
 from ._handshake import SUPPORTED_VERSIONS as SUPPORTED_VERSIONS
 from ._handshake import AuthMode as AuthMode
+from ._handshake import PeerInfo as PeerInfo
 from ._handshake import Pinned as Pinned
 from ._identity import NodeId as NodeId
 from ._identity import NodeIdentity as NodeIdentity

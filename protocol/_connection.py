@@ -176,6 +176,20 @@ class Connection:
         return self._state
 
     @property
+    def auth_mode(self) -> AuthMode | None:
+        """How the peer asked to be admitted, once its first message is in (else None).
+
+        A server counts failed handshakes in `AuthMode.JOB_CODE` to retire its code after
+        `MAX_FAILED_ATTEMPTS`.
+        """
+        if self.peer is not None:
+            return self.peer.mode
+        handshake = self._handshake
+        if isinstance(handshake, InitiatorHandshake):
+            return handshake.mode
+        return handshake.peer_mode
+
+    @property
     def peer_id(self) -> NodeId | None:
         """The peer's node id, once the handshake has proved it."""
         return self.peer.node_id if self.peer else None
@@ -326,7 +340,8 @@ class Connection:
         """
         if not isinstance(message, Message):
             raise LocalProtocolError(f"send() takes a Message, not {type(message).__name__}")
-        if self._channel is None or next_state(self._state, Input.SEND_MESSAGE) is None:
+        target = next_state(self._state, Input.SEND_MESSAGE)
+        if self._channel is None or target is None:
             raise LocalProtocolError(f"cannot send a message in state {self._state.name}")
         head, blob = encode_message(message, self._packer)
         if len(head) > MAX_HEAD:
@@ -338,7 +353,7 @@ class Connection:
                 f"{type(message).__name__} payload of {len(blob)} bytes exceeds "
                 f"max_message_size={self._max_message}"
             )
-        self._move(Input.SEND_MESSAGE)
+        self._state = target  # looked up in the table above, before anything could fail
         record = self._channel.seal(head)
         if blob is not None:
             sealed = self._channel.seal(blob)

@@ -295,7 +295,8 @@ class ResponderHandshake(_Side):
             raise LocalProtocolError("a responder needs a swarm_secret, a job_code or both")
         super().__init__(identity, versions, pinned, rng)
         self._swarm_secret, self._job_code = swarm_secret, job_code
-        self.peer_mode = AuthMode.SWARM
+        #: The mode the initiator asked for, once message 1 is parsed.
+        self.peer_mode: AuthMode | None = None
         self.version = 0
 
     def receive_message1(self, data: bytes) -> Reply:
@@ -309,6 +310,7 @@ class ResponderHandshake(_Side):
             mode = AuthMode(reader.uint(1))
         except ValueError:
             raise RemoteProtocolError("handshake message 1 names an unknown mode") from None
+        self.peer_mode = mode
         versions = reader.versions()
         peer_ephemeral = reader.take(X25519_BYTES)
         pake = reader.take(reader.uint(1))
@@ -322,7 +324,7 @@ class ResponderHandshake(_Side):
         ):
             return self._refuse(mode, versions, common)
         self._new_ephemeral()
-        self.peer_mode, self.version = mode, max(common)
+        self.version = max(common)
         reply_pake = b""
         if mode is AuthMode.JOB_CODE and self._job_code is not None:
             exchange = PakeExchange(self._job_code, client=False, rng=self._rng)
@@ -353,12 +355,11 @@ class ResponderHandshake(_Side):
         """Check message 3; return the peer and the channel keys."""
         if len(data) != _SEALED_BYTES:
             raise RemoteProtocolError(f"handshake message 3 is {len(data)} bytes, not 144")
-        own = self._identity.public_key
+        own, mode = self._identity.public_key, self.peer_mode or AuthMode.SWARM
         peer_key = self._open_identity(
-            b"initiator", self._transcript, data, self.peer_mode,
-            _INITIATOR_LABEL + self._transcript + own,
+            b"initiator", self._transcript, data, mode, _INITIATOR_LABEL + self._transcript + own
         )
         transcript = transcript_hash(self._transcript, data)
         keys = _session_keys(self._secret, transcript, initiator=False)
-        peer = PeerInfo(peer_key, NodeId.from_public_key(peer_key), self.version, self.peer_mode)
+        peer = PeerInfo(peer_key, NodeId.from_public_key(peer_key), self.version, mode)
         return peer, keys

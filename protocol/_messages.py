@@ -258,6 +258,8 @@ class Result(Message):
 
     def _validate(self) -> None:
         _require_envelope(self.envelope, EnvelopeKind.RESULT, 32)
+        if self.failure is not None and self.envelope.payload:
+            raise Invalid("a failed fragment's result carries no payload")
 
 
 @message(7)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 from hypothesis import strategies as st
@@ -87,7 +88,22 @@ def for_struct(cls: type, envelope_rule: tuple[EnvelopeKind, int] | None = None)
 
 
 def for_message(cls: type[Message]) -> Any:
+    if cls is Result:
+        # A failed fragment's result carries no payload (Result._validate).
+        return st.builds(
+            _result,
+            for_struct(Envelope, _ENVELOPE_RULES[Result]),
+            for_kind(dict(Result._SCHEMA)["out"]),
+            for_kind(dict(Result._SCHEMA)["cpu_seconds"]),
+            for_kind(dict(Result._SCHEMA)["failure"]),
+        )
     return for_struct(cls, _ENVELOPE_RULES.get(cls))  # type: ignore[arg-type]
+
+
+def _result(envelope: Envelope, out: str, cpu: float, failure: Any) -> Result:
+    if failure is not None:
+        envelope = dataclasses.replace(envelope, payload=b"")
+    return Result(envelope, out, cpu, failure)
 
 
 any_message = st.sampled_from(message_types()).flatmap(for_message)

@@ -363,3 +363,35 @@ def test_random_bytes_into_a_handshake_are_remote_errors(data: bytes, framed: bo
             target.next_event()
         except RemoteProtocolError:
             pass
+
+
+def test_known_answer_job_code_handshake() -> None:
+    """SPAKE2 draws from the rng it is handed, so the job-code handshake is pinned too."""
+    a, b = connect(initiator={"swarm_secret": None, "job_code": CODE},
+                   responder={"swarm_secret": None, "job_code": CODE})
+    message1 = a.data_to_send()
+    assert hashlib.sha256(message1).hexdigest() == (
+        "455907ddd86faa7ec146d98880fb054c33c34930e4d28af9eb94a6bb6c7ec795"
+    )
+    b.receive_data(message1)
+    b.next_event()
+    a.receive_data(b.data_to_send())
+    done = a.next_event()
+    assert isinstance(done, HandshakeComplete)
+    assert done.session_id.hex() == "1528bc1b0389083b4a61fc74a7ca0dbf"
+
+
+def test_a_server_can_count_failed_job_code_attempts() -> None:
+    a, b = connect(initiator={"swarm_secret": None, "job_code": JobCode("12345678902")},
+                   responder={"job_code": CODE})
+    assert b.auth_mode is None
+    b.receive_data(a.data_to_send())
+    b.next_event()
+    assert b.auth_mode is AuthMode.JOB_CODE
+    a.receive_data(b.data_to_send())
+    with pytest.raises(RemoteProtocolError):
+        a.next_event()
+    b.receive_data(b"")  # the client gives up: one failed attempt for the server to count
+    with pytest.raises(RemoteProtocolError):
+        b.next_event()
+    assert b.auth_mode is AuthMode.JOB_CODE
