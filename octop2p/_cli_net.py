@@ -25,6 +25,7 @@ from ._control import ControlClient
 from ._control import serve as serve_control
 from ._home import Home
 from ._node import Node, NodeSettings, split_host_port
+from ._peer import LinkClosed
 from ._results import default_out, deliver_bytes
 from .errors import JobFailed, NoNodeError, OctoError, UsageError
 
@@ -445,8 +446,8 @@ async def _client(home: Home, host: str, job_code: JobCode | None, cores: int | 
         await nursery.start(node.serve)
         try:
             link = await node.connect(h, p)
-        except (OSError, OctoError) as exc:
-            raise NoNodeError(f"could not reach the server at {h}:{p}: {exc}") from None
+        except (OSError, OctoError, LinkClosed) as exc:
+            raise NoNodeError(f"could not join the server at {h}:{p}: {exc}") from None
         err.print(f"connected to {link.short} at {h}:{p}; working until its job is done")
         started = False
         with trio.CancelScope() as scope:

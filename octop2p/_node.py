@@ -201,10 +201,13 @@ class Node:
         return available
 
     async def _serve_discovery(self, *, task_status: trio.TaskStatus[Any]) -> None:
+        interfaces = self.settings.discovery_interfaces
+        if interfaces is None and _is_loopback(self.settings.listen_host):
+            # A node reachable only on loopback has nothing to announce to the LAN.
+            interfaces = [self.settings.listen_host]
         await _discovery.serve(
             self._advert(), self._on_discovery,
-            **({"interfaces": self.settings.discovery_interfaces}
-               if self.settings.discovery_interfaces is not None else {}),
+            **({"interfaces": interfaces} if interfaces is not None else {}),
             task_status=task_status,
         )
 
@@ -465,6 +468,15 @@ class Node:
     def records(self) -> Iterator[JobRecord]:
         """Every job this node is chief of, oldest first."""
         return (job.record for job in self.jobs.values())
+
+
+def _is_loopback(host: str) -> bool:
+    import ipaddress
+
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"
 
 
 def _address(stream: trio.SocketStream) -> str:

@@ -1,0 +1,87 @@
+"""Real octop2p nodes as separate processes, each in its own home, on 127.0.0.1 only."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from tests.conftest import run_cli
+
+
+class NodeProcess:
+    """`octop2p node` running in a home of its own; stopped by `stop()`."""
+
+    def __init__(self, home: Path, *args: str) -> None:
+        self.home = home
+        self.log = open(home.parent / f"{home.name}.log", "w+")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "octop2p", "node", "--home", str(home),
+             "--listen", "127.0.0.1:0", "--json", *args],
+            stdout=subprocess.PIPE, stderr=self.log, text=True,
+        )
+        line = self.proc.stdout.readline() if self.proc.stdout else ""
+        if not line:
+            self.log.seek(0)
+            raise RuntimeError(f"node did not start: {self.log.read()}")
+        self.info = json.loads(line)["node"]
+        self.port: int = self.info["port"]
+        self.id: str = self.info["id"]
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def cli(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+        return run_cli(*args, "--home", str(self.home), timeout=timeout)
+
+    def peers(self) -> list[dict]:
+        proc = self.cli("peers", "--json")
+        assert proc.returncode == 0, proc.stderr
+        return json.loads(proc.stdout)["peers"]
+
+    def wait_for_peers(self, n: int, timeout: float = 15, donating: bool | None = None) -> list[dict]:
+        deadline = time.monotonic() + timeout
+        peers: list[dict] = []
+        while time.monotonic() < deadline:
+            peers = [p for p in self.peers() if p["trusted"]
+                     and (donating is None or p["donating"] == donating)]
+            if len(peers) >= n:
+                return peers
+            time.sleep(0.2)
+        raise AssertionError(f"{self.id} saw {peers}, wanted {n} peers\n{self.read_log()}")
+
+    def read_log(self) -> str:
+        self.log.flush()
+        return Path(self.log.name).read_text()
+
+    def kill(self) -> None:
+        self.proc.kill()
+        self.proc.wait(timeout=10)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.log.close()
+
+
+def make_swarm(tmp: Path, names: list[str]) -> list[Path]:
+    """Homes for ``names``, all in one new swarm."""
+    homes = [tmp / name for name in names]
+    created = run_cli("swarm", "create", "--json", "--home", str(homes[0]))
+    assert created.returncode == 0, created.stderr
+    code = json.loads(created.stdout)["code"]
+    for home in homes[1:]:
+        joined = run_cli("swarm", "join", code, "--home", str(home))
+        assert joined.returncode == 0, joined.stderr
+    return homes
+
+

@@ -1,0 +1,178 @@
+"""Real nodes in their own homes on 127.0.0.1: a chief, donating workers, one swarm."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import socket
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import EXAMPLES, run_cli
+from tests.integration.nodes import NodeProcess, make_swarm
+
+
+@pytest.fixture
+def swarm_of_three(tmp_path: Path) -> Iterator[tuple[NodeProcess, NodeProcess, NodeProcess]]:
+    """A chief that does not donate, and two donating workers that know it (static peers)."""
+    homes = make_swarm(tmp_path, ["chief", "w1", "w2"])
+    nodes: list[NodeProcess] = []
+    try:
+        chief = NodeProcess(homes[0], "--no-discovery", "--no-donate")
+        nodes.append(chief)
+        for home in homes[1:]:
+            nodes.append(NodeProcess(home, "--no-discovery", "--donate", "--cores", "1",
+                                     "--peer", chief.address))
+        chief.wait_for_peers(2, donating=True)
+        yield nodes[0], nodes[1], nodes[2]
+    finally:
+        for node in nodes:
+            node.stop()
+
+
+def test_static_peers_job_right_answer_and_both_workers_take_part(swarm_of_three, tmp_path: Path) -> None:
+    chief, w1, w2 = swarm_of_three
+    out = tmp_path / "out"
+    proc = chief.cli("submit", str(EXAMPLES / "primes"), "-o", str(out), "--json")
+    assert proc.returncode == 0, proc.stderr + chief.read_log()
+    assert int((out / "count.txt").read_text()) == 664579
+    report = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert report["state"] == "done"
+    # The chief does not donate: every fragment was computed by one of the two workers.
+    assert set(report["workers"]) == {w1.id, w2.id}
+    assert sum(report["workers"].values()) == 100
+    status = json.loads(chief.cli("status", report["job"], "--json").stdout)
+    assert status["fragments_done"] == status["fragments_total"] == 100
+    assert status["workers"] == report["workers"]
+
+
+def test_mapreduce_across_nodes_matches_local_run(swarm_of_three, tmp_path: Path) -> None:
+    chief, _, _ = swarm_of_three
+    net = chief.cli("submit", str(EXAMPLES / "wordcount_lazy.py"), "-o", str(tmp_path / "n"))
+    local = run_cli("run", EXAMPLES / "wordcount_lazy.py", "-o", tmp_path / "l")
+    assert net.returncode == 0 and local.returncode == 0, net.stderr + local.stderr
+    assert net.stdout == local.stdout and net.stdout.count("\n") > 100
+
+
+def test_killed_worker_mid_job_still_byte_identical(tmp_path: Path) -> None:
+    """kill -9 of a worker while it holds fragments: the job completes, same bytes."""
+    job = tmp_path / "slowjob"
+    job.mkdir()
+    (job / "Split.py").write_text("def splitter():\n    for i in range(60):\n        yield i\n")
+    (job / "Process.py").write_text(
+        "import time, hashlib\n"
+        "def process(i):\n"
+        "    time.sleep(0.05)\n"
+        "    return hashlib.sha256(str(i).encode()).hexdigest()\n")
+    (job / "Merge.py").write_text(
+        "def merger(result, results_dir):\n"
+        "    with open(results_dir / 'all.txt', 'a') as f:\n"
+        "        f.write(result + '\\n')\n")
+    reference = run_cli("run", job, "-w", "1", "-o", tmp_path / "ref")
+    assert reference.returncode == 0, reference.stderr
+
+    homes = make_swarm(tmp_path, ["chief", "victim", "survivor"])
+    chief = NodeProcess(homes[0], "--no-discovery", "--no-donate")
+    victim = NodeProcess(homes[1], "--no-discovery", "--donate", "--cores", "1", "--peer", chief.address)
+    survivor = NodeProcess(homes[2], "--no-discovery", "--donate", "--cores", "1", "--peer", chief.address)
+    try:
+        chief.wait_for_peers(2, donating=True)
+        submitted = chief.cli("submit", str(job), "--no-wait", "--json")
+        job_id = json.loads(submitted.stdout)["job"]
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:  # wait until the victim has done some work
+            status = json.loads(chief.cli("status", job_id, "--json").stdout)
+            if status["workers"].get(victim.id, 0) >= 3:
+                break
+            time.sleep(0.1)
+        assert status["state"] == "running", status
+        victim.kill()
+        deadline = time.monotonic() + 60
+        while status["state"] == "running" and time.monotonic() < deadline:
+            time.sleep(0.2)
+            status = json.loads(chief.cli("status", job_id, "--json").stdout)
+        assert status["state"] == "done", status
+        fetched = chief.cli("fetch", job_id, "-o", str(tmp_path / "net"))
+        assert fetched.returncode == 0, fetched.stderr
+        assert status["workers"].get(survivor.id, 0) > 0
+    finally:
+        for node in (chief, victim, survivor):
+            node.stop()
+    ref = (tmp_path / "ref" / "all.txt").read_bytes()
+    assert (tmp_path / "net" / "all.txt").read_bytes() == ref
+    assert ref.count(b"\n") == 60
+
+
+def test_garbage_and_half_open_connections_do_not_stop_the_node(swarm_of_three, tmp_path: Path) -> None:
+    chief, _, _ = swarm_of_three
+    idle = [socket.create_connection(("127.0.0.1", chief.port)) for _ in range(20)]
+    for i in range(10):
+        with socket.create_connection(("127.0.0.1", chief.port)) as s:
+            s.sendall(hashlib.sha256(str(i).encode()).digest() * 50)  # not a handshake
+            s.settimeout(5)
+            try:
+                while s.recv(4096):  # the node answers with a refusal, then closes
+                    pass
+            except (ConnectionResetError, socket.timeout):
+                pass
+    with socket.create_connection(("127.0.0.1", chief.port)) as s:
+        s.sendall(b"\xff\xff\xff\xff")  # a 4 GB length prefix: costs the node nothing
+    proc = chief.cli("submit", str(EXAMPLES / "montecarlo_pi"), "-o", str(tmp_path / "pi"))
+    assert proc.returncode == 0, proc.stderr
+    assert len(chief.peers()) == 2  # the real peers are still linked
+    for s in idle:
+        s.close()
+
+
+def test_server_and_client_with_the_seed_wordcount(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    server = subprocess.Popen(
+        [sys.executable, "-m", "octop2p", "server", str(EXAMPLES / "wordcount.py"),
+         "--listen", "127.0.0.1:0", "--home", str(tmp_path / "srv"), "--json",
+         "-o", str(tmp_path / "out")],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        first = json.loads(server.stdout.readline())
+        code, port = first["code"], first["port"]
+        client = run_cli("client", f"127.0.0.1:{port}", "--code", code, "--cores", "1",
+                         "--home", str(tmp_path / "cli"), timeout=60)
+        assert client.returncode == 0, client.stderr
+        stdout, stderr = server.communicate(timeout=60)
+    finally:
+        server.kill()
+    assert server.returncode == 0, stderr
+    local = run_cli("run", EXAMPLES / "wordcount.py", "-o", tmp_path / "local")
+    assert stdout == local.stdout and stdout.count("\n") > 100
+
+
+def test_wrong_code_client_gets_nothing(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    server = subprocess.Popen(
+        [sys.executable, "-m", "octop2p", "server", str(EXAMPLES / "wordcount.py"),
+         "--listen", "127.0.0.1:0", "--home", str(tmp_path / "srv"), "--json"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        first = json.loads(server.stdout.readline())
+        real = first["code"].replace("-", "")
+        # A well-formed code (right check digit) that is not the server's.
+        from protocol import JobCode
+
+        wrong = str(JobCode(str((int(real[:11]) + 1) % 10**11).zfill(11)))
+        client = run_cli("client", f"127.0.0.1:{first['port']}", "--code", wrong,
+                         "--home", str(tmp_path / "cli"), timeout=60)
+        assert client.returncode == 69
+        assert not any((tmp_path / "cli").rglob("*.py"))  # no job code reached it
+    finally:
+        server.kill()
+        server.wait()
+
+
