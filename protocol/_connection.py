@@ -112,8 +112,9 @@ class Connection:
 
     Give exactly one of `swarm_secret` (32 bytes, `SwarmCode.secret`) or `job_code` to an
     initiator; a responder may take both and admits peers of either kind. `pinned` limits
-    who may connect (a set of `NodeId`, or a predicate). `rng` is only used for ephemeral
-    keys; pass fixed bytes in tests. Blobs larger than `max_message_size` are refused.
+    who may connect (a set of `NodeId`, or a predicate). `rng` (called with a byte count)
+    is the only randomness used: ephemeral keys and SPAKE2 scalars; tests pass a
+    deterministic one. Blobs larger than `max_message_size` are refused.
     With `verify_envelopes` (the default) every envelope in a received message must be
     signed by the peer, or the message is a `RemoteProtocolError`.
     """
@@ -158,15 +159,14 @@ class Connection:
         self._channel: Channel | None = None
         self.peer: PeerInfo | None = None
         self.session_id: bytes | None = None
-        self._handshake: InitiatorHandshake | ResponderHandshake
-        options = dict(swarm_secret=swarm_secret, job_code=job_code, versions=versions,
-                       pinned=pinned, rng=rng)
-        if role is Role.INITIATOR:
-            self._handshake = InitiatorHandshake(identity, **options)  # type: ignore[arg-type]
+        side = InitiatorHandshake if role is Role.INITIATOR else ResponderHandshake
+        self._handshake: InitiatorHandshake | ResponderHandshake = side(
+            identity, swarm_secret=swarm_secret, job_code=job_code, versions=versions,
+            pinned=pinned, rng=rng,
+        )
+        if isinstance(self._handshake, InitiatorHandshake):
             self._queue(self._handshake.message1)
             self._move(Input.SEND_MSG1)
-        else:
-            self._handshake = ResponderHandshake(identity, **options)  # type: ignore[arg-type]
 
     # -- what the node reads ---------------------------------------------------------------
 
@@ -294,6 +294,7 @@ class Connection:
     def _open(self, peer: PeerInfo, keys: SessionKeys, event: Input) -> Event:
         records, size = self._rekey
         self._channel = Channel(keys, rekey_records=records, rekey_bytes=size)
+        self._handshake.forget()
         self.peer, self.session_id = peer, keys.session_id
         self._decoder.set_limit(MAX_HEAD + ABYTES, what="a message record")
         self._move(event)

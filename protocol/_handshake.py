@@ -161,6 +161,16 @@ class _Side:
         self._ephemeral = self.ephemeral_public = b""  # made when first needed
         self._secret = b""  # handshake secret: derived from the auth secret, DH, transcript
         self._transcript = b""
+        self._pake: PakeExchange | None = None
+
+    def forget(self) -> None:
+        """Drop the ephemeral private key and the handshake secret once keys are derived.
+
+        Python cannot wipe memory, but no reference should keep them alive for the life
+        of the connection (forward secrecy is only as good as this).
+        """
+        self._ephemeral = self._secret = b""
+        self._pake = None
 
     def _new_ephemeral(self) -> None:
         self._ephemeral, self.ephemeral_public = x25519_keypair(self._rng)
@@ -214,7 +224,8 @@ class InitiatorHandshake(_Side):
         super().__init__(identity, versions, pinned, rng)
         self._new_ephemeral()
         self._swarm_secret = swarm_secret
-        self._pake = PakeExchange(job_code, client=True, rng=rng) if job_code else None
+        if job_code is not None:
+            self._pake = PakeExchange(job_code, client=True, rng=rng)
         self.mode = AuthMode.SWARM if job_code is None else AuthMode.JOB_CODE
         pake = self._pake.message if self._pake else b""
         #: Message 1, to be sent first.

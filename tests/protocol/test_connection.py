@@ -27,7 +27,18 @@ from protocol import (
 from protocol._schema import INLINE_BLOB
 
 from .strategies import any_message
-from .support import ALICE, MALLORY, SECRET, closed, deliver, fixed_rng, frames, pair
+from .support import (
+    ALICE,
+    BOB,
+    MALLORY,
+    SECRET,
+    closed,
+    deliver,
+    fixed_rng,
+    frames,
+    handshake,
+    pair,
+)
 
 BEAT = Heartbeat(seq=1, donating=True, free_cores=4)
 
@@ -214,20 +225,17 @@ def test_closing_during_the_handshake_sends_nothing() -> None:
 
 
 def test_payload_limits_hold_on_both_sides() -> None:
-    a, b = pair()
     big = bytes(2 * INLINE_BLOB)
-    small_limit = Connection(Role.INITIATOR, ALICE, swarm_secret=SECRET,
-                             max_message_size=INLINE_BLOB + 1, rng=fixed_rng(b"a"))
+    a = Connection(Role.INITIATOR, ALICE, swarm_secret=SECRET, rng=fixed_rng(b"a"))
+    b = Connection(Role.RESPONDER, BOB, swarm_secret=SECRET, rng=fixed_rng(b"b"),
+                   max_message_size=INLINE_BLOB + 10)
+    handshake(a, b)
     with pytest.raises(LocalProtocolError, match="exceeds max_message_size"):
-        small_limit._channel = a._channel  # reuse an open channel for the check
-        small_limit._state = State.OPEN
-        small_limit.send(PackageChunk(bytes(32), 0, len(big), big))
-    a2, b2 = pair(max_message_size=INLINE_BLOB + 10)
-    a2._max_message = 2 * INLINE_BLOB  # a peer with a larger limit than b2's
-    head, _ = a2.send_parts(PackageChunk(bytes(32), 0, len(big), big))
-    b2.receive_data(head)
+        b.send(PackageChunk(bytes(32), 0, len(big), big))
+    head, _blob = a.send_parts(PackageChunk(bytes(32), 0, len(big), big))
+    b.receive_data(head)  # refused from the head alone, before the blob is read
     with pytest.raises(RemoteProtocolError, match="announces a blob of 262144 bytes"):
-        b2.next_event()
+        b.next_event()
 
 
 def test_rekeying_is_transparent() -> None:
