@@ -20,11 +20,11 @@ import trio
 from protocol import CodeError, JobCode, NodeId, SwarmCode
 
 from ._api import FINISHED, NodeAPI
-from ._config import Config
+from ._config import Config, parse_address
 from ._control import ControlClient
 from ._control import serve as serve_control
 from ._home import Home
-from ._node import Node, NodeSettings, split_host_port
+from ._node import Node, NodeSettings
 from ._peer import LinkClosed
 from ._results import default_out, deliver_bytes
 from .errors import JobFailed, NoNodeError, OctoError, UsageError
@@ -73,6 +73,13 @@ async def node_api(home: Home, *, temporary_ok: bool = True) -> AsyncIterator[An
                 nursery.cancel_scope.cancel()
 
 
+def _address(text: str, what: str, lowest: int) -> tuple[str, int]:
+    try:
+        return parse_address(text, what, lowest)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+
+
 def _run(fn: Any, *args: Any, **kwargs: Any) -> Any:
     return trio.run(functools.partial(fn, *args, **kwargs))
 
@@ -100,7 +107,7 @@ def register(main: click.Group, common_options: Any, handle_errors: Any, err: An
         the_home = Home.locate(home)
         overrides: dict[str, Any] = {}
         if listen:
-            host, port = split_host_port(listen, 7878)
+            host, port = _address(listen, "--listen", 0)
             overrides.update(listen_host=host, listen_port=port)
         if peers:
             overrides["peers"] = peers
@@ -389,7 +396,7 @@ def _show_swarm(code: SwarmCode, as_json: bool, err: Any, *, created: bool) -> N
 
 async def _server(home: Home, script: Path, listen: str, out: Path | None, as_json: bool,
                   err: Any) -> None:
-    host, port = split_host_port(listen, 7878)
+    host, port = _address(listen, "--listen", 0)
     code = JobCode.generate()
     identity = home.load_or_create_identity()
     from ._limits import Limits
@@ -440,7 +447,7 @@ async def _client(home: Home, host: str, job_code: JobCode | None, cores: int | 
         listen_host="127.0.0.1", listen_port=0, discovery=False, donate=True,
         cores=cores or NodeSettings().cores, limits=Limits(), state_dir=None),
         job_code=job_code)
-    h, p = split_host_port(host, 7878)
+    h, p = _address(host, "HOST", 1)
     events = node.subscribe()
     async with trio.open_nursery() as nursery:
         await nursery.start(node.serve)

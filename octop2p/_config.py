@@ -237,8 +237,11 @@ def _port(key: str, value: object, lowest: int) -> int:
     return value
 
 
-def parse_address(text: str, key: str = "peer") -> tuple[str, int]:
-    """`HOST:PORT`, `[V6ADDR]:PORT` or a bare `HOST` (port 7878); raises `OptionError`."""
+def parse_address(text: str, key: str = "peer", lowest: int = 1) -> tuple[str, int]:
+    """`HOST:PORT`, `[V6ADDR]:PORT` or a bare `HOST` (port 7878); raises `OptionError`.
+
+    `lowest=0` accepts port 0 (any free port), for the address a node listens on.
+    """
     host, port_text = text, ""
     if text.startswith("["):
         host, bracket, rest = text[1:].partition("]")
@@ -251,7 +254,7 @@ def parse_address(text: str, key: str = "peer") -> tuple[str, int]:
         return _host(key, host), DEFAULT_PORT
     if not port_text.isdigit():
         raise OptionError(key, f"{text!r}: the port must be a number, as in HOST:{DEFAULT_PORT}")
-    return _host(key, host), _port(key, int(port_text), 1)
+    return _host(key, host), _port(key, int(port_text), lowest)
 
 
 def _peers(value: object) -> tuple[str, ...]:

@@ -48,6 +48,7 @@ from protocol import (
 
 from . import _discovery
 from ._children import ForkServer, open_fork_server
+from ._config import parse_address
 from ._limits import Limits
 from ._netjob import JobRecord, NetworkJob
 from ._package import load_job
@@ -92,18 +93,6 @@ class NodeSettings:
     own_jobs_local: bool = False
     unconfined_trusted_swarm: bool = False
     state_dir: Path | None = None  # jobs/ and packages/ live here (a temp dir when None)
-
-
-def split_host_port(text: str, default_port: int) -> tuple[str, int]:
-    """``HOST:PORT``, ``HOST`` or ``[v6]:PORT`` -> (host, port)."""
-    text = text.strip()
-    if text.startswith("["):
-        host, _, rest = text[1:].partition("]")
-        return host, int(rest.lstrip(":") or default_port)
-    if text.count(":") == 1:
-        host, port = text.split(":")
-        return host, int(port)
-    return text, default_port
 
 
 class Node:
@@ -158,7 +147,7 @@ class Node:
                 self.port = listeners[0].socket.getsockname()[1]
                 nursery.start_soon(trio.serve_listeners, self._accept, listeners)
                 for peer in self.settings.peers:
-                    nursery.start_soon(self._dial_loop, *split_host_port(peer, 7878))
+                    nursery.start_soon(self._dial_loop, *parse_address(peer))
                 if self.settings.discovery:
                     try:
                         self._discovery = await nursery.start(self._serve_discovery)
