@@ -27,7 +27,11 @@ class NodeProcess:
         if not line:
             self.log.seek(0)
             raise RuntimeError(f"node did not start: {self.log.read()}")
-        self.info = json.loads(line)["node"]
+        first = json.loads(line)
+        if "node" not in first:
+            self.proc.wait(timeout=10)
+            raise RuntimeError(f"node did not start: {first.get('error', first)}")
+        self.info = first["node"]
         self.port: int = self.info["port"]
         self.id: str = self.info["id"]
 
