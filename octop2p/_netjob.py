@@ -9,7 +9,9 @@ the bookkeeping of which worker did what.
 from __future__ import annotations
 
 import io
+import json
 import logging
+import os
 import secrets
 import shutil
 import tarfile
@@ -52,6 +54,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 LEASE_CHECK_SECONDS = 2.0
+JOURNAL_SECONDS = 1.0
 
 
 def pack_package(spec: JobSpec) -> bytes:
@@ -129,6 +132,9 @@ class NetworkJob:
         self._links: dict[str, PeerLink] = {}  # remote workers of this job
         self._senders: set[str] = set()
         self._offered: set[str] = set()  # peers told about this job on their current link
+        self._journalled = 0.0
+        self.results_hash: bytes | None = None
+        self.store: JobStore | None = None
         self._nursery: trio.Nursery | None = None
         self.done = trio.Event()
 
@@ -153,10 +159,18 @@ class NetworkJob:
             opts["partitions"] = self.chief.partitions
         return opts
 
-    async def run(self, work_dir: Path) -> None:
-        """Run the job to the end; never raises for the job's own failure."""
+    async def run(self, job_dir: Path) -> None:
+        """Run the job to the end; never raises for the job's own failure.
+
+        ``job_dir`` is this job's folder in the store: the package, a journal of its
+        state (``job.json``), the results, and the chief's scratch folder while it runs.
+        """
         record = self.record
         record.state = JobState.RUNNING
+        self.store = JobStore(job_dir)
+        self.store.save_package(self.tar)
+        self.store.write_journal(self)
+        work_dir = job_dir / "work"
         work_dir.mkdir(parents=True, exist_ok=True)
         local = self.node.local_slots()
         self.chief = chief = Chief(
@@ -174,6 +188,8 @@ class NetworkJob:
                 results_dir = await chief.run()
                 record.state = JobState.FINISHING
                 record.results = pack(results_dir)
+                self.results_hash = content_hash(record.results)
+                self.store.save_results(record.results)
                 nursery.cancel_scope.cancel()
             record.state = JobState.DONE
         except JobFailed as exc:
@@ -185,6 +201,7 @@ class NetworkJob:
             self._nursery = None
             record.finished = time.time()
             shutil.rmtree(work_dir, ignore_errors=True)
+            self.store.write_journal(self)
             await self._tell_workers_done()
             self.done.set()
             self.node.emit("job", job=record.id_hex, state=record.state.value, name=record.name,
@@ -211,6 +228,10 @@ class NetworkJob:
 
     def _on_progress(self, progress: Progress) -> None:
         self.record.progress = progress
+        now = time.monotonic()
+        if now - self._journalled > JOURNAL_SECONDS:
+            self._journalled = now
+            self.store.write_journal(self)
         self.node.emit("progress", job=self.record.id_hex, phase=progress.phase,
                        done=progress.done, total=progress.total,
                        workers=dict(progress.workers))
@@ -334,9 +355,112 @@ class NetworkJob:
 
     def chunk(self, request: PackageRequest) -> PackageChunk | None:
         """A chunk of this job's package or results, if ``request`` names one of them."""
-        for blob in (self.tar, self.record.results):
-            if blob is not None and content_hash(blob) == request.package:
+        for blob, digest in ((self.tar, self.package_hash),
+                             (self.record.results, self.results_hash)):
+            if blob is not None and digest == request.package:
                 data = blob[request.offset : request.offset + request.length]
                 return PackageChunk(package=request.package, offset=request.offset,
                                     total=len(blob), data=data)
+        return None
+
+
+class JobStore:
+    """One job's folder in the node's store (``jobs/<id>/``).
+
+    ``package.tar`` (the job's files, by which workers fetch it), ``job.json`` (a journal
+    of its state: what it is, where it stands, who did what, rewritten atomically as it
+    runs) and ``results.tar.gz`` once done. A restarted node reads them back, so jobs,
+    their status and their results outlive it.
+    """
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+
+    def save_package(self, tar: bytes) -> None:
+        _write(self.folder / "package.tar", tar)
+
+    def save_results(self, tarball: bytes) -> None:
+        _write(self.folder / "results.tar.gz", tarball)
+
+    def write_journal(self, job: NetworkJob) -> None:
+        record, progress = job.record, job.record.progress
+        journal = {
+            "job": record.id_hex, "name": record.name, "kind": job.spec.kind,
+            "script": job.spec.script, "options": job.spec.options.to_dict(),
+            "package": job.package_hash.hex(), "submitter": job.package_envelope.author.hex(),
+            "state": record.state.value, "started": record.started, "finished": record.finished,
+            "phase": progress.phase if progress else "",
+            "done": progress.done if progress else 0,
+            "total": progress.total if progress else None,
+            "workers": dict(progress.workers) if progress else {},
+            "error": record.error, "rule": record.error_rule, "traceback": record.traceback,
+            "output": "".join(record.output)[:1 << 20],
+        }
+        _write(self.folder / "job.json", json.dumps(journal).encode())
+
+    @staticmethod
+    def load(folder: Path) -> ArchivedJob | None:
+        """A job a previous run of the node left in the store (None if unreadable)."""
+        try:
+            journal = json.loads((folder / "job.json").read_text())
+            record = JobRecord(bytes.fromhex(journal["job"]), str(journal["name"]))
+            state = JobState(journal["state"])
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+        if state not in (JobState.DONE, JobState.FAILED, JobState.CANCELLED):
+            # It was running when the node stopped; the journal keeps what resuming needs.
+            state = JobState.FAILED
+            record.error = ("interrupted: the node stopped before the job finished; "
+                            "submit it again")
+        else:
+            record.error = journal.get("error") or ""
+        record.state = state
+        record.started = journal.get("started") or 0.0
+        record.finished = journal.get("finished")
+        record.error_rule = journal.get("rule")
+        record.traceback = journal.get("traceback") or ""
+        record.output = [journal.get("output") or ""]
+        record.progress = Progress(phase=journal.get("phase") or "", done=journal.get("done") or 0,
+                                   total=journal.get("total"), workers=journal.get("workers") or {})
+        results = folder / "results.tar.gz"
+        if state is JobState.DONE and results.exists():
+            record.results = results.read_bytes()
+        return ArchivedJob(record)
+
+
+def _write(path: Path, data: bytes) -> None:
+    tmp = path.with_name(path.name + ".part")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
+class ArchivedJob:
+    """A finished job read back from the store: listed, shown and fetched, never run."""
+
+    def __init__(self, record: JobRecord) -> None:
+        self.record = record
+        self.job_id = record.job_id
+        self.done = trio.Event()
+        self.done.set()
+        self.results_hash = content_hash(record.results) if record.results else None
+
+    def cancel(self) -> None:
+        """Nothing to stop."""
+
+    def lost(self, link: PeerLink) -> None:
+        """No workers."""
+
+    async def offer(self, link: PeerLink) -> None:
+        """Not offered to workers."""
+
+    async def handle(self, link: PeerLink, message: Message) -> None:
+        await link.send(Error(code=ErrorCode.NOT_FOUND, reason="that job is over",
+                              job_id=self.job_id))
+
+    def chunk(self, request: PackageRequest) -> PackageChunk | None:
+        blob = self.record.results
+        if blob is not None and self.results_hash == request.package:
+            return PackageChunk(package=request.package, offset=request.offset,
+                                total=len(blob), data=blob[request.offset : request.offset + request.length])
         return None

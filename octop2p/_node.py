@@ -50,7 +50,7 @@ from . import _discovery
 from ._children import ForkServer, open_fork_server
 from ._config import parse_address
 from ._limits import Limits
-from ._netjob import JobRecord, NetworkJob
+from ._netjob import JobRecord, JobStore, NetworkJob
 from ._package import load_job
 from ._peer import LinkClosed, PeerLink
 from ._worker import WorkerService
@@ -172,6 +172,11 @@ class Node:
         self.package_cache = base / "packages"
         for folder in (self.jobs_dir, self.package_cache):
             folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+        # Jobs of earlier runs: still listed, shown and fetchable.
+        for folder in sorted(self.jobs_dir.iterdir(), key=lambda p: p.stat().st_mtime):
+            archived = JobStore.load(folder)
+            if archived is not None:
+                self.jobs[archived.job_id] = archived  # type: ignore[assignment]
 
     def _layers(self) -> frozenset[str]:
         status = sandbox.probe()

@@ -48,3 +48,30 @@ def test_second_node_in_the_same_home_is_refused(tmp_path: Path) -> None:
         assert json.loads(a.cli("id", "--json").stdout)["id"] == a.id
     finally:
         a.stop()
+
+
+def test_jobs_and_results_outlive_a_restart(tmp_path: Path) -> None:
+    from tests.conftest import EXAMPLES
+
+    (home,) = make_swarm(tmp_path, ["a"])
+    a = NodeProcess(home, "--no-discovery", "--donate", "--cores", "1")
+    try:
+        proc = a.cli("submit", str(EXAMPLES / "montecarlo_pi"), "--json", "-o", str(tmp_path / "first"))
+        assert proc.returncode == 0, proc.stderr
+        job_id = json.loads(proc.stdout.splitlines()[-1])["job"]
+    finally:
+        a.stop()
+    journal = json.loads((home / "jobs" / job_id / "job.json").read_text())
+    assert journal["state"] == "done" and journal["done"] == 50
+    assert (home / "jobs" / job_id / "package.tar").exists()
+    assert not (home / "jobs" / job_id / "work").exists()  # scratch space is gone
+
+    again = NodeProcess(home, "--no-discovery")
+    try:
+        jobs = json.loads(again.cli("jobs", "--json").stdout)["jobs"]
+        assert [(j["job"], j["state"], j["fragments_done"]) for j in jobs] == [(job_id, "done", 50)]
+        fetched = again.cli("fetch", job_id[:8], "-o", str(tmp_path / "again"))
+        assert fetched.returncode == 0, fetched.stderr
+        assert (tmp_path / "again" / "pi.txt").read_text() == (tmp_path / "first" / "pi.txt").read_text()
+    finally:
+        again.stop()
