@@ -83,8 +83,8 @@ class NodeAPI:
     async def cmd_peers(self) -> list[dict[str, Any]]:
         return [vars(p) | {} for p in self.node.peers()]
 
-    async def cmd_submit(self, path: str) -> dict[str, Any]:
-        record = await self.node.submit(Path(path))
+    async def cmd_submit(self, path: str, chief: str | None = None) -> dict[str, Any]:
+        record = await self.node.submit(Path(path), chief=chief)
         return job_status(self.node, record)
 
     async def cmd_status(self, job: str | None = None) -> Any:

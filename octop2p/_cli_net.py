@@ -133,10 +133,8 @@ def register(main: click.Group, common_options: Any, handle_errors: Any, err: An
                home: Path | None, as_json: bool, verbose: int) -> None:
         """Submit JOB to the local node (a temporary one if none runs); show progress."""
         setup_logging(verbose)
-        if chief is not None:
-            raise UsageError("--chief: submitting to another node is not supported yet; "
-                             "submit on that node, or to the local node")
-        _run(_submit, Home.locate(home), job.resolve(), no_wait, out, as_json, err, progress_cls)
+        _run(_submit, Home.locate(home), job.resolve(), chief, no_wait, out, as_json, err,
+             progress_cls)
 
     @main.command()
     @click.argument("job_id", required=False)
@@ -326,10 +324,12 @@ async def _call(home: Home, cmd: str, temporary: bool = False, **args: Any) -> A
         return await api.call(cmd, **args)
 
 
-async def _submit(home: Home, job: Path, no_wait: bool, out: Path | None, as_json: bool,
-                  err: Any, progress_cls: Any) -> None:
+async def _submit(home: Home, job: Path, chief: str | None, no_wait: bool, out: Path | None,
+                  as_json: bool, err: Any, progress_cls: Any) -> None:
     async with node_api(home) as api:
-        status = await api.call("submit", path=str(job))
+        if chief is not None:
+            await _wait_for_peer(api, chief)
+        status = await api.call("submit", path=str(job), chief=chief)
         job_id = status["job"]
         if no_wait:
             err.print(f"submitted {status['name']} as job {job_id}")
@@ -356,6 +356,14 @@ async def _submit(home: Home, job: Path, no_wait: bool, out: Path | None, as_jso
         if as_json:
             _echo_json({"job": job_id, "state": final["state"], "results": str(path),
                         "workers": final["workers"]})
+
+
+async def _wait_for_peer(api: Any, chief: str, timeout: float = 10) -> None:
+    """A temporary node needs a moment to find and link the chief named by --chief."""
+    with trio.move_on_after(timeout):
+        while not any(p["id"].startswith(chief.upper()) and p["trusted"]
+                      for p in await api.call("peers")):
+            await trio.sleep(0.2)
 
 
 async def _follow(api: Any, job_id: str, progress: Any, as_json: bool, scope: Any) -> None:

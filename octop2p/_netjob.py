@@ -117,11 +117,12 @@ class NetworkJob:
     """One job this node is chief of, served to local slots and remote workers."""
 
     def __init__(self, node: Node, spec: JobSpec, *, job_id: bytes | None = None,
-                 package_envelope: Envelope | None = None) -> None:
+                 package_envelope: Envelope | None = None, tar: bytes | None = None) -> None:
         self.node = node
         self.spec = spec
         self.job_id = job_id or secrets.token_bytes(16)
-        self.tar = pack_package(spec)
+        # A submitted job keeps the submitter's exact bytes: their signature covers them.
+        self.tar = tar if tar is not None else pack_package(spec)
         self.package_hash = content_hash(self.tar)
         self.package_envelope = package_envelope or Envelope.sign(
             node.identity, EnvelopeKind.PACKAGE, self.job_id, 0, self.tar
@@ -201,6 +202,7 @@ class NetworkJob:
             self._nursery = None
             record.finished = time.time()
             shutil.rmtree(work_dir, ignore_errors=True)
+            shutil.rmtree(job_dir / "submitted", ignore_errors=True)
             self.store.write_journal(self)
             await self._tell_workers_done()
             self.done.set()

@@ -35,6 +35,8 @@ from protocol import (
     Hello,
     JobCode,
     JobInfo,
+    JobStatus,
+    JobSubmit,
     Message,
     NodeId,
     NodeIdentity,
@@ -42,6 +44,7 @@ from protocol import (
     PackageRequest,
     Result,
     Role,
+    StatusRequest,
     SwarmCode,
     WorkRequest,
 )
@@ -53,6 +56,7 @@ from ._limits import Limits
 from ._netjob import JobRecord, JobStore, NetworkJob
 from ._package import load_job
 from ._peer import LinkClosed, PeerLink
+from ._submitter import RemoteJob, accept_submission, answer_status, submit_remote
 from ._worker import WorkerService
 from .errors import OctoError
 
@@ -347,7 +351,19 @@ class Node:
         elif isinstance(message, Fragment):
             await self.worker.on_fragment(link, message)
         elif isinstance(message, Cancel):
-            self.worker.on_cancel(link, message)
+            job = self.jobs.get(message.job_id)
+            if isinstance(job, NetworkJob) and job.package_envelope.author == link.public_key:
+                job.cancel()  # only the job's submitter may stop it
+            else:
+                self.worker.on_cancel(link, message)
+        elif isinstance(message, JobSubmit):
+            await accept_submission(self, link, message)
+        elif isinstance(message, StatusRequest):
+            await answer_status(self, link, message)
+        elif isinstance(message, JobStatus):
+            remote = self.jobs.get(message.job_id)
+            if isinstance(remote, RemoteJob) and remote.link is link:
+                remote.reply(message)
         elif isinstance(message, (WorkRequest, Result)):
             job_id = message.job_id if isinstance(message, WorkRequest) else message.envelope.job_id
             job = self.jobs.get(job_id) if job_id is not None else None
@@ -367,6 +383,10 @@ class Node:
             self.worker.on_chunk(link, message)
         elif isinstance(message, Error):
             log.info("peer %s says: %s (code %s)", link.short, message.reason, message.code)
+            remote = self.jobs.get(message.job_id) if message.job_id else None
+            if isinstance(remote, RemoteJob) and remote.link is link:
+                remote.reply(message)
+                return
             if message.job_id is not None and message.job_id in self.jobs and message.code in (
                 ErrorCode.NOT_DONATING, ErrorCode.REFUSED
             ):
@@ -445,8 +465,18 @@ class Node:
             except LinkClosed:
                 pass
 
-    async def submit(self, path: Path) -> JobRecord:
-        """Validate and start a job with this node as its chief; raises JobRefused."""
+    def spawn(self, fn: Any, *args: Any) -> None:
+        """Run ``fn(*args)`` as a task of the node (it ends when the node stops)."""
+        assert self._nursery is not None
+        self._nursery.start_soon(fn, *args)
+
+    async def submit(self, path: Path, chief: str | None = None) -> JobRecord:
+        """Validate and start a job; this node is its chief unless ``chief`` names a peer.
+
+        Raises JobRefused before anything runs.
+        """
+        if chief is not None and not str(self.id).startswith(chief.upper()):
+            return (await submit_remote(self, path, chief)).record
         spec = load_job(path, self.limits)
         job = NetworkJob(self, spec)
         self.jobs[job.job_id] = job

@@ -178,3 +178,28 @@ def test_wrong_code_client_gets_nothing(tmp_path: Path) -> None:
         server.wait()
 
 
+
+
+def test_submit_to_another_chief(swarm_of_three, tmp_path: Path) -> None:
+    """`submit --chief ID` from a node that runs nothing itself: the named node is chief."""
+    chief, w1, w2 = swarm_of_three
+    # w1 submits; chief (not donating) is the chief; the workers compute.
+    proc = w1.cli("submit", str(EXAMPLES / "primes"), "--chief", chief.id[:7],
+                  "-o", str(tmp_path / "out"), "--json")
+    assert proc.returncode == 0, proc.stderr + chief.read_log()
+    assert int((tmp_path / "out" / "count.txt").read_text()) == 664579
+    jobs = json.loads(chief.cli("jobs", "--json").stdout)["jobs"]
+    assert len(jobs) == 1 and jobs[0]["state"] == "done"
+    assert set(jobs[0]["workers"]) <= {w1.id, w2.id}
+
+
+def test_submit_to_another_chief_refused_job_names_rule(swarm_of_three, tmp_path: Path) -> None:
+    chief, w1, _ = swarm_of_three
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "Split.py").write_text("def splitter():\n    yield 1\n")
+    (bad / "Process.py").write_text("def process(x):\n    return x\n")
+    (bad / "Merge.py").write_text("def merger(r, d):\n    yield r\n")
+    proc = w1.cli("submit", str(bad), "--chief", chief.id[:7])
+    assert proc.returncode == 1
+    assert "Merge.py:2" in proc.stderr and "yield" in proc.stderr
