@@ -237,13 +237,14 @@ class Connection:
             frame = self._decoder.next_frame()
             if frame is None:
                 return self._at_eof() if self._eof else None
-            event = self._on_frame(frame)
+            if self._channel is not None:
+                event = self._on_record(frame)
+            else:
+                event = self._on_handshake(frame)
             if event is not None:
                 return event
 
-    def _on_frame(self, frame: bytes) -> Event | None:
-        if self._channel is not None:
-            return self._on_record(frame)
+    def _on_handshake(self, frame: bytes) -> Event | None:
         handshake = self._handshake
         if self._state is State.START and isinstance(handshake, ResponderHandshake):
             reply = handshake.receive_message1(frame)
@@ -267,7 +268,7 @@ class Connection:
         if final:
             if self._pending is not None:
                 raise RemoteProtocolError("the peer closed in the middle of a message")
-            self._move(Input.RECV_FINAL)
+            self._move(Input.RECV_FINAL, remote=True)
             reason = plaintext[:MAX_CLOSE_REASON].decode("utf-8", "replace")
             self._peer_done = ConnectionClosed(reason, clean=True)
             return self._peer_done
@@ -286,7 +287,7 @@ class Connection:
             self._pending = None
             self._decoder.set_limit(MAX_HEAD + ABYTES, what="a message record")
             message = finish_message(pending, plaintext)
-        if self._verify_envelopes:
+        if self._verify_envelopes and message._ENVELOPES:
             self._check_envelopes(message)
         self._move(Input.RECV_MESSAGE, remote=True)
         return MessageReceived(message)

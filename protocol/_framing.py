@@ -85,14 +85,17 @@ class FrameDecoder:
             return b""
         self._buffered -= size
         first = self._chunks[0]
-        available = len(first) - self._offset
-        if self._offset == 0 and available == size:
-            self._chunks.popleft()  # the common case for large records: no copy at all
-            return first
-        if available > size:
-            start = self._offset
-            self._offset += size
-            return first[start : start + size]
+        start = self._offset
+        end = start + size
+        if end < len(first):
+            self._offset = end
+            return first[start:end]
+        if end == len(first):
+            self._chunks.popleft()
+            self._offset = 0
+            # A frame that is a whole chunk (as `send_parts` writes large records) is
+            # handed on as is: no copy at all.
+            return first if start == 0 else first[start:]
         pieces: list[memoryview | bytes] = []
         while size:
             chunk = self._chunks[0]

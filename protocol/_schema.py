@@ -45,11 +45,15 @@ class Invalid(Exception):
 
 
 class Kind:
-    """How one field is checked, encoded for msgpack, and decoded from it."""
+    """How one field is checked, encoded for msgpack, and decoded from it.
+
+    For the simple kinds the Python value is what msgpack carries, so `decode` does the
+    checking and `check` reuses it; the others override both.
+    """
 
     def check(self, value: Any) -> None:
         """Raise `Invalid` unless `value` is a valid Python value of this kind."""
-        raise NotImplementedError
+        self.decode(value, None)
 
     def encode(self, value: Any, blobs: list[bytes]) -> Any:
         """The msgpack form of a checked value (a blob is appended to `blobs`)."""
@@ -57,8 +61,7 @@ class Kind:
 
     def decode(self, raw: Any, blob: bytes | None) -> Any:
         """The Python value of what msgpack produced, checked; raise `Invalid` otherwise."""
-        self.check(raw)
-        return raw
+        raise NotImplementedError
 
     def describe(self) -> str:
         """A short description for SPEC.md."""
@@ -82,12 +85,13 @@ class UInt(Kind):
     high: int
     low: int = 0
 
-    def check(self, value: Any) -> None:
+    def decode(self, raw: Any, blob: bytes | None) -> Any:
         # int subclasses such as IntEnum members are welcome; bool is not a number here.
-        if not isinstance(value, int) or isinstance(value, bool):
-            raise Invalid(f"expected an integer, got {type(value).__name__}")
-        if not self.low <= value <= self.high:
-            raise Invalid(f"{value} is outside [{self.low}, {self.high}]")
+        if not isinstance(raw, int) or isinstance(raw, bool):
+            raise Invalid(f"expected an integer, got {type(raw).__name__}")
+        if not self.low <= raw <= self.high:
+            raise Invalid(f"{raw} is outside [{self.low}, {self.high}]")
+        return raw
 
     def describe(self) -> str:
         names = {U8: "u8", U16: "u16", U32: "u32", U64: "u64"}
@@ -100,9 +104,10 @@ class UInt(Kind):
 class Flag(Kind):
     """True or False."""
 
-    def check(self, value: Any) -> None:
-        if type(value) is not bool:
-            raise Invalid(f"expected a boolean, got {type(value).__name__}")
+    def decode(self, raw: Any, blob: bytes | None) -> Any:
+        if type(raw) is not bool:
+            raise Invalid(f"expected a boolean, got {type(raw).__name__}")
+        return raw
 
     def describe(self) -> str:
         return "bool"
@@ -115,11 +120,12 @@ class Real(Kind):
     low: float
     high: float
 
-    def check(self, value: Any) -> None:
-        if type(value) is not float:
-            raise Invalid(f"expected a float, got {type(value).__name__}")
-        if not (math.isfinite(value) and self.low <= value <= self.high):
-            raise Invalid(f"{value} is outside [{self.low}, {self.high}]")
+    def decode(self, raw: Any, blob: bytes | None) -> Any:
+        if type(raw) is not float:
+            raise Invalid(f"expected a float, got {type(raw).__name__}")
+        if not (math.isfinite(raw) and self.low <= raw <= self.high):
+            raise Invalid(f"{raw} is outside [{self.low}, {self.high}]")
+        return raw
 
     def describe(self) -> str:
         return f"float {self.low:g}..{self.high:g}"
@@ -153,13 +159,14 @@ class Raw(Kind):
     size: int | None = None
     max_len: int = 0
 
-    def check(self, value: Any) -> None:
-        if type(value) is not bytes:
-            raise Invalid(f"expected bytes, got {type(value).__name__}")
-        if self.size is not None and len(value) != self.size:
-            raise Invalid(f"expected {self.size} bytes, got {len(value)}")
-        if self.size is None and len(value) > self.max_len:
-            raise Invalid(f"{len(value)} bytes exceed {self.max_len}")
+    def decode(self, raw: Any, blob: bytes | None) -> Any:
+        if type(raw) is not bytes:
+            raise Invalid(f"expected bytes, got {type(raw).__name__}")
+        if self.size is not None and len(raw) != self.size:
+            raise Invalid(f"expected {self.size} bytes, got {len(raw)}")
+        if self.size is None and len(raw) > self.max_len:
+            raise Invalid(f"{len(raw)} bytes exceed {self.max_len}")
+        return raw
 
     def describe(self) -> str:
         return f"bytes[{self.size}]" if self.size is not None else f"bytes ≤{self.max_len}"
@@ -349,6 +356,10 @@ class OptionMap(Kind):
     def check(self, value: Any) -> None:
         self._table(value, nested=True)
 
+    def decode(self, raw: Any, blob: bytes | None) -> Any:
+        self._table(raw, nested=True)
+        return raw
+
     def describe(self) -> str:
         return f"map ≤{self.max_entries} of str → scalar, [scalar] or {{str → scalar}}"
 
@@ -365,6 +376,9 @@ class Struct:
     """Base of the frozen dataclasses whose fields carry kinds; validates on construction."""
 
     _SCHEMA: ClassVar[tuple[tuple[str, Kind], ...]] = ()
+    # The same, unzipped: decoding is on every message's path, so it is kept lean.
+    _NAMES: ClassVar[tuple[str, ...]] = ()
+    _DECODERS: ClassVar[tuple[Callable[[Any, bytes | None], Any], ...]] = ()
 
     def __post_init__(self) -> None:
         where = type(self).__name__
@@ -384,16 +398,22 @@ class Struct:
     @classmethod
     def _decode_fields(cls: type[S], raw: list[Any], offset: int, blob: bytes | None) -> S:
         """Build from raw[offset:], already known to have one item per field."""
-        values = {}
-        for (name, kind), item in zip(cls._SCHEMA, raw[offset:], strict=True):
-            try:
-                values[name] = kind.decode(item, blob)
-            except Invalid as e:
-                raise e.at(name) from None
+        items = raw[offset:]
+        try:
+            values = [
+                decode(item, blob) for decode, item in zip(cls._DECODERS, items, strict=True)
+            ]
+        except Invalid:
+            for name, decode, item in zip(cls._NAMES, cls._DECODERS, items, strict=True):
+                try:  # decode again, field by field, only to name the culprit
+                    decode(item, blob)
+                except Invalid as e:
+                    raise e.at(name) from None
+            raise
         # Decoding checked every value, so the frozen dataclass's __init__ (which would
         # check them all again) is bypassed.
         obj = object.__new__(cls)
-        obj.__dict__.update(values)
+        obj.__dict__.update(zip(cls._NAMES, values, strict=True))
         obj._validate()
         return obj
 
@@ -403,7 +423,10 @@ class Struct:
 
 def struct(cls: type[S]) -> type[S]:
     """Record the kinds of a dataclass's fields (apply above `@dataclass`)."""
-    cls._SCHEMA = tuple((f.name, f.metadata["kind"]) for f in dataclasses.fields(cls))  # type: ignore[arg-type]
+    fields = dataclasses.fields(cls)  # type: ignore[arg-type]
+    cls._SCHEMA = tuple((f.name, f.metadata["kind"]) for f in fields)
+    cls._NAMES = tuple(name for name, _ in cls._SCHEMA)
+    cls._DECODERS = tuple(kind.decode for _, kind in cls._SCHEMA)
     return cls
 
 

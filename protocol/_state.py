@@ -15,6 +15,10 @@ from enum import Enum
 class State(Enum):
     """Where a connection is."""
 
+    # Members are singletons compared by identity, so identity hashing is consistent and
+    # spares a Python-level hash on every table lookup (two per message).
+    __hash__ = object.__hash__
+
     START = "start"  #: nothing exchanged yet
     AWAIT_MSG2 = "await_msg2"  #: initiator: message 1 sent
     AWAIT_MSG3 = "await_msg3"  #: responder: message 2 sent
@@ -27,6 +31,8 @@ class State(Enum):
 
 class Input(Enum):
     """What happens to a connection: something this side does or something it receives."""
+
+    __hash__ = object.__hash__  # as for State
 
     SEND_MSG1 = "send msg1"
     RECV_MSG1 = "recv msg1 / send msg2"
