@@ -63,8 +63,7 @@ def test_cpu_spin_is_killed_by_rlimit_cpu(box: Box) -> None:
 
     report = run_confined(spin, box.policy(cpu_seconds=1), timeout=8)
     assert report.value is None and not report.timed_out
-    assert report.returncode == -signal.SIGXCPU
-    assert report.seconds < 4
+    assert report.returncode == -signal.SIGXCPU  # stopped by the limit, before 5 s of CPU
     assert describe_exit(report.returncode, limits=LIMITS) == (
         "cpu time",
         "used more than 1 s of CPU time for one fragment; this job's limit is 1 s "
@@ -81,8 +80,9 @@ def test_cpu_spin_that_ignores_sigxcpu_is_killed_at_the_hard_limit(box: Box) -> 
         return "spun 5 s"
 
     report = run_confined(spin, box.policy(cpu_seconds=1), timeout=8)
-    assert report.returncode == -signal.SIGKILL
-    assert report.seconds < 4
+    # Killed at the hard limit: the spin never reached its 5 s of CPU (no "spun 5 s").
+    # Wall time is not asserted: on a loaded machine 2 s of CPU can take longer.
+    assert report.returncode == -signal.SIGKILL and report.value is None
     rule, _ = describe_exit(report.returncode, limits=LIMITS, cpu_seconds_used=2.0)
     assert rule == "cpu time"
 
