@@ -58,7 +58,7 @@ class Progress:
 OutputSink = Callable[[str, str], None]  # (where, text)
 
 
-class _Pacer:
+class Pacer:
     """Adaptive batch size: aims every batch at BATCH_SECONDS of work."""
 
     def __init__(self) -> None:
@@ -365,7 +365,7 @@ class Chief:
         async def merge_loop() -> None:
             nonlocal merged
             child = await self.spawn("merge")
-            pacer = _Pacer()
+            pacer = Pacer()
             try:
                 while True:
                     batch = buffer.pop_ready(max_items=pacer.size(MAX_BATCH))
@@ -406,7 +406,7 @@ class Chief:
             self.progress = self._phase("map")
 
             def store_parts(seq: int, parts: list[bytes]) -> None:
-                for f, part in zip(part_files, parts):
+                for f, part in zip(part_files, parts, strict=True):
                     f.write(len(part).to_bytes(8, "big"))
                     f.write(part)
 
@@ -556,7 +556,7 @@ class Chief:
     ) -> None:
         """One local worker slot: a sandboxed work child fed by the scheduler."""
         child = self._parked.pop(worker, None)
-        pacer = _Pacer()
+        pacer = Pacer()
         crashes = 0
         try:
             while True:
@@ -621,6 +621,11 @@ class Chief:
                 raise ChildProtocolError(f"answered fragment {seq!r}, which it was not given")
             pending.discard(seq)
             self._emit_out(f"{kind} {seq}", reply[3] if len(reply) > 3 else "")
+            if kind == "map" and not (
+                isinstance(payload, list) and len(payload) == self.partitions
+                and all(isinstance(part, bytes) for part in payload)
+            ):
+                raise ChildProtocolError(f"a map result must be {self.partitions} partitions")
             data = b"".join(payload) if isinstance(payload, list) else payload
             if not isinstance(data, bytes):
                 raise ChildProtocolError("a result must be bytes")

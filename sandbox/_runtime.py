@@ -24,11 +24,12 @@ import sys
 import time
 import traceback
 from collections import Counter, defaultdict
+from collections.abc import Callable
 from itertools import chain, tee
 from operator import itemgetter
 from pathlib import Path
 from types import ModuleType
-from typing import Any, Callable
+from typing import Any
 
 from ._keys import partition_of, sorted_keys
 from ._wire import read_message, write_message
@@ -285,7 +286,7 @@ class WorkRole:
             # tee + zip walk the items once without holding them (a list of millions
             # of pairs costs more than the counting).
             items, again = tee(chain.from_iterable(mapfn(k, v) for k, v in pairs))
-            counts = Counter(zip(items, map(type, map(_second, again))))
+            counts = Counter(zip(items, map(type, map(_second, again)), strict=True))
         except (TypeError, IndexError, KeyError):
             pass  # unhashable values or odd items: the plain path handles or names them
         else:
