@@ -56,7 +56,7 @@ def _attack(port: int, secret: bytes) -> tuple[bool, bytes]:
                     s.sendall(conn.send(PackageRequest(package=b"\0" * 32, offset=0, length=1)))
                 if not data:
                     break
-        except (RemoteProtocolError, ConnectionResetError, socket.timeout):
+        except (TimeoutError, RemoteProtocolError, ConnectionResetError):
             pass
     return completed, received
 
