@@ -157,6 +157,7 @@ class Chief:
         self.on_output = on_output or (lambda where, text: None)
         self.changed = _Changed()
         self.worker_counts: dict[str, int] = {}  # accepted results per worker, whole job
+        self.accepted = 0  # fragments and tasks accepted, every phase
         self._parked: dict[str, Any] = {}  # idle work children, kept for the next phase
         self.progress = self._phase("starting")
         self.partitions = spec.options.partitions or max(2, 2 * self.workers)
@@ -310,6 +311,7 @@ class Chief:
         verdict = phase.sched.complete(worker, seq, digest)
         if verdict is Verdict.ACCEPT:
             phase.accept(seq, payload)
+            self.accepted += 1
             self.worker_counts[worker] = self.worker_counts.get(worker, 0) + 1
             if kind != "process":
                 self.progress.done = phase.sched.done
@@ -632,6 +634,7 @@ class Chief:
             verdict = sched.complete(worker, seq, _digest(data))
             if verdict is Verdict.ACCEPT:
                 accept(seq, payload)
+                self.accepted += 1
                 self.worker_counts[worker] = self.worker_counts.get(worker, 0) + 1
                 if kind != "process":
                     self.progress.done = sched.done

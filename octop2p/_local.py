@@ -91,7 +91,7 @@ async def run_local(
         job_id=job_id,
         name=spec.options.name,
         out=delivered,
-        fragments=chief.progress.done if spec.kind == "package" else chief.partitions,
+        fragments=chief.accepted,
         seconds=time.monotonic() - started,
         workers=dict(chief.progress.workers),
     )

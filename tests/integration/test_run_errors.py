@@ -132,3 +132,28 @@ def _alive(pid: int) -> bool:
             return f.read().rsplit(")", 1)[1].split()[0] != "Z"
     except FileNotFoundError:
         return False
+
+
+def test_redundancy_runs_each_fragment_on_two_workers(tmp_path: Path) -> None:
+    pkg = make_package(tmp_path / "job", (
+        "import os\n"
+        "def process(fragment):\n"
+        "    print(f'ran {fragment} in {os.getpid()}')\n"
+        "    return fragment\n"
+    ), n=12)
+    (pkg / "job.toml").write_text("redundancy = 2\n")
+    proc = run_cli("run", pkg, "-w", "2", "-o", tmp_path / "out", "--json")
+    assert proc.returncode == 0, proc.stderr
+    assert int((tmp_path / "out" / "sum.txt").read_text()) == sum(range(12))  # merged once
+    runs = [line.split() for line in proc.stderr.splitlines() if " ran " in line]
+    for i in range(12):
+        pids = {r[-1] for r in runs if r[-3] == str(i)}
+        assert len(pids) == 2, f"fragment {i} ran in {pids}"  # two distinct children
+
+
+def test_redundancy_needs_enough_workers(tmp_path: Path) -> None:
+    pkg = make_package(tmp_path / "job", "def process(f):\n    return f\n")
+    (pkg / "job.toml").write_text("redundancy = 3\n")
+    proc = run_cli("run", pkg, "-w", "2")
+    assert proc.returncode == 1
+    assert "redundancy = 3 needs at least that many workers" in proc.stderr
