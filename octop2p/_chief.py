@@ -158,6 +158,7 @@ class Chief:
         self.changed = _Changed()
         self.worker_counts: dict[str, int] = {}  # accepted results per worker, whole job
         self.accepted = 0  # fragments and tasks accepted, every phase
+        self._phase_started = time.monotonic()
         self._parked: dict[str, Any] = {}  # idle work children, kept for the next phase
         self.progress = self._phase("starting")
         self.partitions = spec.options.partitions or max(2, 2 * self.workers)
@@ -276,6 +277,11 @@ class Chief:
             self._scope.cancel()
 
     def _enter_phase(self, phase: Phase) -> None:
+        now = time.monotonic()
+        if self.phase is not None:
+            log.info("job %s: %s phase took %.2f s", self.spec.options.name, self.phase.kind,
+                     now - self._phase_started)
+        self._phase_started = now
         # Remote workers keep the room they announced when the job moves on (map -> reduce).
         if self.phase is not None:
             for worker in self.remote_workers:
@@ -452,6 +458,9 @@ class Chief:
             shutil.rmtree(parts_dir, ignore_errors=True)
 
         # Final: every reduced pair in key order, in one chief-side child.
+        log.info("job %s: reduce phase took %.2f s", self.spec.options.name,
+                 time.monotonic() - self._phase_started)
+        self._phase_started = time.monotonic()
         self.progress = self._phase("final", total=1)
         self._report()
         output = open(self.results_dir / "output.txt", "w", encoding="utf-8")
@@ -471,6 +480,8 @@ class Chief:
             output.close()
             await child.aclose()
         self._check_output_quota()
+        log.info("job %s: final took %.2f s", self.spec.options.name,
+                 time.monotonic() - self._phase_started)
         self.progress.done = 1
         self._report()
 
