@@ -106,3 +106,23 @@ def test_no_swarm_secret_crosses_the_wire(tmp_path: Path) -> None:
         chief.stop()
 
 
+
+
+def test_a_member_that_does_not_donate_runs_nothing(tmp_path: Path) -> None:
+    """Consent: inside the swarm, a node whose owner has not switched donation on gets no
+    package and no fragment, though it is linked and trusted."""
+    homes = make_swarm(tmp_path, ["chief", "donor", "bystander"])
+    chief = NodeProcess(homes[0], "--no-discovery", "--no-donate")
+    donor = NodeProcess(homes[1], "--no-discovery", "--donate", "--cores", "1",
+                        "--peer", chief.address)
+    bystander = NodeProcess(homes[2], "--no-discovery", "--no-donate", "--peer", chief.address)
+    try:
+        chief.wait_for_peers(2)
+        proc = chief.cli("submit", str(EXAMPLES / "primes"), "--json", "-o", str(tmp_path / "o"))
+        assert proc.returncode == 0, proc.stderr
+        assert set(json.loads(proc.stdout.splitlines()[-1])["workers"]) == {donor.id}
+        assert not any((homes[2] / "packages").glob("*"))
+        assert "working on job" not in bystander.read_log()
+    finally:
+        for node in (chief, donor, bystander):
+            node.stop()
