@@ -27,6 +27,7 @@ from sandbox import Policy
 from sandbox import describe_exit as _describe_exit
 
 from ._children import ChildDied, ChildProtocolError, ChildReported, ForkServer
+from ._groups import collapse_groups
 from ._limits import Limits
 from ._package import JobSpec
 from ._reorder import CausalBuffer
@@ -42,6 +43,8 @@ MAX_BATCH = 256
 #: A work child is replaced once it has used this share of its CPU rlimit, so that the
 #: per-process RLIMIT_CPU acts as a per-fragment limit.
 CPU_RECYCLE_SHARE = 0.5
+#: How often the thread count of a child allowed several threads is read.
+THREAD_POLL_SECONDS = 0.02
 
 
 @dataclass
@@ -106,6 +109,38 @@ def describe_exit(returncode: int | None, *, limits: dict[str, int]) -> tuple[st
     return _describe_exit(returncode, limits=limits)
 
 
+def _threads_and_start(pid: int) -> tuple[int, int] | None:
+    """(threads, start time) of process ``pid`` from /proc, or None once it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            # After the command name, which may hold spaces: fields 3 on.
+            fields = f.read().rpartition(b")")[2].split()
+        return int(fields[17]), int(fields[19])  # num_threads (20), starttime (22)
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+async def watch_threads(pid: int, limit: int) -> int | None:
+    """Wait until process ``pid`` runs more than ``limit`` threads (returns how many)
+    or ends (returns None).
+
+    With threads = 1 seccomp refuses every new thread; above 1 it must allow them and
+    cannot count them, so the node counts, from /proc, while the child lives. A burst
+    of threads that starts and ends between two readings goes unseen: this bounds how
+    many threads a job keeps, not how many it ever starts.
+    """
+    first = _threads_and_start(pid)
+    if first is None:
+        return None
+    while True:
+        now = _threads_and_start(pid)
+        if now is None or now[1] != first[1]:  # gone, or the pid now names another process
+            return None
+        if now[0] > limit:
+            return now[0]
+        await trio.sleep(THREAD_POLL_SECONDS)
+
+
 def _digest(data: bytes) -> bytes:
     return hashlib.blake2b(data, digest_size=16).digest()
 
@@ -150,6 +185,7 @@ class Chief:
         self.phase: Phase | None = None
         self._failure: BaseException | None = None
         self._scope: trio.CancelScope | None = None
+        self._watchers: trio.Nursery | None = None  # thread counters, while the job runs
         self.work_dir = work_dir
         self.results_dir = work_dir / "results"
         self.layers = layers
@@ -202,12 +238,15 @@ class Chief:
         """A ready child for ``role``; a failure while importing job code fails the job."""
         max_frame = self.limits.fragment_bytes * 2 + (64 << 20)
         child = await self.fs.spawn(self._child_spec(role), max_frame=max_frame)
+        if self.limits.threads > 1 and self._watchers is not None:
+            # From the start: job code may start threads as it is imported.
+            self._watchers.start_soon(self._watch_threads, child, role)
         try:
             with trio.fail_after(self.limits.wall_seconds):
                 ready = await child.receive()
         except ChildReported as exc:
             await child.aclose()
-            raise job_failed_from(exc.info, f"the {role} child, while loading the job") from None
+            raise self._reported(exc, f"the {role} child, while loading the job") from None
         except ChildDied as exc:
             await child.aclose()
             rule, message = describe_exit(exc.returncode, limits=self.limits.to_dict())
@@ -225,6 +264,24 @@ class Chief:
             raise JobFailed(message=f"the {role} child said {ready[0]!r} instead of ready")
         self._emit_out(role, ready[1].get("out", "") if isinstance(ready[1], dict) else "")
         return child
+
+    async def _watch_threads(self, child: Any, role: str) -> None:
+        """Fail the job, and kill ``child``, if it runs more threads than allowed."""
+        limit = self.limits.threads
+        found = await watch_threads(child.pid, limit)
+        if found is None:
+            return
+        await child.kill()
+        self.fail(JobFailed(
+            message=f"the {role} child ran {found} threads at once, more than this job's "
+            f"limit of {limit} (limits.threads)",
+            rule="threads",
+        ))
+
+    def _reported(self, exc: ChildReported, where: str, out_where: str | None = None) -> JobFailed:
+        """The user's error for a child's error report, once what it printed is passed on."""
+        self._emit_out(out_where or where, exc.info.get("out", ""))
+        return job_failed_from(exc.info, where)
 
     def _phase(self, name: str, total: int | None = None) -> Progress:
         return Progress(phase=name, total=total, workers=self.worker_counts)
@@ -250,12 +307,17 @@ class Chief:
         else:
             self._worker_dir = self.spec.root
         try:
-            with trio.CancelScope() as self._scope:
-                if self.spec.kind == "script":
-                    await self._run_script()
-                else:
-                    await self._run_package()
+            # The thread counters' nursery would wrap every failure in an exception
+            # group; callers get the failure itself, as from a job without counters.
+            with trio.CancelScope() as self._scope, collapse_groups():
+                async with trio.open_nursery() as self._watchers:
+                    if self.spec.kind == "script":
+                        await self._run_script()
+                    else:
+                        await self._run_package()
+                    self._watchers.cancel_scope.cancel()
         finally:
+            self._watchers = None
             self.phase = None
             await self._close_parked()
         if self._failure is not None:
@@ -487,7 +549,9 @@ class Chief:
 
     # --- the loops -----------------------------------------------------------------------
 
-    async def _call(self, child: Any, request: list[Any], where: str, *, timeout: float) -> list[Any]:
+    async def _call(
+        self, child: Any, request: list[Any], where: str, *, timeout: float
+    ) -> list[Any]:
         """One request to a chief-side child, with its reply; any failure fails the job."""
         try:
             with trio.fail_after(timeout):
@@ -500,7 +564,7 @@ class Chief:
                     self._emit_out(where, reply[-1])
                     return reply
         except ChildReported as exc:
-            raise job_failed_from(exc.info, where) from None
+            raise self._reported(exc, where) from None
         except ChildDied as exc:
             rule, message = describe_exit(exc.returncode, limits=self.limits.to_dict())
             raise JobFailed(message=f"{where} died: {message}", rule=rule) from None
@@ -628,7 +692,7 @@ class Chief:
                 try:
                     reply = await child.receive()
                 except ChildReported as exc:
-                    raise job_failed_from(exc.info, self._where(kind)) from None
+                    raise self._reported(exc, self._where(kind), f"{kind} {exc.seq}") from None
             seq, payload = reply[1], reply[2]
             if seq not in pending:
                 raise ChildProtocolError(f"answered fragment {seq!r}, which it was not given")

@@ -54,6 +54,8 @@ RULE_SANDBOX = "sandbox"  # refused by the sandbox, but we cannot tell which rul
 Limits = Mapping[str, object]  # the job's [limits] table, JOBS.md section 1c
 
 _STDLIB = os.path.realpath(sysconfig.get_paths()["stdlib"]) + os.sep
+# The runtime's own frames (its stand-in for os.system, say) are never the job's line.
+_SANDBOX = os.path.dirname(os.path.realpath(__file__)) + os.sep
 
 # Standard-library modules (by dotted prefix) whose use means one rule; with a pattern,
 # only the functions it matches (os.makedirs is about files, os.spawnv about processes).
@@ -97,6 +99,12 @@ _CALL_RULES: tuple[tuple[re.Pattern[str], str], ...] = (
     (re.compile(r"\b(l?chmod|fchmod|l?chown|fchown|l?setxattr|fsetxattr|l?removexattr|"
                 r"fremovexattr)\s*\("), "metadata"),
 )
+
+# ctypes straight to the kernel: `libc.syscall(SYS_socket, ...)` reads as `socket(...)`.
+_RAW_SYSCALL = re.compile(r"\bsyscall\s*\(\s*(?:SYS_|__NR_)(\w+)\s*,?")
+#: When the job raised the errno itself (ctypes code: `if libc.ptrace(...) != 0: raise
+#: OSError(ctypes.get_errno(), ...)`), the call is on one of the lines just before.
+_LOOK_BACK = 3
 
 # Calls on the failing line that write rather than read.
 _WRITES = re.compile(
@@ -154,6 +162,25 @@ def _frames(tb: TracebackType | None) -> list[tuple[str, str, str]]:
     return frames
 
 
+def _job_lines(tb: TracebackType | None) -> list[str]:
+    """The innermost line outside the sandbox package, and, when that line raises, the
+    few lines before it (where a ctypes caller made the call it reports)."""
+    last: tuple[str, int] | None = None
+    while tb is not None:
+        filename = tb.tb_frame.f_code.co_filename
+        if not os.path.realpath(filename).startswith(_SANDBOX):
+            last = (filename, tb.tb_lineno)
+        tb = tb.tb_next
+    if last is None:
+        return []
+    filename, lineno = last
+    lines = [_source_line(filename, lineno)]
+    if lines[0].startswith("raise"):
+        lines += [_source_line(filename, n) for n in range(lineno - 1, lineno - 1 - _LOOK_BACK, -1)
+                  if n > 0]
+    return [_RAW_SYSCALL.sub(r"\1(", line) for line in lines]
+
+
 def _source_line(filename: str, lineno: int) -> str:
     import linecache  # imported here: only failures pay for it
 
@@ -180,8 +207,7 @@ def _rule_from_traceback(exc: BaseException) -> str | None:
                 continue
             if functions is None or functions.search(function):
                 return rule
-    if frames:
-        line = frames[-1][2]
+    for line in _job_lines(exc.__traceback__):
         for pattern, rule in _CALL_RULES:
             if pattern.search(line):
                 return rule
@@ -196,7 +222,10 @@ def _file_message(exc: OSError) -> tuple[str, str]:
         f" {function}(" for filename, function, _l in frames[-3:] if _stdlib_module(filename))
     path = exc.filename
     path = os.fsdecode(path) if isinstance(path, bytes) else str(path)
-    if _WRITES.search(lines):
+    # Landlock answers EACCES for a file it would not let us create; a file missing
+    # from a folder we may read gives ENOENT. Either way, one that is not there was
+    # being written. (stat is not something Landlock refuses.)
+    if _WRITES.search(lines) or not os.path.lexists(path):
         return RULE_FILES, (f"tried to write {path}: jobs may write only in their results "
                             "folder, and only while merging")
     return RULE_FILES, f"tried to read {path}: jobs may read only their own folder"

@@ -14,10 +14,12 @@ Roles:
 from __future__ import annotations
 
 import ctypes
+import errno
 import importlib
 import importlib.util
 import io
 import json
+import mmap
 import os
 import pickle
 import sys
@@ -47,6 +49,8 @@ MAP_TASK_BYTES = 256 * 1024
 MAP_TASK_KEYS = 64
 #: Keys whose partition a work child remembers (stable_hash is a BLAKE2b call).
 PARTITION_CACHE = 1 << 20
+#: Address space a child keeps free to describe an error in (see `serve`).
+ERROR_RESERVE = 4 << 20
 _SANDBOX_DIR = str(Path(__file__).resolve().parent)
 
 Send = Callable[[list[Any]], None]
@@ -114,6 +118,10 @@ def error_info(
     line: int | None = None
     root = os.path.realpath(job_dir)
     for frame in reversed(frames):
+        if not os.path.isabs(frame.filename):
+            # "<string>": code from exec() (a pickle's payload, say) has no file; realpath
+            # would put it in the working directory, the job's folder.
+            continue
         path = os.path.realpath(frame.filename)
         if path.startswith(root + os.sep):
             file, line = os.path.relpath(path, root), frame.lineno
@@ -126,6 +134,16 @@ def error_info(
     text += "".join(traceback.format_list(frames))
     text += "".join(traceback.format_exception_only(type(exc), exc))
     return {"rule": rule, "message": message, "traceback": text, "file": file, "line": line}
+
+
+def _system_refused(command: object) -> int:
+    """os.system in a confined child: refused, as every new process is.
+
+    Under seccomp the C system() fails and os.system quietly returns -1, so a job that
+    ignores the status (most do) would go on as if its command had run. Raising names
+    the rule at the job's own line instead.
+    """
+    raise PermissionError(errno.EPERM, "os.system() cannot start a process in a job")
 
 
 # --- loading job code --------------------------------------------------------------------
@@ -391,7 +409,10 @@ def _prepare(spec: dict[str, Any]) -> None:
     # Room for the runtime's own frames below the job's recursion budget.
     sys.setrecursionlimit(int(limits["recursion_depth"]) + 50)
     ppid = os.getppid()
-    confine(Policy.from_dict(spec["policy"]))
+    policy = Policy.from_dict(spec["policy"])
+    confine(policy)
+    if "seccomp" in policy.layers:
+        os.system = _system_refused
     # Entering a user namespace clears the parent-death signal: set it again.
     die_with_parent()
     if os.getppid() != ppid:
@@ -405,6 +426,12 @@ def serve(spec: dict[str, Any], rfd: int = REQUEST_FD, wfd: int = REPLY_FD) -> i
         write_message(wfd, message)
 
     out = _Capture(send if spec["role"] == "merge" and spec["kind"] == "script" else None)
+    # Room to report an error in. After a MemoryError the job's objects may still hold
+    # all the address space its limit allows (in a traceback's frames, in globals), and
+    # describing the error needs memory too: without this the child died unheard.
+    # Mapped before confine(), so it is not taken from the job's memory_mb, and never
+    # touched, so it costs address space only.
+    reserve = mmap.mmap(-1, ERROR_RESERVE)
     try:
         _prepare(spec)
         sys.stdout = sys.stderr = out
@@ -418,7 +445,10 @@ def serve(spec: dict[str, Any], rfd: int = REQUEST_FD, wfd: int = REPLY_FD) -> i
         else:
             raise JobCodeError("protocol", f"unknown role {spec['role']!r}")
     except BaseException as exc:  # noqa: BLE001 - every failure is reported, then we exit
-        send(["error", None, error_info(exc, spec["job_dir"], spec.get("limits"))])
+        reserve.close()
+        info = error_info(exc, spec["job_dir"], spec.get("limits"))
+        info["out"] = out.take()  # what the job printed while it was imported
+        send(["error", None, info])
         return 1
     send(["ready", {"pid": os.getpid(), "out": out.take()}])
     while True:
@@ -431,6 +461,7 @@ def serve(spec: dict[str, Any], rfd: int = REQUEST_FD, wfd: int = REPLY_FD) -> i
         try:
             role.handle(msg, send, out)
         except BaseException as exc:  # noqa: BLE001
+            reserve.close()
             seq = getattr(role, "current_seq", None)
             if msg[0] == "reduce":
                 seq = msg[1]

@@ -1,0 +1,5 @@
+"""Harmless: doubles its fragment."""
+
+
+def process(fragment):
+    return fragment * 2
