@@ -168,10 +168,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.strip().splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer rounds (smoke test)")
     args = parser.parse_args()
-    scale, rounds = (0.1, 3) if args.quick else (1.0, 9)
+    # Many short rounds rather than a few long ones: on a shared machine some rounds of
+    # each side land in quiet moments, and the best round is the one that counts.
+    scale, rounds = (0.1, 3) if args.quick else (1.0, 15)
 
     print("## channel (MB/s of payload; ratio = protocol / bare secretstream push+pull)")
-    for size, count in ((64 * 1024, 1500), (MiB, 100)):
+    for size, count in ((64 * 1024, 800), (MiB, 50)):
         count = max(3, int(count * scale))
         for mode in ("parts", "joined", "tcp64k"):
             base, ours = alternate(rounds, partial(bare_secretstream, size, count),

@@ -1,7 +1,8 @@
 """One-time job codes for `octop2p server` / `octop2p client HOST --code CODE`.
 
 A job code is twelve digits, `1234-5678-9012`: eleven random digits (36 bits) and a Luhn
-check digit that catches a mistyped digit or swapped neighbours before connecting. It is
+check digit that catches a mistyped digit, or swapped neighbours (but 09/90), before
+connecting. It is
 short enough to read aloud, so it must not be offline-guessable: it is never sent, hashed
 or used as a key directly. Instead it is the password of a SPAKE2 exchange (the `spake2`
 package) run inside the handshake; the SPAKE2 key replaces the swarm secret there. A

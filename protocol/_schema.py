@@ -379,6 +379,7 @@ class Struct:
     # The same, unzipped: decoding is on every message's path, so it is kept lean.
     _NAMES: ClassVar[tuple[str, ...]] = ()
     _DECODERS: ClassVar[tuple[Callable[[Any, bytes | None], Any], ...]] = ()
+    _ENCODERS: ClassVar[tuple[Callable[[Any, list[bytes]], Any], ...]] = ()
 
     def __post_init__(self) -> None:
         where = type(self).__name__
@@ -393,27 +394,26 @@ class Struct:
             raise LocalProtocolError(f"{where}: {e}") from None
 
     def _encode_fields(self, blobs: list[bytes]) -> list[Any]:
-        return [kind.encode(getattr(self, name), blobs) for name, kind in self._SCHEMA]
+        values = self.__dict__
+        return [
+            encode(values[name], blobs)
+            for name, encode in zip(self._NAMES, self._ENCODERS)  # noqa: B905 - same length
+        ]
 
     @classmethod
     def _decode_fields(cls: type[S], raw: list[Any], offset: int, blob: bytes | None) -> S:
         """Build from raw[offset:], already known to have one item per field."""
-        items = raw[offset:]
-        try:
-            values = [
-                decode(item, blob) for decode, item in zip(cls._DECODERS, items, strict=True)
-            ]
-        except Invalid:
-            for name, decode, item in zip(cls._NAMES, cls._DECODERS, items, strict=True):
-                try:  # decode again, field by field, only to name the culprit
-                    decode(item, blob)
-                except Invalid as e:
-                    raise e.at(name) from None
-            raise
-        # Decoding checked every value, so the frozen dataclass's __init__ (which would
-        # check them all again) is bypassed.
+        # Decoding checks every value, so the frozen dataclass's __init__ (which would
+        # check them all again) is bypassed; this runs for every message received.
         obj = object.__new__(cls)
-        obj.__dict__.update(zip(cls._NAMES, values, strict=True))
+        fields = obj.__dict__
+        name = ""
+        try:
+            # Callers check the lengths match; zip(strict=True) would cost a third more.
+            for name, decode, item in zip(cls._NAMES, cls._DECODERS, raw[offset:]):  # noqa: B905
+                fields[name] = decode(item, blob)
+        except Invalid as e:
+            raise e.at(name) from None
         obj._validate()
         return obj
 
@@ -427,6 +427,7 @@ def struct(cls: type[S]) -> type[S]:
     cls._SCHEMA = tuple((f.name, f.metadata["kind"]) for f in fields)
     cls._NAMES = tuple(name for name, _ in cls._SCHEMA)
     cls._DECODERS = tuple(kind.decode for _, kind in cls._SCHEMA)
+    cls._ENCODERS = tuple(kind.encode for _, kind in cls._SCHEMA)
     return cls
 
 
