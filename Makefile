@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: demo test test-all bench lint clean
+.PHONY: demo test test-all bench lint clean bundle
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -30,6 +30,14 @@ bench: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check octop2p protocol sandbox gui tests bench
 	$(BIN)/mypy octop2p protocol sandbox
+
+# The desktop bundle (PyInstaller, one folder): dist/octop2p/octop2p, GUI included. Then run
+# the bundled `octop2p run examples/primes` and check its answer (packaging/check_bundle.py).
+bundle: $(STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[gui,packaging]'
+	$(BIN)/pyinstaller --noconfirm --clean --log-level WARN \
+		--distpath dist --workpath build/pyinstaller packaging/octop2p.spec
+	$(BIN)/python packaging/check_bundle.py dist/octop2p
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info

@@ -55,6 +55,15 @@ class ChildProtocolError(Exception):
     """The child sent bytes that are not a valid frame: it is broken or hostile."""
 
 
+def fork_server_command(fd: int) -> list[str]:
+    """The argv that starts the fork server on socket ``fd``."""
+    if getattr(sys, "frozen", False):
+        # In a PyInstaller bundle sys.executable is the bundle, which cannot run `-m`;
+        # its entry point (packaging/entry.py) routes this flag to the fork server.
+        return [sys.executable, "--octop2p-fork-server", str(fd)]
+    return [sys.executable, "-m", "sandbox._forkserver", str(fd)]
+
+
 class ForkServer:
     """Handle on the running fork server; spawn children with :meth:`spawn`."""
 
@@ -71,7 +80,7 @@ class ForkServer:
     async def _run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         theirs.set_inheritable(True)
-        cmd = [sys.executable, "-m", "sandbox._forkserver", str(theirs.fileno())]
+        cmd = fork_server_command(theirs.fileno())
         # A job can read what its process inherited: the fork server gets no secrets
         # from the node's environment, only what Python needs to find the sandbox.
         env = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8",

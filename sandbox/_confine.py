@@ -104,7 +104,8 @@ def python_read_paths() -> list[str]:
     sys.prefix, sys.base_prefix, sys.exec_prefix (the venv and the interpreter's install),
     every absolute sys.path entry that exists (stdlib, lib-dynload, site-packages, an
     editable checkout, the job folder once the runtime puts it there), sysconfig's
-    purelib/platlib (the venv's site-packages), then `_SYSTEM_READ`. Relative entries
+    purelib/platlib (the venv's site-packages), in a frozen (PyInstaller) app the program
+    file that holds the module archive, then `_SYSTEM_READ`. Relative entries
     ("" is the working directory) and anything that is "/" or covers a home folder,
     /etc, /tmp, /proc and the like are left out. Paths are resolved, made unique, and
     dropped when another path already covers them.
@@ -112,6 +113,12 @@ def python_read_paths() -> list[str]:
     candidates = [sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix]
     candidates += sys.path
     candidates += _SITE_PACKAGES
+    if getattr(sys, "frozen", False):
+        # A PyInstaller bundle keeps its pure-Python modules in an archive appended to
+        # the program file itself, which lies beside sys.prefix (its _internal folder),
+        # not in it: without it a child can import only what the fork server preloaded.
+        # The file alone, not its folder, which may be a shared bin directory.
+        candidates.append(sys.executable)
     found: list[str] = []
     for entry in candidates:
         if not entry or not os.path.isabs(entry):
