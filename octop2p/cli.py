@@ -192,19 +192,30 @@ def run(job: Path, workers: int | None, out: Path | None, home: Path | None, as_
 @common_options
 @handle_errors
 def doctor(home: Path | None, as_json: bool, verbose: int) -> None:
-    """Which sandbox layers work on this machine."""
-    import sandbox
+    """Sandbox layers, whether this node would donate, its port and network interfaces."""
+    from ._doctor import examine
+    from ._home import Home
 
     _setup_logging(verbose)
-    status = sandbox.probe()
+    report = examine(Home.locate(home))
     if as_json:
-        click.echo(json.dumps({"sandbox": {k: {"available": v.available, "detail": v.detail}
-                                           for k, v in status.items()}}))
+        click.echo(json.dumps(report.to_json()))
         return
-    for name, st in status.items():
-        mark = "[green]ok[/]  " if st.available else "[red]no[/]  "
-        err.print(f"{mark} {name:9} {st.detail}")
-
+    err.print("[bold]sandbox layers[/]")
+    for name, st in report.sandbox.items():
+        mark = "[green]ok [/]" if st.available else "[red]off[/]"
+        err.print(f"  {mark}  {name:9} {st.detail}")
+    verdict = "[green]yes[/]" if report.donate_ok else "[red]no[/]"
+    switched = "on" if report.donate else "off (`octop2p node --donate`, or donate = true)"
+    err.print(f"[bold]would donate[/]  {verdict}: {report.donate_reason()}")
+    err.print(f"[bold]donation[/]      {switched}")
+    port = report.port or "any free port"
+    err.print(f"[bold]listens on[/]    {report.listen_host}:{port} "
+              f"(listen_host, listen_port in {report.home / 'config.toml'})")
+    err.print("[bold]interfaces[/]")
+    for interface in report.interfaces:
+        addresses = ", ".join(interface.addresses) or "no address"
+        err.print(f"  {interface.index:>3}  {interface.name:<12} {addresses}")
 
 
 def _register_node_commands() -> None:
