@@ -225,3 +225,30 @@ def _register_node_commands() -> None:
 
 
 _register_node_commands()
+
+
+def _register_gui_command() -> None:
+    # The desktop app's package is imported only when the command runs, so that every
+    # other command works on machines without PySide6.
+    @main.command()
+    @click.option("--screenshot", type=click.Path(dir_okay=False, path_type=Path),
+                  help="Start, let the window settle, save it as PNG at this path and quit.")
+    @click.option("--hidden", is_flag=True, help="Start in the tray (minimized without one).")
+    @common_options
+    @handle_errors
+    def gui(screenshot: Path | None, hidden: bool, home: Path | None, as_json: bool,
+            verbose: int) -> None:
+        """The desktop app: attaches to the node running in the home, or runs one."""
+        try:
+            import PySide6  # noqa: F401
+
+            from gui import main as run_gui
+        except ImportError as exc:
+            from .errors import UsageError
+
+            raise UsageError(f"the desktop app needs PySide6 ({exc}): "
+                             "pip install 'octop2p[gui]'") from None
+        sys.exit(run_gui(home, screenshot=screenshot, hidden=hidden, verbose=verbose))
+
+
+_register_gui_command()
