@@ -443,13 +443,13 @@ def test_memory_bomb(node: Node, tmp_path: Path) -> None:
 def test_cpu_bomb(node: Node, tmp_path: Path) -> None:
     hit = attack(node, tmp_path, "bomb_cpu")
     hit.assert_named("cpu time", limit="1 s of CPU time")
-    assert hit.outcome.seconds < 15  # three tries of a second each, not the 20 s loop
+    assert hit.outcome.seconds < 30  # three tries of a CPU-second each, not 3 x 20 s
 
 
 def test_wall_time_bomb(node: Node, tmp_path: Path) -> None:
     hit = attack(node, tmp_path, "bomb_wall")
     hit.assert_named("wall time", limit="wall_seconds = 1")
-    assert hit.outcome.seconds < 10  # three tries of a second each, not 20 s of sleep
+    assert hit.outcome.seconds < 15  # three tries of a second each, not 3 x 20 s of sleep
 
 
 def test_thread_bomb(node: Node, tmp_path: Path, tcp_listener: socket.socket) -> None:
@@ -467,7 +467,7 @@ def test_more_threads_than_allowed(node: Node, tmp_path: Path) -> None:
     """threads = 2 lets seccomp allow threads, so the chief counts them."""
     hit = attack(node, tmp_path, "threads_over", limits=Limits(threads=4))
     hit.assert_named("threads", limit="threads at once, more than this job's limit of 2")
-    assert hit.outcome.seconds < 5  # stopped, not left to sleep its 5 s out
+    assert hit.outcome.seconds < 8  # stopped, not left to sleep its 10 s out
 
 
 # --- oversize --------------------------------------------------------------------------
