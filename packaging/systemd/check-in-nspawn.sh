@@ -34,7 +34,7 @@ ExecStart=/bin/sh -c 'id; grep -E \"^(NoNewPrivs\|CapBnd\|Seccomp)\" /proc/self/
 ExecStart=$bin run $repo/examples/primes -w 2 -o %S/octop2p/primes\n\
 ExecStart=/bin/sh -c 'echo primes: \$(cat %S/octop2p/primes/count.txt)'\n\
 ExecStart=-$bin run /mnt/out/snoop -w 1 -o %S/octop2p/snoop\n\
-ExecStart=-/usr/bin/timeout -s TERM 8 $bin node --listen 127.0.0.1:0 -v\n\
+ExecStart=-/usr/bin/timeout -s TERM 8 $bin node --listen 127.0.0.1:0 --donate -v\n\
 StandardOutput=append:/mnt/out/output.txt\n\
 StandardError=append:/mnt/out/output.txt|" \
     "$here/octop2p-node.service" >"$unit"
@@ -46,6 +46,7 @@ timeout 300 systemd-nspawn --quiet --register=no --keep-unit -D / --volatile=yes
     --system-call-filter="landlock_create_ruleset landlock_add_rule landlock_restrict_self" \
     --bind-ro="$prefix" --bind-ro="$repo" --bind="$out:/mnt/out" \
     --bind-ro="$unit:/etc/systemd/system/octop2p-check.service" \
+    --bind-ro="$here/octop2p.sysusers:/etc/sysusers.d/octop2p.conf" \
     -b -- systemd.unit=octop2p-check.service systemd.firstboot=off \
     systemd.mask=systemd-networkd-wait-online.service >"$out/boot.log" 2>&1 || true
 cat "$out/output.txt"
