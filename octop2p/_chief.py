@@ -182,6 +182,9 @@ class Chief:
         self.workers = workers if remote else max(1, workers)
         self.remote = remote
         self.remote_workers: set[str] = set()
+        # Credits announced before the first phase began (a worker that has the package
+        # cached asks at once): the first phase starts with them. None once it has begun.
+        self._early_credits: dict[str, int] | None = {}
         self.phase: Phase | None = None
         self._failure: BaseException | None = None
         self._scope: trio.CancelScope | None = None
@@ -348,6 +351,9 @@ class Chief:
         if self.phase is not None:
             for worker in self.remote_workers:
                 phase.sched.add_credits(worker, self.phase.sched.credits_of(worker))
+        for worker, credits in (self._early_credits or {}).items():
+            phase.sched.add_credits(worker, credits)
+        self._early_credits = None
         self.phase = phase
         self.changed.notify()
 
@@ -359,6 +365,8 @@ class Chief:
         if self.phase is not None:
             self.phase.sched.add_credits(worker, credits)
             self.changed.notify()
+        elif self._early_credits is not None:
+            self._early_credits[worker] = self._early_credits.get(worker, 0) + credits
 
     def remote_take(self, worker: str) -> tuple[str, list[tuple[int, Any]]]:
         """Fragments to send to ``worker`` now: (kind, [(seq, payload)])."""
@@ -405,6 +413,8 @@ class Chief:
     def remote_lost(self, worker: str) -> None:
         """A remote worker is gone: its fragments go to others."""
         self.remote_workers = self.remote_workers - {worker}
+        if self._early_credits is not None:
+            self._early_credits.pop(worker, None)
         if self.phase is not None:
             self.phase.sched.release(worker)
             self.changed.notify()

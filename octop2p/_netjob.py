@@ -55,6 +55,9 @@ log = logging.getLogger(__name__)
 
 LEASE_CHECK_SECONDS = 2.0
 JOURNAL_SECONDS = 1.0
+#: Progress events are for eyes (progress bars, the GUI): one per result would cost the
+#: chief more than the results themselves, so they go out at most this often.
+PROGRESS_EVENT_SECONDS = 0.1
 
 
 def pack_package(spec: JobSpec) -> bytes:
@@ -134,6 +137,9 @@ class NetworkJob:
         self._senders: set[str] = set()
         self._offered: set[str] = set()  # peers told about this job on their current link
         self._journalled = 0.0
+        self._progress_sent = 0.0  # when the last progress event went out (monotonic)
+        self._progress_phase = ""
+        self._progress_due = False  # a newer progress than the last event is waiting
         self.results_hash: bytes | None = None
         self.store: JobStore | None = None
         self._nursery: trio.Nursery | None = None
@@ -184,6 +190,7 @@ class NetworkJob:
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
                 nursery.start_soon(self._expire_leases)
+                nursery.start_soon(self._progress_events)
                 for link in self.node.links():
                     await self.offer(link)
                 results_dir = await chief.run()
@@ -234,9 +241,25 @@ class NetworkJob:
         if now - self._journalled > JOURNAL_SECONDS:
             self._journalled = now
             self.store.write_journal(self)
+        if (progress.phase == self._progress_phase and progress.done != progress.total
+                and now - self._progress_sent < PROGRESS_EVENT_SECONDS):
+            self._progress_due = True  # `_progress_events` sends it shortly
+            return
+        self._emit_progress(progress)
+
+    def _emit_progress(self, progress: Progress) -> None:
+        self._progress_sent, self._progress_phase = time.monotonic(), progress.phase
+        self._progress_due = False
         self.node.emit("progress", job=self.record.id_hex, phase=progress.phase,
                        done=progress.done, total=progress.total,
                        workers=dict(progress.workers))
+
+    async def _progress_events(self) -> None:
+        """Send the latest progress that `_on_progress` held back, so none goes stale."""
+        while True:
+            await trio.sleep(PROGRESS_EVENT_SECONDS)
+            if self._progress_due and self.record.progress is not None:
+                self._emit_progress(self.record.progress)
 
     def _on_output(self, where: str, text: str) -> None:
         if where == "final" or where.startswith("merge"):
@@ -250,6 +273,8 @@ class NetworkJob:
         """Tell a donating peer about this job, so it can fetch the package and ask for work."""
         if not link.donating or self.record.state not in (JobState.QUEUED, JobState.RUNNING):
             return
+        if self.chief is None:
+            return  # too early to take work requests; `run` offers to every link
         if link.peer_id in self._offered:
             return
         self._offered.add(link.peer_id)
@@ -300,12 +325,14 @@ class NetworkJob:
                     with trio.move_on_after(1):
                         await chief.changed.wait()
                     continue
+                fragments = []
                 for seq, payload in items:
                     data = encode_parts(payload) if kind == "reduce" else payload
                     envelope = Envelope.sign(self.node.identity, EnvelopeKind.FRAGMENT,
                                              self.job_id, seq, data, ref=self.package_hash)
                     self._sent[(worker, seq)] = envelope.digest
-                    await link.send(Fragment(task=_TASKS[kind], envelope=envelope))
+                    fragments.append(Fragment(task=_TASKS[kind], envelope=envelope))
+                await link.send_many(fragments)  # small fragments share a write
         except LinkClosed:
             pass
         finally:

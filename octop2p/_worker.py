@@ -41,7 +41,7 @@ from protocol import (
     content_hash,
 )
 
-from ._chief import describe_exit
+from ._chief import Pacer, describe_exit
 from ._children import Child, ChildDied, ChildProtocolError, ChildReported
 from ._limits import JobOptions, Limits
 from ._netjob import decode_parts, encode_parts
@@ -53,10 +53,17 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-#: Fragments a slot asks for beyond the one it is working on (hides the round trip).
+#: Fragments a slot asks for at first, before it knows how long one takes.
 SLOT_CREDITS = 2
 MAX_SLOT_BATCH = 64
+#: A slot's credits in flight (asked for, on the way, or running) grow to two batches
+#: of about BATCH_SECONDS each: one runs while the next crosses the network, so short
+#: fragments are not paced by the round trip to the chief.
+MAX_SLOT_WINDOW = 2 * MAX_SLOT_BATCH
 FETCH_SECONDS = 60.0
+#: Results wait at most this long for the next one, to go back in one write.
+RESULT_FLUSH_SECONDS = 0.005
+RESULT_FLUSH_BYTES = 1 << 20
 
 
 class WorkRefused(Exception):
@@ -88,7 +95,10 @@ class WorkerJob:
         self.info = info
         self.view = RunningJob(info.job_id.hex(), info.name, link.peer_id)
         self.scope = trio.CancelScope()
-        send, receive = trio.open_memory_channel[Fragment](MAX_SLOT_BATCH * 4)
+        # Room for every slot's whole window: a chief that keeps to our credits never
+        # finds the inbox full.
+        send, receive = trio.open_memory_channel[Fragment](
+            MAX_SLOT_WINDOW * max(1, service.node.cores))
         self.inbox_send, self.inbox = send, receive
         options = JobOptions.from_dict(dict(info.options), default_name=info.name)
         limits, _ = options.limits.capped(service.node.limits)
@@ -144,7 +154,9 @@ class WorkerJob:
     async def _slot(self, job_dir: Path, index: int) -> None:
         """One sandboxed child: ask for credits, run what arrives, answer, repeat."""
         child: Child | None = None
-        await self.link.send(WorkRequest(credits=SLOT_CREDITS, job_id=self.info.job_id))
+        window = SLOT_CREDITS
+        pacer = Pacer()
+        await self.link.send(WorkRequest(credits=window, job_id=self.info.job_id))
         try:
             while True:
                 batch = [await self.inbox.receive()]
@@ -159,6 +171,7 @@ class WorkerJob:
                     except ChildReported as exc:
                         await self._fail_all(batch, exc.info)
                         continue
+                started = time.monotonic()
                 ok = await self._run(child, batch)
                 if not ok:
                     await child.aclose()
@@ -166,7 +179,13 @@ class WorkerJob:
                 elif child.cpu_seconds() > self.limits.cpu_seconds * 0.5:
                     await child.aclose()
                     child = None
-                await self.link.send(WorkRequest(credits=len(batch), job_id=self.info.job_id))
+                else:
+                    pacer.record(len(batch), time.monotonic() - started)
+                # Give back what ran, resized towards two batches of work in flight.
+                target = max(SLOT_CREDITS, min(2 * pacer.size(MAX_SLOT_BATCH), MAX_SLOT_WINDOW))
+                credits = max(1, len(batch) + target - window)
+                window += credits - len(batch)
+                await self.link.send(WorkRequest(credits=credits, job_id=self.info.job_id))
         finally:
             if child is not None:
                 await child.aclose()
@@ -212,24 +231,50 @@ class WorkerJob:
             self.view.in_progress -= set(by_seq)
 
     async def _collect(self, child: Child, pending: set[int], by_seq: dict[int, Fragment]) -> None:
-        while pending:
-            with trio.fail_after(self.limits.wall_seconds):
-                reply = await child.receive()
-            seq = reply[1]
-            if seq not in pending:
-                raise ChildProtocolError(f"answered fragment {seq!r}, which it was not given")
-            pending.discard(seq)
-            self.view.in_progress.discard(seq)
-            payload = reply[2]
-            data = encode_parts(payload) if isinstance(payload, list) else payload
-            if not isinstance(data, bytes):
-                raise ChildProtocolError("a result must be bytes")
-            fragment = by_seq[seq]
-            envelope = Envelope.sign(self.service.node.identity, EnvelopeKind.RESULT,
-                                     self.info.job_id, seq, data, ref=fragment.envelope.digest)
-            out = reply[3] if len(reply) > 3 and isinstance(reply[3], str) else ""
-            await self.link.send(Result(envelope=envelope, out=out[:200_000]))
-            self.view.done += 1
+        """Read the child's replies to a batch and send each back as a signed Result.
+
+        Results that follow each other closely go back together (one write, and one
+        read and merge on the chief); one that keeps the child busy longer than
+        RESULT_FLUSH_SECONDS does not hold back those already done.
+        """
+        results: list[Result] = []
+        size = 0
+        try:
+            while pending:
+                reply = None
+                if results:
+                    with trio.move_on_after(RESULT_FLUSH_SECONDS):
+                        reply = await child.receive()
+                    if reply is None or size > RESULT_FLUSH_BYTES:
+                        await self.link.send_many(results)
+                        results, size = [], 0
+                if reply is None:
+                    with trio.fail_after(self.limits.wall_seconds):
+                        reply = await child.receive()
+                result = self._result(reply, pending, by_seq)
+                results.append(result)
+                size += len(result.envelope.payload)
+        finally:
+            if results:  # also before the failure answers of a batch that broke off
+                await self.link.send_many(results)
+
+    def _result(self, reply: list[Any], pending: set[int], by_seq: dict[int, Fragment]) -> Result:
+        """The signed Result for one reply of the child."""
+        seq = reply[1]
+        if seq not in pending:
+            raise ChildProtocolError(f"answered fragment {seq!r}, which it was not given")
+        pending.discard(seq)
+        self.view.in_progress.discard(seq)
+        payload = reply[2]
+        data = encode_parts(payload) if isinstance(payload, list) else payload
+        if not isinstance(data, bytes):
+            raise ChildProtocolError("a result must be bytes")
+        fragment = by_seq[seq]
+        envelope = Envelope.sign(self.service.node.identity, EnvelopeKind.RESULT,
+                                 self.info.job_id, seq, data, ref=fragment.envelope.digest)
+        out = reply[3] if len(reply) > 3 and isinstance(reply[3], str) else ""
+        self.view.done += 1
+        return Result(envelope=envelope, out=out[:200_000])
 
     async def _answer_failure(self, fragment: Fragment, info: dict[str, Any]) -> None:
         envelope = Envelope.sign(self.service.node.identity, EnvelopeKind.RESULT,
