@@ -1,4 +1,5 @@
-"""Real octop2p nodes as separate processes, each in its own home, on 127.0.0.1 only."""
+"""Real octop2p nodes as separate processes, each in its own home, on 127.0.0.1 (or in a
+network namespace a root-only test made)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 from tests.conftest import run_cli
@@ -15,12 +17,15 @@ from tests.conftest import run_cli
 class NodeProcess:
     """`octop2p node` running in a home of its own; stopped by `stop()`."""
 
-    def __init__(self, home: Path, *args: str) -> None:
+    def __init__(self, home: Path, *args: str, host: str = "127.0.0.1",
+                 prefix: Sequence[str] = ()) -> None:
+        """Start the node; ``prefix`` wraps the command (e.g. ``ip netns exec NS``)."""
         self.home = home
+        self.host = host
         self.log = open(home.parent / f"{home.name}.log", "w+")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "octop2p", "node", "--home", str(home),
-             "--listen", "127.0.0.1:0", "--json", *args],
+            [*prefix, sys.executable, "-m", "octop2p", "node", "--home", str(home),
+             "--listen", f"{host}:0", "--json", *args],
             stdout=subprocess.PIPE, stderr=self.log, text=True,
         )
         line = self.proc.stdout.readline() if self.proc.stdout else ""
@@ -37,7 +42,7 @@ class NodeProcess:
 
     @property
     def address(self) -> str:
-        return f"127.0.0.1:{self.port}"
+        return f"{self.host}:{self.port}"
 
     def cli(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
         return run_cli(*args, "--home", str(self.home), timeout=timeout)
