@@ -87,10 +87,14 @@ class JobSpec:
 def load_job(path: Path, node_limits: Limits, *, package_bytes: int = PACKAGE_BYTES) -> JobSpec:
     """Check the job at `path` without running it; raise `JobRefused` if it breaks a rule."""
     path = Path(path)
-    if path.is_dir():
-        return _load_package(path, node_limits, package_bytes)
-    if path.is_file() and path.suffix == ".py":
-        return _load_script(path, node_limits, package_bytes)
+    try:
+        if path.is_dir():
+            return _load_package(path, node_limits, package_bytes)
+        if path.is_file() and path.suffix == ".py":
+            return _load_script(path, node_limits, package_bytes)
+    except PermissionError as exc:
+        raise JobRefused(RULE_PATH, exc.filename or str(path), None,
+                         "cannot be read by this user; give it read permission") from None
     what = "does not exist" if not path.exists() else "is not a job"
     raise JobRefused(
         RULE_PATH,
@@ -559,11 +563,15 @@ def _check_requires(requires: tuple[str, ...], file: str, line: int | None) -> N
         return
     them = "it" if len(missing) == 1 else "them"
     tops = " ".join(dict.fromkeys(m.split(".")[0] for m in missing))
+    if getattr(sys, "frozen", False):
+        # A bundled octop2p has no pip: the module must come with the bundle.
+        how = f"this octop2p is a bundle: install octop2p with pip to use {tops}"
+    else:
+        how = f"install {them} there (`{sys.executable} -m pip install {tops}`)"
     raise JobRefused(
         RULE_REQUIRES,
         file,
         line,
         f"the job requires {', '.join(missing)}, which cannot be imported by the Python "
-        f"that runs octop2p here ({sys.executable}); install {them} there "
-        f"(`{sys.executable} -m pip install {tops}`) or take {them} out of requires",
+        f"that runs octop2p here ({sys.executable}); {how}, or take {them} out of requires",
     )

@@ -14,6 +14,7 @@ the name of the call on the failing line.
 from __future__ import annotations
 
 import errno
+import socket
 import os
 import re
 import signal
@@ -250,6 +251,10 @@ def describe_exception(
         return RULE_THREADS, _MESSAGES[RULE_THREADS].format(threads=threads)
     if isinstance(exc, OSError) and exc.errno == errno.EFBIG:
         return RULE_MERGE_OUTPUT, _MERGE_OUTPUT + _over(limits, "merge_output_mb", " MB")
+    if isinstance(exc, socket.gaierror):
+        # A name lookup needs the network (DNS) or files outside the job (/etc/hosts):
+        # both are closed, and a job should hear why rather than see a resolver error.
+        return RULE_NETWORK, _MESSAGES[RULE_NETWORK].format(threads=threads)
     if isinstance(exc, OSError) and exc.errno in (errno.EPERM, errno.EACCES):
         rule = _rule_from_traceback(exc)
         if rule is not None:

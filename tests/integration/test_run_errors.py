@@ -157,3 +157,19 @@ def test_redundancy_needs_enough_workers(tmp_path: Path) -> None:
     proc = run_cli("run", pkg, "-w", "2")
     assert proc.returncode == 1
     assert "redundancy = 3 needs at least that many workers" in proc.stderr
+
+
+def test_dns_lookup_is_refused_as_network(tmp_path: Path) -> None:
+    script = tmp_path / "lookup.py"
+    script.write_text(
+        "import socket\n"
+        "source = {'a': 'b'}\n"
+        "def mapfn(k, v):\n"
+        "    socket.getaddrinfo('example.org', 80)\n"
+        "    yield k, 1\n"
+        "def reducefn(k, vs):\n"
+        "    return k, len(vs)\n"
+    )
+    proc = run_cli("run", script, "-o", tmp_path / "out")
+    assert proc.returncode == 1
+    assert "lookup.py:4" in proc.stderr and "(rule: network)" in proc.stderr
