@@ -234,16 +234,14 @@ class Attack:
     job: Path
     outcome: Outcome
 
-    def assert_named(
-        self, rule: str, file: str | None = None, *, limit: str | None = None, marked: bool = True
-    ) -> None:
+    def assert_named(self, rule: str, file: str | None = None, *, limit: str | None = None) -> None:
         """The job failed naming `rule`, at the marked line of `file`, and `limit`."""
         error = self.outcome.failed
         text = str(error)
         assert error.rule == rule, text
         assert f"(rule: {rule})" in text, text
         if file is not None:
-            where = f"{file}:{attack_line(self.job, file)}" if marked else file
+            where = f"{file}:{attack_line(self.job, file)}"
             assert text.startswith(where + ":"), f"expected {where}: {text}"
         if limit is not None:
             assert limit in text, text
