@@ -84,6 +84,7 @@ class OctoApp(QObject):
         self.window = MainWindow(self.bridge, max_cores=os.cpu_count() or 1, tray=self.tray,
                                  log_handler=log_handler, examples=_examples_dir())
         self.window.setWindowIcon(logo_icon())
+        self.theme.on_change = self.window.retint_icons
         self.window.quit_requested.connect(self.quit)
         self.window.theme_chosen.connect(self.set_theme)
         if self.tray is not None:

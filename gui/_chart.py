@@ -36,6 +36,12 @@ def nice_ceiling(value: float) -> float:
     return 10 * power
 
 
+def divisions(top: float) -> int:
+    """Grid lines for an axis from 0 to a `nice_ceiling` value, at round steps."""
+    leading = top / 10 ** math.floor(math.log10(top)) if top > 0 else 1
+    return 4 if round(leading, 3) in (2.0, 4.0) else 5
+
+
 def _short_duration(seconds: float) -> str:
     if seconds < 10:
         return f"{seconds:.1f} s"
@@ -93,13 +99,14 @@ class ThroughputChart(QWidget):
                       self.height() - metrics.height() - 16)
         if plot.width() < 20 or plot.height() < 20:
             return
-        for i in range(4):
-            y = plot.bottom() - plot.height() * i / 3
+        steps = divisions(top_peak)
+        for i in range(steps + 1):
+            y = plot.bottom() - plot.height() * i / steps
             painter.setPen(QPen(_grid_color(palette), 1))
             painter.drawLine(QPointF(plot.left(), y), QPointF(plot.right(), y))
             painter.setPen(_dim_color(palette))
-            value = top_peak * i / 3
-            text = f"{value:,.0f}/s" if top_peak >= 3 else f"{value:.1f}/s"
+            value = top_peak * i / steps
+            text = f"{value:,.0f}/s" if top_peak >= 10 else f"{value:.1f}/s"
             painter.drawText(QRectF(0, y - metrics.height() / 2, label_width - 8,
                                     metrics.height()),
                              Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter, text)

@@ -190,12 +190,18 @@ class SubmitDialog(QDialog):
         self.excerpt.setVisible(bool(excerpt))
         if excerpt:
             rows = []
+            dim = status_color("muted", self.palette()).name()
             for number, source in excerpt:
                 code = html.escape(source).replace(" ", "&nbsp;")
-                mark = f'color:{color}; font-weight:600' if number == line else "opacity:0.75"
-                rows.append(f'<span style="{mark}">{number:>4}&nbsp;&nbsp;{code}</span>')
+                if number == line:
+                    rows.append(f'<span style="color:{color}; font-weight:600">&#9656;&nbsp;'
+                                f'{number:>3}&nbsp;&nbsp;{code}</span>')
+                else:
+                    rows.append(f'<span style="color:{dim}">&nbsp;&nbsp;{number:>3}</span>'
+                                f'&nbsp;&nbsp;{code}')
             self.excerpt.setText("<br>".join(rows))
         self.result_card.show()
+        self.adjustSize()  # the card grew: let the dialog grow with it, not clip it
 
     @property
     def error_text(self) -> str:

@@ -11,6 +11,7 @@ import math
 
 from PySide6.QtCore import QByteArray, QPointF, QRectF, Qt
 from PySide6.QtGui import (
+    QAction,
     QBrush,
     QColor,
     QGuiApplication,
@@ -23,6 +24,7 @@ from PySide6.QtGui import (
     QPixmap,
 )
 from PySide6.QtSvg import QSvgRenderer
+from PySide6.QtWidgets import QAbstractButton, QWidget
 
 _SVG = (
     '<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 24 24" fill="none" '
@@ -77,6 +79,26 @@ def icon(name: str, color: QColor | None = None, size: int = 20) -> QIcon:
         pixmap.setDevicePixelRatio(scale)
         result.addPixmap(pixmap)
     return result
+
+
+_PROPERTY = "octop2pIcon"
+
+
+def tinted(target: QAbstractButton | QAction, name: str) -> None:
+    """Give a button or action the line icon ``name``, redrawn by `retint`."""
+    target.setProperty(_PROPERTY, name)
+    target.setIcon(icon(name))
+
+
+def retint(root: QWidget) -> None:
+    """Redraw every `tinted` icon under ``root`` in the palette's text colour now
+    (after a change between light and dark)."""
+    targets: list[QAbstractButton | QAction] = [*root.findChildren(QAbstractButton),
+                                                *root.findChildren(QAction)]
+    for target in targets:
+        name = target.property(_PROPERTY)
+        if name:
+            target.setIcon(icon(str(name)))
 
 
 def paint_logo(painter: QPainter, rect: QRectF, *, paused: bool = False) -> None:

@@ -36,7 +36,7 @@ from PySide6.QtWidgets import (
 
 from ._bridge import NodeBridge
 from ._chart import ThroughputChart, WorkerBars
-from ._icons import icon
+from ._icons import tinted
 from ._store import JobView, peer_label
 from ._theme import accent, status_color
 from ._widgets import (
@@ -53,6 +53,7 @@ from ._widgets import (
 
 _Index = QModelIndex | QPersistentModelIndex
 
+WAITING_HINT_SECONDS = 5.0
 STATE_KIND = {"queued": "muted", "running": "running", "finishing": "running", "done": "ok",
               "failed": "error", "cancelled": "warn"}
 
@@ -193,8 +194,10 @@ class JobDetail(QWidget):
         self.ident = caption("")
         top.addWidget(self.ident, 0, Qt.AlignmentFlag.AlignVCenter)
         top.addStretch(1)
-        self.cancel = QPushButton(icon("stop"), "Cancel")
-        self.open = QPushButton(icon("folder"), "Open results folder")
+        self.cancel = QPushButton("Cancel")
+        self.open = QPushButton("Open results folder")
+        tinted(self.cancel, "stop")
+        tinted(self.open, "folder")
         top.addWidget(self.cancel)
         top.addWidget(self.open)
         layout.addLayout(top)
@@ -246,12 +249,21 @@ class JobDetail(QWidget):
         points = job.throughput()
         seconds = (job.finished or time.time()) - (job.started or time.time())
         average = job.fragments_done / seconds if seconds > 0 else 0.0
-        facts = [f"<b>{job.done:,}</b> of <b>{total}</b> fragments"
-                 + (f" ({job.phase})" if job.phase and job.phase != "fragments" else ""),
+        phase = f" ({job.phase})" if job.phase and job.phase != "fragments" else ""
+        done = (f"<b>{job.done:,}</b> of <b>{total}</b> fragments{phase}" if job.total is not None
+                else f"<b>{job.done:,}</b> fragments done{phase}, more to come")
+        facts = [done,
                  f"time <b>{elapsed(job)}</b>", f"average <b>{average:,.1f}</b>/s"]
         if job.results_path is not None:
             facts.append(f"results in <code>{job.results_path}</code>")
-        self.facts.setText(" &nbsp;·&nbsp; ".join(facts))
+        text = " &nbsp;·&nbsp; ".join(facts)
+        if (not job.is_finished and not job.workers and job.started is not None
+                and time.time() - job.started > WAITING_HINT_SECONDS):
+            # A chief computes its own jobs only if it may (see the donate panel); else
+            # the job waits for a donating peer, and the owner should know why.
+            text += ("<br>Waiting for workers: no computer has taken a fragment yet. Peers "
+                     "of the swarm take work while they donate.")
+        self.facts.setText(text)
         self.chart.set_points(points, live=not job.is_finished)
         self_id = str(self.bridge.info.get("id", ""))
         rows = sorted(((peer_label(self.bridge.peers, worker, self_id), count)

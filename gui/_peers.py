@@ -19,7 +19,7 @@ from PySide6.QtWidgets import (
 
 from ._bridge import NodeBridge
 from ._dialogs import CreateSwarmDialog, JoinSwarmDialog, ShowCodeDialog
-from ._icons import icon
+from ._icons import tinted
 from ._store import short_id
 from ._widgets import EmptyState, PillDelegate, RowsModel, tab_page, table_view
 
@@ -80,10 +80,12 @@ class PeersPanel(QWidget):
         super().__init__(parent)
         self.bridge = bridge
         layout, top, self.summary = tab_page(self, "Peers")
-        self.show_code = QPushButton(icon("key"), "Join code")
+        self.show_code = QPushButton("Join code")
         self.show_code.setToolTip("Show this swarm's join code, to invite someone")
-        self.create = QPushButton(icon("plus"), "Create swarm…")
-        self.join = QPushButton(icon("link"), "Join swarm…")
+        self.create = QPushButton("Create swarm…")
+        self.join = QPushButton("Join swarm…")
+        for button, name in ((self.show_code, "key"), (self.create, "plus"), (self.join, "link")):
+            tinted(button, name)
         for button in (self.show_code, self.create, self.join):
             top.addWidget(button, 0, Qt.AlignmentFlag.AlignBottom)
 

@@ -111,24 +111,29 @@ class JobView:
 
 
 def throughput(samples: list[tuple[float, int]], start: float | None, end: float,
-               buckets: int = 48) -> list[tuple[float, float]]:
-    """Rates from cumulative counts: the count gained in each of ``buckets`` equal
-    slices of [start, end], divided by the slice's length."""
+               buckets: int = 48, min_width: float = 0.5) -> list[tuple[float, float]]:
+    """Rates from cumulative counts: the count gained in each of at most ``buckets``
+    equal slices of [start, end] (none shorter than ``min_width`` seconds, since progress
+    events come about ten times a second), divided by the slice's length, then smoothed
+    over three slices."""
     if not samples:
         return []
     start = min(start if start is not None else samples[0][0], samples[0][0])
     span = max(end - start, 1e-3)
-    width = span / buckets
-    edges = [start + width * (i + 1) for i in range(buckets)]
-    points: list[tuple[float, float]] = []
+    count = max(1, min(buckets, int(span / min_width)))
+    width = span / count
+    raw: list[float] = []
     index, last_count, previous = 0, 0, 0
-    for edge in edges:
-        while index < len(samples) and samples[index][0] <= edge:
+    for i in range(count):
+        edge = start + width * (i + 1)
+        while index < len(samples) and samples[index][0] <= edge + 1e-9:
             last_count = samples[index][1]
             index += 1
-        points.append((edge - start, (last_count - previous) / width))
+        raw.append((last_count - previous) / width)
         previous = last_count
-    return points
+    smooth = [sum(raw[max(0, i - 1):i + 2]) / len(raw[max(0, i - 1):i + 2])
+              for i in range(len(raw))]
+    return [(width * (i + 1), rate) for i, rate in enumerate(smooth)]
 
 
 class JobBook:

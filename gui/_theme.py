@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Callable
 
 from PySide6.QtCore import Qt
 from PySide6.QtGui import QColor, QGuiApplication, QPalette
@@ -128,8 +129,10 @@ def light_palette() -> QPalette:
 class ThemeFollower:
     """Applies the chosen appearance now and again whenever the desktop's scheme changes."""
 
-    def __init__(self, app: QApplication, preference: str = "system") -> None:
+    def __init__(self, app: QApplication, preference: str = "system",
+                 on_change: Callable[[], None] | None = None) -> None:
         self.app = app
+        self.on_change = on_change  # called after each apply (icons are redrawn there)
         self.preference = os.environ.get("OCTOP2P_THEME") or preference
         self.native_style = app.style().name().lower()
         self.native_palette = QPalette(app.palette())
@@ -157,4 +160,6 @@ class ThemeFollower:
             self.app.setPalette(dark_palette() if wanted == "dark" else light_palette())
             applied = f"fusion ({wanted})"
         log.debug("appearance: %s", applied)
+        if self.on_change is not None:
+            self.on_change()
         return applied

@@ -306,23 +306,34 @@ class EmptyState(QWidget):
     def __init__(self, icon_name: str, title: str, text: str = "",
                  parent: QWidget | None = None) -> None:
         super().__init__(parent)
-        from ._icons import icon
-
         self.icon_name = icon_name
         layout = QVBoxLayout(self)
         layout.addStretch(1)
         self.picture = QLabel()
         self.picture.setAlignment(Qt.AlignmentFlag.AlignCenter)
-        self.picture.setPixmap(icon(icon_name, status_color("muted"), 40).pixmap(40, 40))
+        self.picture.setFixedHeight(44)
+        self.repaint_icon()
         layout.addWidget(self.picture)
         self.title = heading(title, scale=1.15)
         self.title.setAlignment(Qt.AlignmentFlag.AlignCenter)
         layout.addWidget(self.title)
         self.text = caption(text)
         self.text.setAlignment(Qt.AlignmentFlag.AlignCenter)
-        self.text.setFixedWidth(460)  # a fixed width lets the wrapped text get its height
-        layout.addWidget(self.text, 0, Qt.AlignmentFlag.AlignHCenter)
+        self.text.setFixedWidth(460)
+        # Centred by stretches, not by an alignment flag: a layout item with an alignment
+        # ignores heightForWidth, and the wrapped text would be cut to one line.
+        row = QHBoxLayout()
+        row.addStretch(1)
+        row.addWidget(self.text)
+        row.addStretch(1)
+        layout.addLayout(row)
         layout.addStretch(2)
+
+    def repaint_icon(self) -> None:
+        """Draw the icon in the current scheme's muted colour."""
+        from ._icons import icon
+
+        self.picture.setPixmap(icon(self.icon_name, status_color("muted"), 40).pixmap(40, 40))
 
     def set_text(self, title: str, text: str) -> None:
         """Change what it says."""
@@ -388,4 +399,12 @@ def table_view(model: QAbstractTableModel, stretch: tuple[int, ...] = (0,)) -> Q
     header.setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
     for column in stretch:
         header.setSectionResizeMode(column, QHeaderView.ResizeMode.Stretch)
+    # A soft selection keeps the coloured pills and bars of the selected row readable.
+    table.setStyleSheet(
+        "QTableView { border: 1px solid palette(midlight); border-radius: 8px;"
+        " selection-background-color: rgba(46, 196, 182, 56);"
+        " selection-color: palette(text); }"
+        "QHeaderView::section { padding: 6px 8px; border: none;"
+        " border-bottom: 1px solid palette(midlight); background: palette(base);"
+        " font-weight: 600; }")
     return table

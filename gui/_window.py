@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from PySide6.QtCore import QRectF, QSize, Qt, QUrl, Signal
+from PySide6.QtCore import QEvent, QRectF, QSize, Qt, QUrl, Signal
 from PySide6.QtGui import (
     QAction,
     QActionGroup,
@@ -38,13 +38,13 @@ from ._bridge import NodeBridge
 from ._dialogs import CreateSwarmDialog, JoinSwarmDialog, ShowCodeDialog, SubmitDialog
 from ._donate import DonatePanel
 from ._host import IN_PROCESS
-from ._icons import icon, paint_logo
+from ._icons import icon, paint_logo, retint, tinted
 from ._jobs import JobsPanel
 from ._log import LogView, QtLogHandler
 from ._peers import PeersPanel
 from ._store import short_id
 from ._tray import Notifier, Tray
-from ._widgets import Badge, caption
+from ._widgets import Badge, EmptyState, caption
 
 
 class _Logo(QWidget):
@@ -97,6 +97,7 @@ class MainWindow(QMainWindow):
         self.jobs = JobsPanel(bridge)
         self.peers = PeersPanel(bridge)
         self.log_view = LogView(bridge, log_handler)
+        self.tab_icons = ("jobs", "peers", "log")
         self.tabs.addTab(self.jobs, icon("jobs"), "Jobs")
         self.tabs.addTab(self.peers, icon("peers"), "Peers")
         self.tabs.addTab(self.log_view, icon("log"), "Log")
@@ -155,19 +156,21 @@ class MainWindow(QMainWindow):
     def _menus(self) -> None:
         bar = self.menuBar()
         app_menu = bar.addMenu("&File")
-        submit = app_menu.addAction(icon("submit"), "&Submit job…", self.open_submit)
+        submit = app_menu.addAction("&Submit job…", self.open_submit)
         submit.setShortcut(QKeySequence.StandardKey.New)
-        app_menu.addAction(icon("folder"), "Open the &results folder", self._open_results_root)
+        tinted(submit, "submit")
+        tinted(app_menu.addAction("Open the &results folder", self._open_results_root),
+               "folder")
         app_menu.addSeparator()
         quit_action = app_menu.addAction("&Quit", self.request_quit)
         quit_action.setShortcut(QKeySequence.StandardKey.Quit)
         swarm = bar.addMenu("&Swarm")
-        swarm.addAction(icon("plus"), "&Create a swarm…",
-                        lambda: CreateSwarmDialog(self.bridge, self).exec())
-        swarm.addAction(icon("link"), "&Join a swarm…",
-                        lambda: JoinSwarmDialog(self.bridge, self).exec())
-        self.show_code_action = swarm.addAction(icon("key"), "Show the join &code",
-                                                self._show_code)
+        tinted(swarm.addAction("&Create a swarm…",
+                               lambda: CreateSwarmDialog(self.bridge, self).exec()), "plus")
+        tinted(swarm.addAction("&Join a swarm…",
+                               lambda: JoinSwarmDialog(self.bridge, self).exec()), "link")
+        self.show_code_action = swarm.addAction("Show the join &code", self._show_code)
+        tinted(self.show_code_action, "key")
         view = bar.addMenu("&View")
         appearance = view.addMenu("&Appearance")
         group = QActionGroup(self)
@@ -237,6 +240,19 @@ class MainWindow(QMainWindow):
         """Quit the app (stopping a node it runs)."""
         self.quitting = True
         self.quit_requested.emit()
+
+    def changeEvent(self, event: QEvent) -> None:  # noqa: N802 - Qt's name
+        if event.type() in (QEvent.Type.PaletteChange, QEvent.Type.ApplicationPaletteChange):
+            self.retint_icons()
+        super().changeEvent(event)
+
+    def retint_icons(self) -> None:
+        """Light <-> dark: line icons are drawn in the text colour, so draw them again."""
+        retint(self)
+        for index, name in enumerate(self.tab_icons):
+            self.tabs.setTabIcon(index, icon(name))
+        for empty in self.findChildren(EmptyState):
+            empty.repaint_icon()
 
     def closeEvent(self, event: QCloseEvent) -> None:  # noqa: N802 - Qt's name
         if (self.tray is not None and self.bridge.settings.close_to_tray

@@ -14,15 +14,14 @@ from PySide6.QtCore import Qt
 from PySide6.QtGui import QImage
 
 import sandbox
+from gui._host import ATTACHED, IN_PROCESS
+from gui._jobs import JobsModel
 from octop2p._api import NodeAPI
 from octop2p._cli_net import build_node
 from octop2p._config import Config
 from octop2p._control import serve as serve_control
 from octop2p._home import Home
 from protocol import SwarmCode
-
-from gui._host import ATTACHED, IN_PROCESS
-from gui._jobs import JobsModel
 from tests.conftest import EXAMPLES, ROOT
 from tests.gui.conftest import LOOPBACK, START_TIMEOUT_MS, node_call, start_peer
 
@@ -238,3 +237,57 @@ def test_screenshot_writes_a_non_blank_png(tmp_path: Path) -> None:
               for y in range(0, image.height(), 7)}
     assert len(colors) > 20  # text, widgets and the logo; a blank window has one or two
     assert not (home / "control.sock").exists()  # the app's node stopped cleanly
+
+
+def test_a_locked_home_is_reported_and_retried(make_app: Any, gui_home: Home,
+                                               qtbot: Any) -> None:
+    lock = gui_home.lock()  # as `octop2p submit`'s temporary node holds it, serving nothing
+    try:
+        app = make_app(gui_home)
+        app.start()
+        qtbot.waitUntil(lambda: app.window.connection.text() == "no node", timeout=5000)
+        assert "another octop2p node" in app.window.node_line.text()
+        assert not app.window.donate.switch.isEnabled()
+    finally:
+        lock.release()
+    qtbot.waitUntil(lambda: app.bridge.ready, timeout=START_TIMEOUT_MS)
+    assert app.window.connection.text() == "node in this app"
+
+
+def test_closing_the_window_without_a_tray_quits(started: Any, qtbot: Any) -> None:
+    app = started
+    app.window.show()
+    app.window.close()
+    qtbot.waitUntil(lambda: app.guest.done, timeout=START_TIMEOUT_MS)
+    assert app.exit_code == 0
+    assert not app.bridge.home.control_socket.exists()  # the node stopped and cleaned up
+
+
+def test_hidden_without_a_tray_starts_minimized(make_app: Any, gui_home: Home,
+                                                qtbot: Any) -> None:
+    app = make_app(gui_home, tray=False)
+    app.start(hidden=True)
+    qtbot.waitUntil(lambda: app.bridge.ready, timeout=START_TIMEOUT_MS)
+    assert app.window.isMinimized() or app.window.windowState() & Qt.WindowState.WindowMinimized
+
+
+def _ink_lightness(icon: Any) -> int:
+    image = icon.pixmap(20, 20).toImage()
+    inked = [image.pixelColor(x, y) for x in range(20) for y in range(20)
+             if image.pixelColor(x, y).alpha() > 200]
+    return max(c.lightness() for c in inked)
+
+
+def test_switching_appearance_redraws_the_icons(started: Any, qapp: Any) -> None:
+    from PySide6.QtGui import QPalette
+
+    saved = QPalette(qapp.palette())
+    button = started.window.peers.create
+    try:
+        started.set_theme("dark")
+        assert _ink_lightness(button.icon()) > 160  # light lines on a dark window
+        started.set_theme("light")
+        assert _ink_lightness(button.icon()) < 100
+        assert 'theme = "light"' in (started.bridge.home.path / "gui.toml").read_text()
+    finally:
+        qapp.setPalette(saved)

@@ -1,0 +1,127 @@
+"""The app's parts on their own: the trio guest run, themes, bindings, layering."""
+
+from __future__ import annotations
+
+import ast
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trio
+from PySide6.QtGui import QPalette
+
+from gui._app import binding_problem
+from gui._guest import GuestRun
+from gui._theme import ThemeFollower, is_dark
+from tests.conftest import ROOT
+
+pytestmark = pytest.mark.gui
+
+# The node API the app may use (STYLE.md: no logic in widgets; gui -> octop2p API only).
+ALLOWED = {"octop2p", "octop2p._api", "octop2p._cli_net", "octop2p._config",
+           "octop2p._control", "octop2p._home", "octop2p._node", "octop2p._package",
+           "octop2p._results", "octop2p.errors", "protocol"}
+
+
+def test_bindings_keep_their_references() -> None:
+    assert binding_problem() is None
+
+
+def test_guest_run_runs_tasks_and_stops(qapp: Any, qtbot: Any) -> None:
+    guest = GuestRun()
+    seen: list[str] = []
+
+    async def slow() -> None:
+        await trio.sleep(0.05)
+        seen.append("slept")
+        await trio.sleep_forever()
+
+    guest.spawn(slow)  # before start: queued until the run has its nursery
+    guest.start()
+    qtbot.waitUntil(lambda: seen == ["slept"], timeout=5000)
+    assert guest.running
+    with qtbot.waitSignal(guest.finished, timeout=5000):
+        guest.stop()
+    assert guest.done and not guest.running
+    guest.spawn(slow)  # after the end: ignored, not an error
+
+
+def test_guest_run_reports_a_crash(qapp: Any, qtbot: Any) -> None:
+    guest = GuestRun()
+
+    async def boom() -> None:
+        raise ValueError("boom")
+
+    guest.start()
+    guest.spawn(boom)
+    qtbot.waitUntil(lambda: guest.done, timeout=5000)
+    assert guest.outcome is not None and "boom" in repr(guest.outcome.error)  # type: ignore[union-attr]
+
+
+def test_stop_before_the_run_starts(qapp: Any, qtbot: Any) -> None:
+    guest = GuestRun()
+    guest.start()
+    guest.stop()  # the run has not reached its root nursery yet
+    qtbot.waitUntil(lambda: guest.done, timeout=5000)
+
+
+def test_theme_follows_preference_with_fusion_fallback(qapp: Any, monkeypatch: Any) -> None:
+    monkeypatch.delenv("OCTOP2P_THEME", raising=False)
+    saved_palette, saved_style = QPalette(qapp.palette()), qapp.style().name()
+    try:
+        follower = ThemeFollower(qapp, "dark")
+        assert "fusion (dark)" == follower.apply()
+        assert is_dark(qapp.palette())
+        follower.preference = "light"
+        assert follower.apply() == "fusion (light)" and not is_dark(qapp.palette())
+        follower.preference = "system"  # offscreen reports no scheme: light
+        assert "light" in follower.apply()
+    finally:
+        qapp.setStyle(saved_style)
+        qapp.setPalette(saved_palette)
+
+
+def _imports(path: Path, *, at_import: bool = False) -> set[str]:
+    """The modules ``path`` imports; ``at_import``: only those imported when it is
+    imported (not inside functions, as `octop2p gui` imports the app lazily)."""
+    names: set[str] = set()
+    tree = ast.parse(path.read_text(), str(path))
+    nodes = ast.walk(tree)
+    if at_import:
+        def module_level(node: ast.AST) -> list[ast.AST]:
+            found = [node]
+            for child in ast.iter_child_nodes(node):
+                if not isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                    found += module_level(child)
+            return found
+        nodes = iter(module_level(tree))
+    for node in nodes:
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            names.add(node.module)
+    return names
+
+
+def test_gui_uses_only_the_node_api() -> None:
+    for path in sorted((ROOT / "gui").glob("*.py")):
+        ours = {n for n in _imports(path) if n.split(".")[0] in ("octop2p", "protocol",
+                                                                  "sandbox")}
+        assert ours <= ALLOWED, f"{path.name} imports {sorted(ours - ALLOWED)}"
+
+
+def test_the_core_never_imports_qt() -> None:
+    for package in ("octop2p", "protocol", "sandbox"):
+        for path in sorted((ROOT / package).rglob("*.py")):
+            qt = {n for n in _imports(path, at_import=True)
+                  if n.split(".")[0] in ("PySide6", "gui")}
+            assert not qt, f"{path.relative_to(ROOT)} imports {sorted(qt)}"
+
+
+def test_cli_works_without_importing_qt() -> None:
+    import subprocess
+
+    code = ("import sys; import octop2p.cli; "
+            "assert 'PySide6' not in sys.modules and 'gui._app' not in sys.modules")
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT, timeout=60)
