@@ -344,8 +344,7 @@ async def _submit(home: Home, job: Path, chief: str | None, no_wait: bool, out: 
         if final["state"] != "done":
             if as_json:
                 _echo_json({"job": job_id, "state": final["state"], "error": final["error"]})
-            raise JobFailed(final["error"] or final["state"], final.get("traceback", ""),
-                            final.get("rule"))
+            raise _job_failed(final)
         results = await api.call("results", job=job_id)
         if not as_json and results.get("output"):
             sys.stdout.write(results["output"])
@@ -380,6 +379,14 @@ async def _follow(api: Any, job_id: str, progress: Any, as_json: bool, scope: An
                                      started=started))
         elif event["event"] == "job" and event.get("state") in FINISHED:
             return
+
+
+def _job_failed(final: dict[str, Any]) -> JobFailed:
+    """The node's report of a failed job, as the error to show (already worded in full)."""
+    exc = JobFailed(final["error"] or f"the job ended {final['state']}",
+                    final.get("traceback", ""))
+    exc.rule = final.get("rule")  # for --json; the message already names it
+    return exc
 
 
 def _print_jobs(err: Any, jobs: list[dict[str, Any]]) -> None:
@@ -423,8 +430,7 @@ async def _server(home: Home, script: Path, listen: str, out: Path | None, as_js
         final = await api.call("wait", job=status["job"])
         if final["state"] != "done":
             nursery.cancel_scope.cancel()
-            raise JobFailed(final["error"] or final["state"], final.get("traceback", ""),
-                            final.get("rule"))
+            raise _job_failed(final)
         results = await api.call("results", job=status["job"])
         sys.stdout.write(results["output"])
         sys.stdout.flush()

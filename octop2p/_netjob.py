@@ -43,6 +43,7 @@ from protocol import (
 )
 
 from ._chief import Chief, Progress
+from ._groups import collapse_groups
 from ._package import JobSpec
 from ._peer import LinkClosed, PeerLink
 from ._results import pack
@@ -187,18 +188,10 @@ class NetworkJob:
         )
         self.node.emit("job", job=record.id_hex, state=record.state.value, name=record.name)
         try:
-            async with trio.open_nursery() as nursery:
-                self._nursery = nursery
-                nursery.start_soon(self._expire_leases)
-                nursery.start_soon(self._progress_events)
-                for link in self.node.links():
-                    await self.offer(link)
-                results_dir = await chief.run()
-                record.state = JobState.FINISHING
-                record.results = pack(results_dir)
-                self.results_hash = content_hash(record.results)
-                self.store.save_results(record.results)
-                nursery.cancel_scope.cancel()
+            # The nursery reports a failure as an exception group; the job's own error
+            # must come out plain, or it would escape into the node and stop it.
+            with collapse_groups():
+                await self._serve(chief)
             record.state = JobState.DONE
         except JobFailed as exc:
             record.state = JobState.CANCELLED if exc.rule == "cancelled" else JobState.FAILED
@@ -215,6 +208,21 @@ class NetworkJob:
             self.done.set()
             self.node.emit("job", job=record.id_hex, state=record.state.value, name=record.name,
                            error=record.error)
+
+    async def _serve(self, chief: Chief) -> None:
+        record = self.record
+        async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            nursery.start_soon(self._expire_leases)
+            for link in self.node.links():
+                await self.offer(link)
+            results_dir = await chief.run()
+            record.state = JobState.FINISHING
+            record.results = pack(results_dir)
+            self.results_hash = content_hash(record.results)
+            assert self.store is not None
+            self.store.save_results(record.results)
+            nursery.cancel_scope.cancel()
 
     def cancel(self) -> None:
         """Stop the job at the submitter's request."""

@@ -41,7 +41,7 @@ from protocol import (
     content_hash,
 )
 
-from ._chief import Pacer, describe_exit
+from ._chief import Pacer, describe_exit, watch_threads
 from ._children import Child, ChildDied, ChildProtocolError, ChildReported
 from ._limits import JobOptions, Limits
 from ._netjob import decode_parts, encode_parts
@@ -171,6 +171,9 @@ class WorkerJob:
                     except ChildReported as exc:
                         await self._fail_all(batch, exc.info)
                         continue
+                    if self.limits.threads > 1:
+                        # seccomp cannot count threads above 1: this node counts them.
+                        self.service.node.spawn(self._watch_threads, child)
                 started = time.monotonic()
                 ok = await self._run(child, batch)
                 if not ok:
@@ -189,6 +192,14 @@ class WorkerJob:
         finally:
             if child is not None:
                 await child.aclose()
+
+    async def _watch_threads(self, child: Child) -> None:
+        found = await watch_threads(child.pid, self.limits.threads)
+        if found is not None:
+            child.breach = (  # type: ignore[attr-defined]
+                "threads", f"ran {found} threads at once, more than this job's limit of "
+                f"{self.limits.threads} (limits.threads)")
+            await child.kill()
 
     async def _run(self, child: Child, batch: list[Fragment]) -> bool:
         """Run a batch in ``child``; returns False if the child must be replaced."""
@@ -218,7 +229,8 @@ class WorkerJob:
                     f"ran for more than {self.limits.wall_seconds} s on one fragment")
                 await child.kill()
             elif isinstance(exc, ChildDied):
-                rule, message = describe_exit(exc.returncode, limits=self.limits.to_dict())
+                rule, message = getattr(child, "breach", None) or describe_exit(
+                    exc.returncode, limits=self.limits.to_dict())
             else:
                 rule, message = "protocol", str(exc)
             pending = sorted(self.view.in_progress & set(by_seq))

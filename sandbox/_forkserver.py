@@ -20,14 +20,6 @@ exits. Children get PR_SET_PDEATHSIG, so they die with the server.
 from __future__ import annotations
 
 import array
-import os
-import selectors
-import signal
-import socket
-import sys
-from typing import Any
-
-import msgpack
 
 # Preloaded so that children share these pages instead of importing them again.
 import bisect  # noqa: F401
@@ -44,15 +36,22 @@ import heapq  # noqa: F401
 import itertools  # noqa: F401
 import json  # noqa: F401
 import math  # noqa: F401
+import os
 import random  # noqa: F401
 import re  # noqa: F401
+import selectors
+import signal
+import socket
 import statistics  # noqa: F401
 import string  # noqa: F401
 import struct  # noqa: F401
+import sys
 import zlib  # noqa: F401
+from typing import Any
+
+import msgpack
 
 from . import _confine, _rules, _runtime  # noqa: F401  (preload: the child needs them)
-
 from ._runtime import die_with_parent
 
 MAX_PACKET = 1 << 20
@@ -71,8 +70,8 @@ def _child(spec: dict[str, Any], rfd: int, wfd: int) -> int:
         signal.signal(sig, signal.SIG_DFL)
     die_with_parent()
     # Park both pipe ends above 4 before putting them in place, so no dup2 clobbers one.
-    rfd = os.dup(rfd, inheritable=False) if rfd <= 4 else rfd
-    wfd = os.dup(wfd, inheritable=False) if wfd <= 4 else wfd
+    rfd = os.dup(rfd) if rfd <= 4 else rfd  # os.dup's copy is non-inheritable
+    wfd = os.dup(wfd) if wfd <= 4 else wfd
     null = os.open(os.devnull, os.O_RDWR)
     for target in (0, 1, 2):
         os.dup2(null, target)

@@ -203,3 +203,51 @@ def test_submit_to_another_chief_refused_job_names_rule(swarm_of_three, tmp_path
     proc = w1.cli("submit", str(bad), "--chief", chief.id[:7])
     assert proc.returncode == 1
     assert "Merge.py:2" in proc.stderr and "yield" in proc.stderr
+
+
+def test_failing_network_job_reports_traceback_and_chief_keeps_serving(swarm_of_three, tmp_path: Path) -> None:
+    chief, _, _ = swarm_of_three
+    job = tmp_path / "broken"
+    job.mkdir()
+    (job / "Split.py").write_text("def splitter():\n    for i in range(10):\n        yield i\n")
+    (job / "Process.py").write_text("def process(x):\n    return {}[x]\n")
+    (job / "Merge.py").write_text("def merger(r, d):\n    pass\n")
+    proc = chief.cli("submit", str(job))
+    assert proc.returncode == 1
+    assert "KeyError" in proc.stderr and 'Process.py", line 2, in process' in proc.stderr
+    again = chief.cli("submit", str(EXAMPLES / "primes"), "-o", str(tmp_path / "ok"))
+    assert again.returncode == 0, again.stderr + chief.read_log()
+    assert int((tmp_path / "ok" / "count.txt").read_text()) == 664579
+
+
+def test_thread_limit_on_a_remote_worker(tmp_path: Path) -> None:
+    homes = make_swarm(tmp_path, ["chief", "w"])
+    for home in homes:  # by default a node allows one thread per job; these allow 4
+        (home / "config.toml").write_text("[limits]\nthreads = 4\n")
+    chief = NodeProcess(homes[0], "--no-discovery", "--no-donate")
+    worker = NodeProcess(homes[1], "--no-discovery", "--donate", "--cores", "1",
+                         "--peer", chief.address)
+    job = tmp_path / "threads"
+    job.mkdir()
+    (job / "Split.py").write_text("def splitter():\n    yield 1\n")
+    (job / "Process.py").write_text(
+        "import threading, time\n"
+        "def process(x):\n"
+        "    ts = [threading.Thread(target=time.sleep, args=(2,)) for _ in range(20)]\n"
+        "    for t in ts:\n"
+        "        t.start()\n"
+        "    for t in ts:\n"
+        "        t.join()\n"
+        "    return x\n")
+    (job / "Merge.py").write_text("def merger(r, d):\n    pass\n")
+    (job / "job.toml").write_text("[limits]\nthreads = 2\n")
+    try:
+        chief.wait_for_peers(1, donating=True)
+        proc = chief.cli("submit", str(job), timeout=90)
+    finally:
+        chief.stop()
+        worker.stop()
+    assert proc.returncode == 1
+    # Stopped either when starting a thread failed, or by the worker's thread count.
+    assert "limit of 2" in proc.stderr and "(on worker " in proc.stderr
+    assert proc.stderr.count("(rule: threads)") == 1
