@@ -288,9 +288,9 @@ class CreateSwarmDialog(QDialog):
         self.explain = caption(explain)
         self.layout_.addWidget(self.explain)
         self.buttons = QDialogButtonBox()
-        self.create = self.buttons.addButton("Create swarm",
+        self.create_button = self.buttons.addButton("Create swarm",
                                              QDialogButtonBox.ButtonRole.AcceptRole)
-        self.create.setIcon(icon("plus"))
+        self.create_button.setIcon(icon("plus"))
         self.buttons.addButton(QDialogButtonBox.StandardButton.Cancel)
         self.buttons.accepted.connect(self._create)
         self.buttons.rejected.connect(self.reject)

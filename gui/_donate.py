@@ -201,8 +201,9 @@ class DonatePanel(Card):
     def _show_running(self, running: list[dict[str, Any]]) -> None:
         while self.running_box.count():
             item = self.running_box.takeAt(0)
-            if item.widget() is not None:
-                item.widget().deleteLater()
+            widget = item.widget() if item is not None else None
+            if widget is not None:
+                widget.deleteLater()
         if not running:
             self.running_box.addWidget(caption("Nothing from others runs here."))
         for job in running:

@@ -82,11 +82,12 @@ class PeersPanel(QWidget):
         layout, top, self.summary = tab_page(self, "Peers")
         self.show_code = QPushButton("Join code")
         self.show_code.setToolTip("Show this swarm's join code, to invite someone")
-        self.create = QPushButton("Create swarm…")
+        self.create_button = QPushButton("Create swarm…")
         self.join = QPushButton("Join swarm…")
-        for button, name in ((self.show_code, "key"), (self.create, "plus"), (self.join, "link")):
+        for button, name in ((self.show_code, "key"), (self.create_button, "plus"),
+                             (self.join, "link")):
             tinted(button, name)
-        for button in (self.show_code, self.create, self.join):
+        for button in (self.show_code, self.create_button, self.join):
             top.addWidget(button, 0, Qt.AlignmentFlag.AlignBottom)
 
         self.model = PeersModel()
@@ -102,7 +103,7 @@ class PeersPanel(QWidget):
         layout.addWidget(self.stack, 1)
 
         self.show_code.clicked.connect(self._show_code)
-        self.create.clicked.connect(self._create)
+        self.create_button.clicked.connect(self._create)
         self.join.clicked.connect(self._join)
         bridge.peers_changed.connect(self.show_peers)
         bridge.info_changed.connect(lambda _info: self.show_peers(bridge.peers))

@@ -5,6 +5,7 @@ They draw with the palette and `_theme.status_color`, so they follow the colour 
 
 from __future__ import annotations
 
+import html
 from typing import Any
 
 from PySide6.QtCore import (
@@ -249,8 +250,9 @@ class Toast(QLabel):
     def show_message(self, title: str, text: str, kind: str = "ok", ms: int = 6000) -> None:
         """Show ``title`` and ``text`` for ``ms`` milliseconds."""
         self._kind = kind
-        self.setText(f"<b>{_escape(title)}</b><br>{_escape(text)}")
+        self.setText(f"<b>{html.escape(title)}</b><br>{html.escape(text)}")
         parent = self.parentWidget()
+        assert parent is not None  # made with a parent, see __init__
         width = min(420, parent.width() - 40)
         self.setFixedWidth(width)
         self.adjustSize()
@@ -269,10 +271,6 @@ class Toast(QLabel):
         painter.drawRoundedRect(rect, 10, 10)
         painter.end()
         super().paintEvent(event)
-
-
-def _escape(text: str) -> str:
-    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
 class PillDelegate(QStyledItemDelegate):

@@ -234,10 +234,11 @@ def _register_gui_command() -> None:
     @click.option("--screenshot", type=click.Path(dir_okay=False, path_type=Path),
                   help="Start, let the window settle, save it as PNG at this path and quit.")
     @click.option("--hidden", is_flag=True, help="Start in the tray (minimized without one).")
-    @common_options
+    @click.option("--home", type=click.Path(file_okay=False, path_type=Path),
+                  envvar="OCTOP2P_HOME", help="The node's state folder. Env: OCTOP2P_HOME.")
+    @click.option("-v", "--verbose", count=True, help="More log output on stderr (-vv: debug).")
     @handle_errors
-    def gui(screenshot: Path | None, hidden: bool, home: Path | None, as_json: bool,
-            verbose: int) -> None:
+    def gui(screenshot: Path | None, hidden: bool, home: Path | None, verbose: int) -> None:
         """The desktop app: attaches to the node running in the home, or runs one."""
         try:
             import PySide6  # noqa: F401

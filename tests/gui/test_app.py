@@ -173,7 +173,7 @@ def test_create_and_join_swarm_dialogs(started: Any, qtbot: Any) -> None:
     assert app.bridge.info["swarm"] is None
     create = CreateSwarmDialog(app.bridge, app.window)
     qtbot.addWidget(create)
-    qtbot.mouseClick(create.create, Qt.MouseButton.LeftButton)
+    qtbot.mouseClick(create.create_button, Qt.MouseButton.LeftButton)
     assert create.code is not None
     code = SwarmCode.parse(create.code.text.toPlainText())
     # The app's own node restarts in the new swarm.
@@ -282,7 +282,7 @@ def test_switching_appearance_redraws_the_icons(started: Any, qapp: Any) -> None
     from PySide6.QtGui import QPalette
 
     saved = QPalette(qapp.palette())
-    button = started.window.peers.create
+    button = started.window.peers.create_button
     try:
         started.set_theme("dark")
         assert _ink_lightness(button.icon()) > 160  # light lines on a dark window
@@ -291,3 +291,20 @@ def test_switching_appearance_redraws_the_icons(started: Any, qapp: Any) -> None
         assert 'theme = "light"' in (started.bridge.home.path / "gui.toml").read_text()
     finally:
         qapp.setPalette(saved)
+
+
+def test_tray_menu_pauses_and_resumes(make_app: Any, gui_home: Home, qtbot: Any) -> None:
+    # Offscreen has no tray to show the icon in; its menu and messages still work.
+    app = make_app(gui_home, tray=True)
+    app.start(hidden=True)
+    qtbot.waitUntil(lambda: app.bridge.ready, timeout=START_TIMEOUT_MS)
+    assert app.tray is not None and not app.window.isVisible()
+    assert app.tray.pause_action.text() == "Resume donating"
+    app.tray.pause_action.trigger()
+    assert app.bridge.settings.donate
+    if ALL_LAYERS:  # else the node refuses, and the wish goes back to off
+        qtbot.waitUntil(lambda: app.tray.pause_action.text() == "Pause donating", timeout=5000)
+        app.tray.pause_action.trigger()
+        assert not app.bridge.settings.donate
+    app.tray.open_action.trigger()
+    assert app.window.isVisible()
