@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import ast
+import os
+import shutil
+import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -120,8 +123,33 @@ def test_the_core_never_imports_qt() -> None:
 
 
 def test_cli_works_without_importing_qt() -> None:
-    import subprocess
-
     code = ("import sys; import octop2p.cli; "
             "assert 'PySide6' not in sys.modules and 'gui._app' not in sys.modules")
     subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT, timeout=60)
+
+
+@pytest.mark.skipif(shutil.which("dbus-run-session") is None, reason="needs dbus-run-session")
+def test_idle_time_from_the_desktop_screensaver_service() -> None:
+    proc = subprocess.run(["dbus-run-session", "--", sys.executable,
+                           str(ROOT / "tests" / "gui" / "dbus_idle.py")],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    available, source, seconds = proc.stdout.strip().splitlines()[-1].split("|")
+    assert available == "True" and "screensaver service" in source
+    assert float(seconds) == 77.0
+
+
+@pytest.mark.skipif(shutil.which("xvfb-run") is None, reason="needs xvfb-run")
+def test_idle_time_from_the_x11_screensaver_extension() -> None:
+    code = ("import sys; sys.path.insert(0, '.');"
+            "from PySide6.QtWidgets import QApplication; app = QApplication([]);"
+            "from gui._power import IdleMonitor; m = IdleMonitor.find(app.platformName());"
+            "print(app.platformName(), m.available, m.idle_seconds() is not None, m.source)")
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("WAYLAND_DISPLAY", "XDG_SESSION_TYPE", "DBUS_SESSION_BUS_ADDRESS")}
+    env["QT_QPA_PLATFORM"] = "xcb"
+    proc = subprocess.run(["xvfb-run", "-a", sys.executable, "-c", code], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split()[:3] == ["xcb", "True", "True"], proc.stdout
+    assert "X11 screensaver" in proc.stdout
