@@ -146,8 +146,6 @@ def test_a_bad_package_shows_its_error_in_the_dialog(started: Any, qtbot: Any,
     qtbot.waitUntil(lambda: "job path" in dialog.error_text, timeout=5000)
 
 
-@pytest.mark.xfail(strict=False, reason="node bug: a cancelled job's JobFailed escapes "
-                   "NetworkJob.run inside an ExceptionGroup and stops the whole node")
 def test_cancel_from_the_detail_view(started: Any, qtbot: Any, tmp_path: Path) -> None:
     slow = tmp_path / "slow"
     slow.mkdir()
