@@ -306,3 +306,20 @@ def test_tray_menu_pauses_and_resumes(make_app: Any, gui_home: Home, qtbot: Any)
         assert not app.bridge.settings.donate
     app.tray.open_action.trigger()
     assert app.window.isVisible()
+
+
+def test_a_failing_job_shows_its_traceback(started: Any, qtbot: Any, tmp_path: Path) -> None:
+    job = tmp_path / "oops"
+    job.mkdir()
+    (job / "Split.py").write_text("def splitter():\n    for i in range(3):\n        yield i\n")
+    (job / "Process.py").write_text("def process(i):\n    return 1 / (i - 1)\n")
+    (job / "Merge.py").write_text("def merger(result, results_dir):\n    pass\n")
+    app = started
+    app.bridge.submit(str(job))
+    qtbot.waitUntil(lambda: any(j.state == "failed" for j in app.bridge.book.jobs.values()),
+                    timeout=30_000)
+    detail = app.window.jobs.detail
+    qtbot.waitUntil(lambda: detail.error.isVisible(), timeout=5000)
+    assert "ZeroDivisionError" in detail.error.toPlainText()
+    assert not detail.open.isEnabled() and not detail.cancel.isEnabled()
+    assert any(title == "Job failed" for title, _ in app.window.notifier.shown)
