@@ -170,7 +170,7 @@ def main() -> None:
     args = parser.parse_args()
     # Many short rounds rather than a few long ones: on a shared machine some rounds of
     # each side land in quiet moments, and the best round is the one that counts.
-    scale, rounds = (0.1, 3) if args.quick else (1.0, 15)
+    scale, rounds = (0.1, 3) if args.quick else (1.0, 25)
 
     print("## channel (MB/s of payload; ratio = protocol / bare secretstream push+pull)")
     for size, count in ((64 * 1024, 800), (MiB, 50)):
