@@ -2,8 +2,9 @@
 
 Each message has a type number and a version, and travels as a msgpack array
 `[type, version, field, ...]` (the *head*). A message with a `Blob` field (a fragment's or
-result's payload, a package chunk) puts the blob's length in the head and sends the bytes
-as the next record, untouched by msgpack. Decoding checks every field's type and bound
+result's payload, a package chunk) carries a small blob inside the head; a blob over
+`INLINE_BLOB` becomes its length in the head, and its bytes follow as the next record,
+untouched by msgpack. Decoding checks every field's type and bound
 (`_schema`); an unknown type or version is a `RemoteProtocolError`, never a crash.
 
 The network these messages serve: a worker asks a chief for work with credits

@@ -6,8 +6,9 @@ checks a value when the dataclass is built by this side (a bad value is a
 `LocalProtocolError`) and when it is decoded from the peer's bytes (a bad value is a
 `RemoteProtocolError`), and turns values to and from what msgpack carries.
 
-One field per message may be a `Blob`: a large byte string that travels in its own
-record after the message head, so that neither side copies it into or out of msgpack.
+One field per message may be a `Blob`: a byte string that, once larger than
+`INLINE_BLOB`, travels in its own record after the message head, so that neither side
+copies it into or out of msgpack.
 """
 
 from __future__ import annotations
