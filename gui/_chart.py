@@ -75,15 +75,18 @@ class ThroughputChart(QWidget):
         super().__init__(parent)
         self.points: list[tuple[float, float]] = []
         self.live = False
+        self.empty_text = "No fragments done yet"
         self.setMinimumHeight(150)
         self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Expanding)
 
     def sizeHint(self) -> QSize:  # noqa: N802 - Qt's name
         return QSize(420, 180)
 
-    def set_points(self, points: list[tuple[float, float]], live: bool) -> None:
-        """Show ``points`` ((seconds, rate) pairs); ``live`` marks a running job."""
-        self.points, self.live = points, live
+    def set_points(self, points: list[tuple[float, float]], live: bool,
+                   empty_text: str = "No fragments done yet") -> None:
+        """Show ``points`` ((seconds, rate) pairs); ``live`` marks a running job;
+        ``empty_text`` is said when there are no points."""
+        self.points, self.live, self.empty_text = points, live, empty_text
         self.update()
 
     def paintEvent(self, event: QPaintEvent) -> None:  # noqa: N802 - Qt's name
@@ -112,7 +115,7 @@ class ThroughputChart(QWidget):
                              Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter, text)
         if not self.points:
             painter.setPen(_dim_color(palette))
-            painter.drawText(plot, Qt.AlignmentFlag.AlignCenter, "No fragments done yet")
+            painter.drawText(plot, Qt.AlignmentFlag.AlignCenter, self.empty_text)
             return
         span = max(self.points[-1][0], 1e-3)
         painter.setPen(_dim_color(palette))

@@ -264,7 +264,10 @@ class JobDetail(QWidget):
             text += ("<br>Waiting for workers: no computer has taken a fragment yet. Peers "
                      "of the swarm take work while they donate.")
         self.facts.setText(text)
-        self.chart.set_points(points, live=not job.is_finished)
+        self.chart.set_points(
+            points, live=not job.is_finished,
+            empty_text=("No history: the job ran while the app was closed" if job.is_finished
+                        else "No fragments done yet"))
         self_id = str(self.bridge.info.get("id", ""))
         rows = sorted(((peer_label(self.bridge.peers, worker, self_id), count)
                        for worker, count in job.workers.items()), key=lambda r: -r[1])
