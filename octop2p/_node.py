@@ -26,6 +26,8 @@ import trio
 import octop2p
 import sandbox
 from protocol import (
+    MAX_FAILED_ATTEMPTS,
+    AuthMode,
     Cancel,
     Connection,
     Error,
@@ -135,6 +137,7 @@ class Node:
         self._tmp: tempfile.TemporaryDirectory[str] | None = None
         self.started = trio.Event()
         self.home: Any = None  # the Home, when the node has one: members are pinned there
+        self._job_code_failures = 0
 
     # --- running -------------------------------------------------------------------------
 
@@ -293,6 +296,15 @@ class Node:
             await link.open()
         except LinkClosed as exc:
             log.info("refused a connection from %s: %s", link.address, exc)
+            if self.job_code is not None and link.conn.auth_mode is AuthMode.JOB_CODE:
+                self._job_code_failures += 1
+                if self._job_code_failures >= MAX_FAILED_ATTEMPTS:
+                    # Each failed handshake tests one guess: retire the code before an
+                    # attacker could have tried enough of them.
+                    log.warning("%d wrong job codes: the code is retired; no client can "
+                                "join with it any more", self._job_code_failures)
+                    self.job_code = None
+                    self.emit("job_code_retired", failures=self._job_code_failures)
             return
         await self._serve_opened(link)
 

@@ -126,3 +126,49 @@ def test_a_member_that_does_not_donate_runs_nothing(tmp_path: Path) -> None:
     finally:
         for node in (chief, donor, bystander):
             node.stop()
+
+
+def test_job_code_is_retired_after_too_many_wrong_guesses(tmp_path: Path) -> None:
+    """SPAKE2 allows one guess per handshake; after MAX_FAILED_ATTEMPTS the server stops
+    accepting even the right code, so online guessing cannot succeed."""
+    import subprocess
+    import sys
+
+    from protocol import MAX_FAILED_ATTEMPTS, JobCode
+
+    server = subprocess.Popen(
+        [sys.executable, "-m", "octop2p", "server", str(EXAMPLES / "wordcount.py"),
+         "--listen", "127.0.0.1:0", "--home", str(tmp_path / "srv"), "--json"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        first = json.loads(server.stdout.readline())
+        port, right = first["port"], JobCode.parse(first["code"])
+        assert _handshake(port, Connection(Role.INITIATOR, NodeIdentity.generate(),
+                                           job_code=right))  # the code works at first
+        for guess in range(MAX_FAILED_ATTEMPTS):
+            wrong = JobCode(str((int(right.digits) + 1 + guess) % 10**11).zfill(11))
+            conn = Connection(Role.INITIATOR, NodeIdentity.generate(), job_code=wrong)
+            assert not _handshake(port, conn)
+        conn = Connection(Role.INITIATOR, NodeIdentity.generate(), job_code=right)
+        assert not _handshake(port, conn)  # even the right code is now refused
+    finally:
+        server.kill()
+        server.wait()
+
+
+def _handshake(port: int, conn: Connection) -> bool:
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+        s.sendall(conn.data_to_send())
+        try:
+            while True:
+                data = s.recv(65536)
+                conn.receive_data(data)
+                event = conn.next_event()
+                s.sendall(conn.data_to_send())
+                if isinstance(event, HandshakeComplete):
+                    return True
+                if not data:
+                    return False
+        except (RemoteProtocolError, ConnectionResetError, TimeoutError):
+            return False
