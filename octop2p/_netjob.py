@@ -198,6 +198,10 @@ class NetworkJob:
             record.error, record.error_rule, record.traceback = str(exc), exc.rule, exc.traceback
         except OctoError as exc:
             record.state, record.error = JobState.FAILED, str(exc)
+        except Exception as exc:  # noqa: BLE001 - a bug of ours fails this job, not the node
+            log.exception("job %s failed inside octop2p", record.id_hex)
+            record.state = JobState.FAILED
+            record.error = f"octop2p failed while running this job: {exc!r} (see the node's log)"
         finally:
             self._nursery = None
             record.finished = time.time()

@@ -27,6 +27,8 @@ from protocol import (
     RemoteProtocolError,
 )
 
+from ._groups import collapse_groups
+
 log = logging.getLogger(__name__)
 
 HANDSHAKE_SECONDS = 10.0
@@ -170,10 +172,13 @@ class PeerLink:
         """Serve the link until it closes: say hello, read messages, send heartbeats."""
         try:
             await self.send(hello)
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(self._heartbeats, nursery.cancel_scope)
-                await self._read_loop(handler)
-                nursery.cancel_scope.cancel()
+            # collapse_groups: a reset inside the nursery comes out as an exception group,
+            # which the handlers below must still catch (or one peer's RST stops the node).
+            with collapse_groups():
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(self._heartbeats, nursery.cancel_scope)
+                    await self._read_loop(handler)
+                    nursery.cancel_scope.cancel()
         except (LinkClosed, trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
             log.info("link to %s (%s) closed: %s", self.short, self.address, exc)
         except RemoteProtocolError as exc:

@@ -43,6 +43,7 @@ from protocol import (
 
 from ._chief import Pacer, describe_exit, watch_threads
 from ._children import Child, ChildDied, ChildProtocolError, ChildReported
+from ._groups import collapse_groups
 from ._limits import JobOptions, Limits
 from ._netjob import decode_parts, encode_parts
 from ._package import missing_requirements
@@ -60,6 +61,9 @@ MAX_SLOT_BATCH = 64
 #: of about BATCH_SECONDS each: one runs while the next crosses the network, so short
 #: fragments are not paced by the round trip to the chief.
 MAX_SLOT_WINDOW = 2 * MAX_SLOT_BATCH
+#: ... and to no more bytes than this (but at least SLOT_CREDITS fragments), so that
+#: large fragments do not pile up on the chief, on the wire or in the inbox.
+MAX_SLOT_WINDOW_BYTES = 16 << 20
 FETCH_SECONDS = 60.0
 #: Results wait at most this long for the next one, to go back in one write.
 RESULT_FLUSH_SECONDS = 0.005
@@ -109,9 +113,10 @@ class WorkerJob:
         with self.scope:
             try:
                 job_dir = await self.service.fetch_package(self.link, self.info)
-                async with trio.open_nursery() as nursery:
-                    for i in range(self.service.slots_for(self)):
-                        nursery.start_soon(self._slot, job_dir, i)
+                with collapse_groups():  # a slot's LinkClosed must reach the handlers below
+                    async with trio.open_nursery() as nursery:
+                        for i in range(self.service.slots_for(self)):
+                            nursery.start_soon(self._slot, job_dir, i)
             except WorkRefused as exc:
                 log.warning("not working on job %s of %s: %s", self.info.name, self.link.short, exc)
                 try:
@@ -185,7 +190,9 @@ class WorkerJob:
                 else:
                     pacer.record(len(batch), time.monotonic() - started)
                 # Give back what ran, resized towards two batches of work in flight.
-                target = max(SLOT_CREDITS, min(2 * pacer.size(MAX_SLOT_BATCH), MAX_SLOT_WINDOW))
+                size = sum(len(f.envelope.payload) for f in batch) // len(batch)
+                target = max(SLOT_CREDITS, min(2 * pacer.size(MAX_SLOT_BATCH), MAX_SLOT_WINDOW,
+                                               MAX_SLOT_WINDOW_BYTES // max(1, size)))
                 credits = max(1, len(batch) + target - window)
                 window += credits - len(batch)
                 await self.link.send(WorkRequest(credits=credits, job_id=self.info.job_id))

@@ -251,3 +251,28 @@ def test_thread_limit_on_a_remote_worker(tmp_path: Path) -> None:
     # Stopped either when starting a thread failed, or by the worker's thread count.
     assert "limit of 2" in proc.stderr and "(on worker " in proc.stderr
     assert proc.stderr.count("(rule: threads)") == 1
+
+
+def test_peer_that_resets_after_the_handshake_does_not_stop_the_node(swarm_of_three, tmp_path: Path) -> None:
+    import struct
+
+    from protocol import Connection, HandshakeComplete, NodeIdentity, Role, SwarmCode
+
+    chief, _, _ = swarm_of_three
+    code = SwarmCode.parse(chief.cli("swarm", "show").stdout.strip())
+    for _ in range(3):
+        conn = Connection(Role.INITIATOR, NodeIdentity.generate(), swarm_secret=code.secret)
+        s = socket.create_connection(("127.0.0.1", chief.port), timeout=10)
+        s.sendall(conn.data_to_send())
+        event = None
+        while not isinstance(event, HandshakeComplete):
+            conn.receive_data(s.recv(65536))
+            event = conn.next_event()
+            s.sendall(conn.data_to_send())
+        # Hang up hard (RST), with the chief's Hello unread, once the chief is reading.
+        time.sleep(0.5)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        s.close()
+    proc = chief.cli("submit", str(EXAMPLES / "primes"), "-o", str(tmp_path / "o"))
+    assert proc.returncode == 0, proc.stderr + chief.read_log()
+    assert chief.proc.poll() is None
