@@ -91,6 +91,10 @@ async def _handle(api: NodeAPI, stream: trio.SocketStream) -> None:
                      "kind": type(exc).__name__, **_details(exc)}
         except TypeError as exc:
             reply = {"ok": False, "error": f"bad arguments for {cmd}: {exc}", "exit_code": 2}
+        except Exception as exc:  # noqa: BLE001 - a failed command must not stop the node
+            log.exception("control command %s failed", cmd)
+            reply = {"ok": False, "error": f"{cmd} failed inside the node: {exc!r}",
+                     "exit_code": 1}
         try:
             await stream.send_all(pack(["reply", reply]))
         except (trio.BrokenResourceError, trio.ClosedResourceError):

@@ -185,6 +185,9 @@ class PeerLink:
             # The peer broke the protocol: tell it why, then drop only this link.
             log.warning("peer %s (%s) sent a malformed frame: %s", self.short, self.address, exc)
             await self._flush_quietly()
+        except Exception:  # noqa: BLE001 - one peer's message must never stop the node
+            log.exception("closing the link to %s (%s) after an error handling its message",
+                          self.short, self.address)
         finally:
             await self.aclose("done")
 

@@ -276,3 +276,35 @@ def test_peer_that_resets_after_the_handshake_does_not_stop_the_node(swarm_of_th
     proc = chief.cli("submit", str(EXAMPLES / "primes"), "-o", str(tmp_path / "o"))
     assert proc.returncode == 0, proc.stderr + chief.read_log()
     assert chief.proc.poll() is None
+
+
+def test_member_sending_nonsense_options_loses_only_its_link(swarm_of_three, tmp_path: Path) -> None:
+    """A swarm member is trusted to be in the swarm, not to be correct: a JobInfo whose
+    options break the rules closes that one link; the node goes on."""
+    from protocol import Connection, HandshakeComplete, JobInfo, JobKind, NodeIdentity, Role, SwarmCode
+
+    _, w1, _ = swarm_of_three  # w1 donates, so it takes JobInfo
+    code = SwarmCode.parse(w1.cli("swarm", "show").stdout.strip())
+    conn = Connection(Role.INITIATOR, NodeIdentity.generate(), swarm_secret=code.secret)
+    with socket.create_connection(("127.0.0.1", w1.port), timeout=10) as s:
+        s.sendall(conn.data_to_send())
+        event = None
+        while not isinstance(event, HandshakeComplete):
+            conn.receive_data(s.recv(65536))
+            event = conn.next_event()
+            s.sendall(conn.data_to_send())
+        info = JobInfo(job_id=b"\1" * 16, name="x", kind=JobKind.PACKAGE, script=None,
+                       package=b"\2" * 32, package_size=10, submitter=b"\3" * 32,
+                       package_signature=b"\4" * 64,
+                       options={"name": "x", "limits": {"memory_mb": -5}})
+        s.sendall(conn.send(info))
+        s.settimeout(10)
+        try:
+            while s.recv(65536):
+                pass
+        except (ConnectionResetError, TimeoutError):
+            pass
+    assert w1.proc.poll() is None
+    assert "closing the link" in w1.read_log() or "refus" in w1.read_log()
+    proc = w1.cli("peers", "--json")
+    assert proc.returncode == 0
