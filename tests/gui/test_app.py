@@ -38,16 +38,16 @@ def test_donate_switch_makes_the_node_donate(started: Any, qtbot: Any) -> None:
     qtbot.mouseClick(panel.switch, Qt.MouseButton.LeftButton)
     if not ALL_LAYERS:
         # A machine without every sandbox layer must refuse, and the panel must say why.
-        qtbot.waitUntil(lambda: panel.error.isVisible(), timeout=5000)
+        qtbot.waitUntil(lambda: panel.error.isVisible(), timeout=10_000)
         assert "sandbox" in panel.error.text()
         assert node_call(qtbot, app, "info")["donating"] is False
         return
-    qtbot.waitUntil(lambda: node_call(qtbot, app, "info")["donating"], timeout=5000)
-    qtbot.waitUntil(lambda: panel.status.text().startswith("Donating"), timeout=5000)
+    qtbot.waitUntil(lambda: node_call(qtbot, app, "info")["donating"], timeout=10_000)
+    qtbot.waitUntil(lambda: panel.status.text().startswith("Donating"), timeout=10_000)
     assert app.bridge.settings.donate  # saved in gui.toml for the next start
     assert "donate = true" in (app.bridge.home.path / "gui.toml").read_text()
     qtbot.mouseClick(panel.switch, Qt.MouseButton.LeftButton)
-    qtbot.waitUntil(lambda: not node_call(qtbot, app, "info")["donating"], timeout=5000)
+    qtbot.waitUntil(lambda: not node_call(qtbot, app, "info")["donating"], timeout=10_000)
 
 
 def test_cpu_share_is_enforced_as_whole_cores(started: Any, qtbot: Any) -> None:
@@ -55,9 +55,9 @@ def test_cpu_share_is_enforced_as_whole_cores(started: Any, qtbot: Any) -> None:
     if not ALL_LAYERS:
         pytest.skip("this machine cannot donate (sandbox layers missing)")
     app.bridge.set_donation(donate=True, cores=2, cpu_percent=50)
-    qtbot.waitUntil(lambda: node_call(qtbot, app, "info")["donating"], timeout=5000)
+    qtbot.waitUntil(lambda: node_call(qtbot, app, "info")["donating"], timeout=10_000)
     expected = max(1, min(2, os.cpu_count() or 1) * 50 // 100)
-    qtbot.waitUntil(lambda: node_call(qtbot, app, "info")["cores"] == expected, timeout=5000)
+    qtbot.waitUntil(lambda: node_call(qtbot, app, "info")["cores"] == expected, timeout=10_000)
     assert "worker process" in app.window.donate.cpu_note.text()
 
 
@@ -93,7 +93,7 @@ def test_submitting_primes_through_the_dialog_completes(started: Any, qtbot: Any
     app = started
     dialog = app.window.open_submit()
     dialog.set_path(str(EXAMPLES / "primes"))
-    qtbot.waitUntil(lambda: dialog.submit_button.isEnabled(), timeout=5000)
+    qtbot.waitUntil(lambda: dialog.submit_button.isEnabled(), timeout=10_000)
     assert "primes" in dialog.result_title.text()
     closed: list[int] = []
     dialog.finished.connect(closed.append)
@@ -123,7 +123,7 @@ def test_submitting_primes_through_the_dialog_completes(started: Any, qtbot: Any
     opened: list[str] = []
     app.window.open_folder = opened.append
     qtbot.mouseClick(detail.open, Qt.MouseButton.LeftButton)
-    qtbot.waitUntil(lambda: bool(opened), timeout=5000)
+    qtbot.waitUntil(lambda: bool(opened), timeout=10_000)
     assert opened == [str(job.results_path)]
 
 
@@ -136,14 +136,14 @@ def test_a_bad_package_shows_its_error_in_the_dialog(started: Any, qtbot: Any,
     (bad / "Process.py").write_text("def process(fragment):\n    x = fragment\n    yield x\n")
     dialog = started.window.open_submit()
     dialog.set_path(str(bad))
-    qtbot.waitUntil(lambda: bool(dialog.error_text), timeout=5000)
+    qtbot.waitUntil(lambda: bool(dialog.error_text), timeout=10_000)
     assert "Process.py, line 3" in dialog.error_text
     assert "only splitter yields" in dialog.error_text
     assert "yield" in dialog.excerpt.text() and dialog.excerpt.isVisible()
     assert not dialog.submit_button.isEnabled()
     # A path that is no job at all is refused too, naming the rule.
     dialog.set_path(str(tmp_path / "nothing-here"))
-    qtbot.waitUntil(lambda: "job path" in dialog.error_text, timeout=5000)
+    qtbot.waitUntil(lambda: "job path" in dialog.error_text, timeout=10_000)
 
 
 def test_cancel_from_the_detail_view(started: Any, qtbot: Any, tmp_path: Path) -> None:
@@ -243,7 +243,7 @@ def test_a_locked_home_is_reported_and_retried(make_app: Any, gui_home: Home,
     try:
         app = make_app(gui_home)
         app.start()
-        qtbot.waitUntil(lambda: app.window.connection.text() == "no node", timeout=5000)
+        qtbot.waitUntil(lambda: app.window.connection.text() == "no node", timeout=10_000)
         assert "another octop2p node" in app.window.node_line.text()
         assert not app.window.donate.switch.isEnabled()
     finally:
@@ -301,7 +301,7 @@ def test_tray_menu_pauses_and_resumes(make_app: Any, gui_home: Home, qtbot: Any)
     app.tray.pause_action.trigger()
     assert app.bridge.settings.donate
     if ALL_LAYERS:  # else the node refuses, and the wish goes back to off
-        qtbot.waitUntil(lambda: app.tray.pause_action.text() == "Pause donating", timeout=5000)
+        qtbot.waitUntil(lambda: app.tray.pause_action.text() == "Pause donating", timeout=10_000)
         app.tray.pause_action.trigger()
         assert not app.bridge.settings.donate
     app.tray.open_action.trigger()
@@ -319,7 +319,7 @@ def test_a_failing_job_shows_its_traceback(started: Any, qtbot: Any, tmp_path: P
     qtbot.waitUntil(lambda: any(j.state == "failed" for j in app.bridge.book.jobs.values()),
                     timeout=30_000)
     detail = app.window.jobs.detail
-    qtbot.waitUntil(lambda: detail.error.isVisible(), timeout=5000)
+    qtbot.waitUntil(lambda: detail.error.isVisible(), timeout=10_000)
     assert "ZeroDivisionError" in detail.error.toPlainText()
     assert not detail.open.isEnabled() and not detail.cancel.isEnabled()
     assert any(title == "Job failed" for title, _ in app.window.notifier.shown)

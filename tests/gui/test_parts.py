@@ -42,9 +42,9 @@ def test_guest_run_runs_tasks_and_stops(qapp: Any, qtbot: Any) -> None:
 
     guest.spawn(slow)  # before start: queued until the run has its nursery
     guest.start()
-    qtbot.waitUntil(lambda: seen == ["slept"], timeout=5000)
+    qtbot.waitUntil(lambda: seen == ["slept"], timeout=10_000)
     assert guest.running
-    with qtbot.waitSignal(guest.finished, timeout=5000):
+    with qtbot.waitSignal(guest.finished, timeout=10_000):
         guest.stop()
     assert guest.done and not guest.running
     guest.spawn(slow)  # after the end: ignored, not an error
@@ -58,7 +58,7 @@ def test_guest_run_reports_a_crash(qapp: Any, qtbot: Any) -> None:
 
     guest.start()
     guest.spawn(boom)
-    qtbot.waitUntil(lambda: guest.done, timeout=5000)
+    qtbot.waitUntil(lambda: guest.done, timeout=10_000)
     assert guest.outcome is not None and "boom" in repr(guest.outcome.error)  # type: ignore[union-attr]
 
 
@@ -66,7 +66,7 @@ def test_stop_before_the_run_starts(qapp: Any, qtbot: Any) -> None:
     guest = GuestRun()
     guest.start()
     guest.stop()  # the run has not reached its root nursery yet
-    qtbot.waitUntil(lambda: guest.done, timeout=5000)
+    qtbot.waitUntil(lambda: guest.done, timeout=10_000)
 
 
 def test_theme_follows_preference_with_fusion_fallback(qapp: Any, monkeypatch: Any) -> None:
