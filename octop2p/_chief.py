@@ -703,6 +703,8 @@ class Chief:
                     reply = await child.receive()
                 except ChildReported as exc:
                     raise self._reported(exc, self._where(kind), f"{kind} {exc.seq}") from None
+            if len(reply) < 3 or type(reply[1]) is not int:
+                raise ChildProtocolError(f"a malformed reply {reply[0]!r}")
             seq, payload = reply[1], reply[2]
             if seq not in pending:
                 raise ChildProtocolError(f"answered fragment {seq!r}, which it was not given")

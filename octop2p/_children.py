@@ -221,8 +221,10 @@ class Child:
                 raise ChildProtocolError(str(exc)) from None
         message = self._inbox.popleft()
         if message[0] == "error":
+            # Hostile or broken: the seq may be missing or of any type; only an int names one.
+            seq = message[1] if len(message) > 1 and type(message[1]) is int else None
             info = message[2] if len(message) > 2 and isinstance(message[2], dict) else {}
-            raise ChildReported(message[1], {str(k): v for k, v in info.items()})
+            raise ChildReported(seq, {str(k): v for k, v in info.items()})
         return message
 
     async def _died(self) -> ChildDied:

@@ -126,6 +126,14 @@ class WorkerJob:
                     pass
             except LinkClosed:
                 pass
+            except Exception as exc:  # noqa: BLE001 - a bug here fails this job, not the node
+                log.exception("job %s of %s failed inside octop2p", self.info.name,
+                              self.link.short)
+                try:  # REFUSED: the chief ends our leases and hands the fragments on
+                    await self.link.send(Error(code=ErrorCode.REFUSED, job_id=self.info.job_id,
+                                               reason=f"the worker failed: {exc!r}"[:4096]))
+                except LinkClosed:
+                    pass
 
     def stop(self) -> None:
         self.scope.cancel()
@@ -279,6 +287,8 @@ class WorkerJob:
 
     def _result(self, reply: list[Any], pending: set[int], by_seq: dict[int, Fragment]) -> Result:
         """The signed Result for one reply of the child."""
+        if len(reply) < 3 or type(reply[1]) is not int:
+            raise ChildProtocolError(f"a malformed reply {reply[0]!r}")
         seq = reply[1]
         if seq not in pending:
             raise ChildProtocolError(f"answered fragment {seq!r}, which it was not given")

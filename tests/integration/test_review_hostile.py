@@ -1,0 +1,63 @@
+"""Adversarial review: one hostile party (a job's child, a swarm member) must hurt at
+most its own job or its own link, never the node. Real nodes on 127.0.0.1."""
+
+from __future__ import annotations
+
+import subprocess
+import textwrap
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.integration.nodes import NodeProcess, make_swarm
+
+
+@pytest.fixture
+def chief_and_worker(tmp_path: Path) -> Iterator[tuple[NodeProcess, NodeProcess]]:
+    """A chief that does not donate and one donating worker with one core."""
+    homes = make_swarm(tmp_path, ["chief", "w1"])
+    nodes: list[NodeProcess] = []
+    try:
+        chief = NodeProcess(homes[0], "--no-discovery", "--no-donate")
+        nodes.append(chief)
+        nodes.append(NodeProcess(homes[1], "--no-discovery", "--donate", "--cores", "1",
+                                 "--peer", chief.address))
+        chief.wait_for_peers(1, donating=True)
+        yield nodes[0], nodes[1]
+    finally:
+        for node in nodes:
+            node.stop()
+
+
+def _hostile_package(folder: Path, frame: str) -> Path:
+    """A package whose process() writes ``frame`` straight onto its reply pipe."""
+    folder.mkdir()
+    (folder / "job.toml").write_text('name = "hostile"\n[limits]\nwall_seconds = 5\n')
+    (folder / "Split.py").write_text("def splitter():\n    yield from range(2)\n")
+    (folder / "Merge.py").write_text("def merger(result, results_dir):\n    pass\n")
+    (folder / "Process.py").write_text(textwrap.dedent(f"""\
+        import time
+        from sandbox._wire import write_message
+
+        def process(fragment):
+            write_message(4, {frame})  # fd 4: the reply pipe to the node
+            time.sleep(30)
+        """))
+    return folder
+
+
+@pytest.mark.parametrize("frame", ['["result", [0], b"x"]', '["error"]', '["result"]'],
+                         ids=["unhashable-seq", "error-without-seq", "result-without-seq"])
+def test_hostile_child_reply_fails_the_job_not_the_worker_node(
+        chief_and_worker, tmp_path: Path, frame: str) -> None:
+    chief, worker = chief_and_worker
+    job = _hostile_package(tmp_path / "job", frame)
+    try:
+        proc = chief.cli("submit", str(job), "-o", str(tmp_path / "out"), timeout=60)
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"the job hung; worker alive: {worker.proc.poll() is None}\n"
+                    f"{worker.read_log()[-3000:]}")
+    assert worker.proc.poll() is None, worker.read_log()[-3000:]
+    assert proc.returncode == 1, proc.stderr
+    assert "fragment 0" in proc.stderr, proc.stderr  # the job names its broken fragment
