@@ -36,6 +36,9 @@ HEARTBEAT_SECONDS = 3.0
 #: A peer silent for this long is gone: its leases end and its fragments move on.
 SILENCE_SECONDS = 12.0
 _READ_SIZE = 1 << 20
+#: A peer that takes none of this many bytes in SILENCE_SECONDS is gone: a send gives
+#: up then, or a peer that stops reading would hold the link's send lock for good.
+_SEND_PIECE = 1 << 20
 #: Parts smaller than this are written together: on loopback and LANs one system call
 #: costs more than copying a few kilobytes, and a no-op fragment is ~200 bytes.
 _JOIN_BELOW = 64 << 10
@@ -128,7 +131,22 @@ class PeerLink:
         data = self.conn.data_to_send()
         if data:
             async with self._send_lock:
-                await self.stream.send_all(data)
+                await self._send_all(data)
+
+    async def _send_all(self, data: bytes) -> None:
+        """Write ``data``; a peer that stops taking bytes breaks the link (raises
+        trio.BrokenResourceError) instead of stalling every sender behind the lock."""
+        view = memoryview(data)
+        for start in range(0, len(view), _SEND_PIECE):
+            with trio.move_on_after(SILENCE_SECONDS) as scope:
+                await self.stream.send_all(view[start : start + _SEND_PIECE])
+            if scope.cancelled_caught:
+                self._closed = True
+                self.closed_event.set()
+                with trio.CancelScope(shield=True):
+                    await self.stream.aclose()  # a cut write leaves the stream unusable
+                raise trio.BrokenResourceError(
+                    f"the peer took no data for {SILENCE_SECONDS:g} s")
 
     async def _flush_quietly(self) -> None:
         try:
@@ -155,15 +173,15 @@ class PeerLink:
                 for message in messages:
                     for part in self.conn.send_parts(message):
                         if size and size + len(part) > _JOIN_BELOW:
-                            await self.stream.send_all(b"".join(pending))
+                            await self._send_all(b"".join(pending))
                             pending, size = [], 0
                         if len(part) > _JOIN_BELOW:
-                            await self.stream.send_all(part)
+                            await self._send_all(part)
                         else:
                             pending.append(part)
                             size += len(part)
                 if pending:
-                    await self.stream.send_all(b"".join(pending))
+                    await self._send_all(b"".join(pending))
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
             self._closed = True
             raise LinkClosed(f"link to {self.short} broke: {exc}") from None

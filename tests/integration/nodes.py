@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import json
 import signal
+import socket
 import subprocess
 import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from protocol import Connection, HandshakeComplete, NodeIdentity, Role, SwarmCode
 from tests.conftest import run_cli
 
 
@@ -94,3 +96,23 @@ def make_swarm(tmp: Path, names: list[str]) -> list[Path]:
     return homes
 
 
+
+
+def member_socket(node: NodeProcess, rcvbuf: int = 0) -> tuple[socket.socket, Connection]:
+    """A fresh swarm member (new identity, ``node``'s swarm) connected to ``node``, past
+    the handshake: a blocking socket (10 s timeout) and its sans-I/O connection.
+    ``rcvbuf`` shrinks the socket's receive buffer."""
+    code = SwarmCode.parse(node.cli("swarm", "show").stdout.strip())
+    conn = Connection(Role.INITIATOR, NodeIdentity.generate(), swarm_secret=code.secret)
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    if rcvbuf:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+    s.settimeout(10)
+    s.connect((node.host, node.port))
+    s.sendall(conn.data_to_send())
+    event = None
+    while not isinstance(event, HandshakeComplete):
+        conn.receive_data(s.recv(65536))
+        event = conn.next_event()
+        s.sendall(conn.data_to_send())
+    return s, conn

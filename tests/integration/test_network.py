@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import EXAMPLES, run_cli
-from tests.integration.nodes import NodeProcess, make_swarm
+from tests.integration.nodes import NodeProcess, make_swarm, member_socket
 
 
 @pytest.fixture
@@ -256,19 +256,9 @@ def test_thread_limit_on_a_remote_worker(tmp_path: Path) -> None:
 def test_peer_that_resets_after_the_handshake_does_not_stop_the_node(swarm_of_three, tmp_path: Path) -> None:
     import struct
 
-    from protocol import Connection, HandshakeComplete, NodeIdentity, Role, SwarmCode
-
     chief, _, _ = swarm_of_three
-    code = SwarmCode.parse(chief.cli("swarm", "show").stdout.strip())
     for _ in range(3):
-        conn = Connection(Role.INITIATOR, NodeIdentity.generate(), swarm_secret=code.secret)
-        s = socket.create_connection(("127.0.0.1", chief.port), timeout=10)
-        s.sendall(conn.data_to_send())
-        event = None
-        while not isinstance(event, HandshakeComplete):
-            conn.receive_data(s.recv(65536))
-            event = conn.next_event()
-            s.sendall(conn.data_to_send())
+        s, _conn = member_socket(chief)
         # Hang up hard (RST), with the chief's Hello unread, once the chief is reading.
         time.sleep(0.5)
         s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
@@ -281,18 +271,11 @@ def test_peer_that_resets_after_the_handshake_does_not_stop_the_node(swarm_of_th
 def test_member_sending_nonsense_options_loses_only_its_link(swarm_of_three, tmp_path: Path) -> None:
     """A swarm member is trusted to be in the swarm, not to be correct: a JobInfo whose
     options break the rules closes that one link; the node goes on."""
-    from protocol import Connection, HandshakeComplete, JobInfo, JobKind, NodeIdentity, Role, SwarmCode
+    from protocol import JobInfo, JobKind
 
     _, w1, _ = swarm_of_three  # w1 donates, so it takes JobInfo
-    code = SwarmCode.parse(w1.cli("swarm", "show").stdout.strip())
-    conn = Connection(Role.INITIATOR, NodeIdentity.generate(), swarm_secret=code.secret)
-    with socket.create_connection(("127.0.0.1", w1.port), timeout=10) as s:
-        s.sendall(conn.data_to_send())
-        event = None
-        while not isinstance(event, HandshakeComplete):
-            conn.receive_data(s.recv(65536))
-            event = conn.next_event()
-            s.sendall(conn.data_to_send())
+    s, conn = member_socket(w1)
+    with s:
         info = JobInfo(job_id=b"\1" * 16, name="x", kind=JobKind.PACKAGE, script=None,
                        package=b"\2" * 32, package_size=10, submitter=b"\3" * 32,
                        package_signature=b"\4" * 64,

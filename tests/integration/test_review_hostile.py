@@ -3,6 +3,7 @@ most its own job or its own link, never the node. Real nodes on 127.0.0.1."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import textwrap
 from collections.abc import Iterator
@@ -10,7 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.nodes import NodeProcess, make_swarm
+from protocol import Hello, PackageRequest
+from tests.conftest import EXAMPLES
+from tests.integration.nodes import NodeProcess, make_swarm, member_socket
 
 
 @pytest.fixture
@@ -61,3 +64,28 @@ def test_hostile_child_reply_fails_the_job_not_the_worker_node(
     assert worker.proc.poll() is None, worker.read_log()[-3000:]
     assert proc.returncode == 1, proc.stderr
     assert "fragment 0" in proc.stderr, proc.stderr  # the job names its broken fragment
+
+
+def test_member_that_stops_reading_does_not_stall_the_node(
+        chief_and_worker, tmp_path: Path) -> None:
+    """A member floods requests and never reads the answers: once the chief's send
+    buffer to it is full, sends to that link must give up (and drop it) rather than hold
+    its send lock forever, which stalled every job the chief started afterwards."""
+    chief, _ = chief_and_worker
+    s, conn = member_socket(chief, rcvbuf=4096)
+    with s:
+        s.sendall(conn.send(Hello(name="mute", software="x", cores=1, donating=True)))
+        batch = b"".join(conn.send(PackageRequest(package=os.urandom(32), offset=0, length=1))
+                         for _ in range(2000))
+        s.settimeout(3)
+        try:
+            for _ in range(300):  # until the chief stops reading us: it is stuck sending
+                s.sendall(batch)
+        except TimeoutError:
+            pass
+        try:
+            proc = chief.cli("submit", str(EXAMPLES / "primes"), "-o", str(tmp_path / "o"),
+                             timeout=60)
+        except subprocess.TimeoutExpired:
+            pytest.fail("a member that does not read stalled the chief's next job")
+    assert proc.returncode == 0, proc.stderr + chief.read_log()[-3000:]
