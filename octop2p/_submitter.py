@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 import trio
 
 from protocol import (
+    AuthMode,
     Cancel,
     Envelope,
     EnvelopeKind,
@@ -170,6 +171,11 @@ async def submit_remote(node: Node, path: Path, chief: str) -> RemoteJob:
 async def accept_submission(node: Node, link: PeerLink, message: JobSubmit) -> None:
     """A swarm member asks this node to be chief of its job: check it as a local one."""
     envelope = message.package
+    if link.handshake is None or link.handshake.mode is not AuthMode.SWARM:
+        # A one-time job code admits a worker for the server's one job, nothing more.
+        await link.send(Error(code=ErrorCode.REFUSED, job_id=envelope.job_id,
+                              reason="only members of this node's swarm may submit jobs"))
+        return
     if envelope.job_id in node.jobs:
         await link.send(Error(code=ErrorCode.BAD_MESSAGE, reason="job id already in use",
                               job_id=envelope.job_id))

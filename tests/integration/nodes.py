@@ -109,10 +109,27 @@ def member_socket(node: NodeProcess, rcvbuf: int = 0) -> tuple[socket.socket, Co
         s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
     s.settimeout(10)
     s.connect((node.host, node.port))
+    complete_handshake(s, conn)
+    return s, conn
+
+
+def complete_handshake(s: socket.socket, conn: Connection) -> None:
+    """Run ``conn``'s handshake over the connected socket ``s``."""
     s.sendall(conn.data_to_send())
     event = None
     while not isinstance(event, HandshakeComplete):
         conn.receive_data(s.recv(65536))
         event = conn.next_event()
         s.sendall(conn.data_to_send())
-    return s, conn
+
+
+def start_server(script: Path, home: Path, *args: str) -> tuple[subprocess.Popen[str], dict]:
+    """`octop2p server SCRIPT --json` on 127.0.0.1; returns it and its first JSON line
+    (``code``, ``port``, ``job``). The caller kills it."""
+    server = subprocess.Popen(
+        [sys.executable, "-m", "octop2p", "server", str(script),
+         "--listen", "127.0.0.1:0", "--home", str(home), "--json", *args],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    assert server.stdout is not None
+    return server, json.loads(server.stdout.readline())

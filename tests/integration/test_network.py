@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import EXAMPLES, run_cli
-from tests.integration.nodes import NodeProcess, make_swarm, member_socket
+from tests.integration.nodes import NodeProcess, make_swarm, member_socket, start_server
 
 
 @pytest.fixture
@@ -130,17 +130,10 @@ def test_garbage_and_half_open_connections_do_not_stop_the_node(swarm_of_three, 
 
 
 def test_server_and_client_with_the_seed_wordcount(tmp_path: Path) -> None:
-    import subprocess
-    import sys
 
-    server = subprocess.Popen(
-        [sys.executable, "-m", "octop2p", "server", str(EXAMPLES / "wordcount.py"),
-         "--listen", "127.0.0.1:0", "--home", str(tmp_path / "srv"), "--json",
-         "-o", str(tmp_path / "out")],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )
+    server, first = start_server(EXAMPLES / "wordcount.py", tmp_path / "srv",
+                                 "-o", str(tmp_path / "out"))
     try:
-        first = json.loads(server.stdout.readline())
         code, port = first["code"], first["port"]
         client = run_cli("client", f"127.0.0.1:{port}", "--code", code, "--cores", "1",
                          "--home", str(tmp_path / "cli"), timeout=60)
@@ -154,16 +147,9 @@ def test_server_and_client_with_the_seed_wordcount(tmp_path: Path) -> None:
 
 
 def test_wrong_code_client_gets_nothing(tmp_path: Path) -> None:
-    import subprocess
-    import sys
 
-    server = subprocess.Popen(
-        [sys.executable, "-m", "octop2p", "server", str(EXAMPLES / "wordcount.py"),
-         "--listen", "127.0.0.1:0", "--home", str(tmp_path / "srv"), "--json"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )
+    server, first = start_server(EXAMPLES / "wordcount.py", tmp_path / "srv")
     try:
-        first = json.loads(server.stdout.readline())
         real = first["code"].replace("-", "")
         # A well-formed code (right check digit) that is not the server's.
         from protocol import JobCode

@@ -13,7 +13,13 @@ import pytest
 
 from protocol import Hello, PackageRequest
 from tests.conftest import EXAMPLES
-from tests.integration.nodes import NodeProcess, make_swarm, member_socket
+from tests.integration.nodes import (
+    NodeProcess,
+    complete_handshake,
+    make_swarm,
+    member_socket,
+    start_server,
+)
 
 
 @pytest.fixture
@@ -89,3 +95,64 @@ def test_member_that_stops_reading_does_not_stall_the_node(
         except subprocess.TimeoutExpired:
             pytest.fail("a member that does not read stalled the chief's next job")
     assert proc.returncode == 0, proc.stderr + chief.read_log()[-3000:]
+
+
+def _read_until(s, conn, kinds: tuple[type, ...]):  # noqa: ANN001, ANN202
+    """The first message of one of ``kinds`` the peer sends (the socket has a timeout)."""
+    from protocol import MessageReceived
+
+    while True:
+        event = conn.next_event()
+        if event is None:
+            data = s.recv(65536)
+            assert data, "the node closed the connection"
+            conn.receive_data(data)
+        elif isinstance(event, MessageReceived) and isinstance(event.message, kinds):
+            return event.message
+
+
+def test_job_code_client_cannot_submit_jobs_to_the_server(tmp_path: Path) -> None:
+    """`octop2p client --code` joins the server's one job (JOBS.md section 4): the code
+    makes it a worker, not a swarm member; the server must not become chief of (and run
+    the splitter, merger or final of) a job the client sends."""
+    import io
+    import socket
+    import tarfile
+
+    from protocol import (
+        Connection,
+        Envelope,
+        EnvelopeKind,
+        Error,
+        ErrorCode,
+        JobCode,
+        JobKind,
+        JobStatus,
+        JobSubmit,
+        NodeIdentity,
+        Role,
+    )
+
+    server, first = start_server(EXAMPLES / "wordcount.py", tmp_path / "srv")
+    try:
+        identity = NodeIdentity.generate()
+        conn = Connection(Role.INITIATOR, identity, job_code=JobCode.parse(first["code"]))
+        with socket.create_connection(("127.0.0.1", first["port"]), timeout=10) as s:
+            complete_handshake(s, conn)
+            script = b"source = {'a': 'x'}\ndef mapfn(k, v):\n    yield k, 1\n" \
+                     b"def reducefn(k, vs):\n    return k, len(vs)\n"
+            buf = io.BytesIO()
+            with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
+                info = tarfile.TarInfo("mine.py")
+                info.size = len(script)
+                tar.addfile(info, io.BytesIO(script))
+            envelope = Envelope.sign(identity, EnvelopeKind.PACKAGE, os.urandom(16), 0,
+                                     buf.getvalue())
+            s.sendall(conn.send(JobSubmit(package=envelope, kind=JobKind.SCRIPT, name="mine",
+                                          script="mine.py", options={"name": "mine"})))
+            reply = _read_until(s, conn, (JobStatus, Error))
+    finally:
+        server.kill()
+        server.wait()
+    assert isinstance(reply, Error), reply
+    assert reply.code == ErrorCode.REFUSED

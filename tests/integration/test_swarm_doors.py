@@ -16,7 +16,7 @@ from protocol import (
     SwarmCode,
 )
 from tests.conftest import EXAMPLES, run_cli
-from tests.integration.nodes import NodeProcess, make_swarm
+from tests.integration.nodes import NodeProcess, make_swarm, start_server
 
 
 def test_discovery_on_loopback_finds_three_nodes_and_runs_a_job(tmp_path: Path) -> None:
@@ -131,18 +131,11 @@ def test_a_member_that_does_not_donate_runs_nothing(tmp_path: Path) -> None:
 def test_job_code_is_retired_after_too_many_wrong_guesses(tmp_path: Path) -> None:
     """SPAKE2 allows one guess per handshake; after MAX_FAILED_ATTEMPTS the server stops
     accepting even the right code, so online guessing cannot succeed."""
-    import subprocess
-    import sys
 
     from protocol import MAX_FAILED_ATTEMPTS, JobCode
 
-    server = subprocess.Popen(
-        [sys.executable, "-m", "octop2p", "server", str(EXAMPLES / "wordcount.py"),
-         "--listen", "127.0.0.1:0", "--home", str(tmp_path / "srv"), "--json"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )
+    server, first = start_server(EXAMPLES / "wordcount.py", tmp_path / "srv")
     try:
-        first = json.loads(server.stdout.readline())
         port, right = first["port"], JobCode.parse(first["code"])
         assert _handshake(port, Connection(Role.INITIATOR, NodeIdentity.generate(),
                                            job_code=right))  # the code works at first
