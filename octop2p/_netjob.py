@@ -235,7 +235,11 @@ class NetworkJob:
 
     async def _tell_workers_done(self) -> None:
         with trio.CancelScope(shield=True), trio.move_on_after(2):
-            for link in list(self._links.values()):
+            # Every link, not just self._links: a worker's sender ends (and forgets it)
+            # when the job's nursery is cancelled, before this runs; a worker never told
+            # would keep its children for good. A Cancel for a job a peer does not run
+            # is ignored there.
+            for link in self.node.links():
                 try:
                     await link.send(Cancel(job_id=self.job_id, reason=self.record.state.value))
                 except LinkClosed:

@@ -156,3 +156,29 @@ def test_job_code_client_cannot_submit_jobs_to_the_server(tmp_path: Path) -> Non
         server.wait()
     assert isinstance(reply, Error), reply
     assert reply.code == ErrorCode.REFUSED
+
+
+def test_workers_stop_a_job_once_it_failed_on_the_chief(chief_and_worker, tmp_path: Path) -> None:
+    """When a job fails the chief tells its workers; before, a worker's sender task had
+    already forgotten it, so the worker kept the job (and its sandboxed child) for good."""
+    import time
+
+    import trio
+
+    from octop2p._control import ControlClient
+
+    chief, worker = chief_and_worker
+    job = tmp_path / "broken"
+    job.mkdir()
+    (job / "Split.py").write_text("def splitter():\n    yield from range(10)\n")
+    (job / "Process.py").write_text("def process(x):\n    return {}[x]\n")
+    (job / "Merge.py").write_text("def merger(r, d):\n    pass\n")
+    assert chief.cli("submit", str(job)).returncode == 1
+
+    async def running() -> list:
+        return await ControlClient(worker.home / "control.sock").call("running")
+
+    deadline = time.monotonic() + 8
+    while (still := trio.run(running)) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert still == [], worker.read_log()[-3000:]
