@@ -355,6 +355,13 @@ class WorkerService:
             return
         if info.job_id in self.jobs:
             return
+        if len(self.jobs) >= max(1, self.node.cores):
+            # Every job holds at least one child: no more jobs than donated cores. REFUSED
+            # makes the chief offer it again on a later heartbeat.
+            await link.send(Error(code=ErrorCode.REFUSED, job_id=info.job_id,
+                                  reason=f"this node already works on {len(self.jobs)} "
+                                  "jobs, one per core it donates"))
+            return
         missing = missing_requirements(tuple(info.options.get("requires") or ()))
         if missing:
             await link.send(Error(code=ErrorCode.REFUSED, job_id=info.job_id,

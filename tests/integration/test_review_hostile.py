@@ -158,6 +158,35 @@ def test_job_code_client_cannot_submit_jobs_to_the_server(tmp_path: Path) -> Non
     assert reply.code == ErrorCode.REFUSED
 
 
+def test_chief_cannot_make_a_worker_run_more_jobs_than_it_has_cores(chief_and_worker) -> None:
+    """Each job a worker takes gets at least one sandboxed child: a member offering many
+    jobs at once must not get more of them running than the worker donates cores."""
+    import time
+
+    from protocol import Error, ErrorCode, JobInfo, JobKind
+
+    _, worker = chief_and_worker  # donates 1 core
+    s, conn = member_socket(worker)
+    with s:
+        for _ in range(4):
+            s.sendall(conn.send(JobInfo(
+                job_id=os.urandom(16), name="greedy", kind=JobKind.PACKAGE, script=None,
+                package=os.urandom(32), package_size=10, submitter=b"\3" * 32,
+                package_signature=b"\4" * 64, options={"name": "greedy"})))
+        refusals = 0
+        s.settimeout(1)
+        deadline = time.monotonic() + 5
+        while refusals < 3 and time.monotonic() < deadline:
+            try:
+                reply = _read_until(s, conn, (Error,))
+            except TimeoutError:
+                break
+            refusals += reply.code == ErrorCode.REFUSED
+        log = worker.read_log()
+    assert log.count("working on job greedy") == 1, log[-3000:]
+    assert refusals == 3
+
+
 def test_workers_stop_a_job_once_it_failed_on_the_chief(chief_and_worker, tmp_path: Path) -> None:
     """When a job fails the chief tells its workers; before, a worker's sender task had
     already forgotten it, so the worker kept the job (and its sandboxed child) for good."""
