@@ -43,6 +43,10 @@ MAX_BATCH = 256
 #: A work child is replaced once it has used this share of its CPU rlimit, so that the
 #: per-process RLIMIT_CPU acts as a per-fragment limit.
 CPU_RECYCLE_SHARE = 0.5
+#: Outstanding credits one remote worker may hold, per core it announced (see the
+#: worker's window of two batches per slot).
+REMOTE_CREDITS_PER_CORE = 2 * MAX_BATCH
+MAX_REMOTE_CREDITS = REMOTE_CREDITS_PER_CORE
 #: How often the thread count of a child allowed several threads is read.
 THREAD_POLL_SECONDS = 0.02
 
@@ -359,11 +363,14 @@ class Chief:
 
     # --- remote workers (the networked node calls these) ---------------------------------
 
-    def remote_credits(self, worker: str, credits: int) -> None:
-        """A remote worker has room for ``credits`` more fragments."""
+    def remote_credits(self, worker: str, credits: int, cap: int = MAX_REMOTE_CREDITS) -> None:
+        """A remote worker has room for ``credits`` more fragments (at most ``cap`` in all:
+        credits make the chief pull the splitter ahead, so a worker cannot ask for the
+        whole job)."""
         self.remote_workers = self.remote_workers | {worker}
         if self.phase is not None:
-            self.phase.sched.add_credits(worker, credits)
+            room = max(0, cap - self.phase.sched.credits_of(worker))
+            self.phase.sched.add_credits(worker, min(credits, room))
             self.changed.notify()
         elif self._early_credits is not None:
             self._early_credits[worker] = self._early_credits.get(worker, 0) + credits

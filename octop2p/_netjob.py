@@ -42,7 +42,7 @@ from protocol import (
     content_hash,
 )
 
-from ._chief import Chief, Progress
+from ._chief import REMOTE_CREDITS_PER_CORE, Chief, Progress
 from ._groups import collapse_groups
 from ._package import JobSpec
 from ._peer import LinkClosed, PeerLink
@@ -324,7 +324,8 @@ class NetworkJob:
         if worker not in self._links:
             self._links[worker] = link
             self.node.emit("worker", job=self.record.id_hex, worker=worker, joined=True)
-        chief.remote_credits(worker, message.credits)
+        chief.remote_credits(worker, message.credits,
+                             cap=REMOTE_CREDITS_PER_CORE * max(1, link.cores))
         if worker not in self._senders and self._nursery is not None:
             self._senders.add(worker)
             self._nursery.start_soon(self._sender, link)

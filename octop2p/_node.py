@@ -129,7 +129,6 @@ class Node:
         self.jobs: dict[bytes, NetworkJob] = {}
         self._links: dict[str, PeerLink] = {}
         self._discovery: _discovery.Discovery | None = None
-        self._seen: dict[str, tuple[str, int]] = {}  # discovered node id -> address
         self._dialing: set[tuple[str, int]] = set()
         self._subscribers: list[trio.MemorySendChannel[dict[str, Any]]] = []
         self.recent_events: deque[dict[str, Any]] = deque(maxlen=EVENT_BACKLOG)
@@ -226,7 +225,6 @@ class Node:
         if peer in self._links or not event.addresses or self._nursery is None:
             return
         address = (event.addresses[0], event.port)
-        self._seen[peer] = address
         if address not in self._dialing:
             self._nursery.start_soon(self._dial_once, *address)
 
@@ -399,6 +397,9 @@ class Node:
             if isinstance(remote, RemoteJob) and remote.link is link:
                 remote.reply(message)
                 return
+            working = self.worker.jobs.get(message.job_id) if message.job_id else None
+            if working is not None and working.link is link and message.code == ErrorCode.NOT_FOUND:
+                working.stop()  # the chief no longer has the job: stop its children now
             if message.job_id is not None and message.job_id in self.jobs and message.code in (
                 ErrorCode.NOT_DONATING, ErrorCode.REFUSED
             ):

@@ -176,6 +176,13 @@ async def accept_submission(node: Node, link: PeerLink, message: JobSubmit) -> N
         await link.send(Error(code=ErrorCode.REFUSED, job_id=envelope.job_id,
                               reason="only members of this node's swarm may submit jobs"))
         return
+    if not node.donating:
+        # Being chief runs the job's splitter and merger here: that is computing for
+        # someone else, which a node does only while its owner donates.
+        await link.send(Error(code=ErrorCode.NOT_DONATING, job_id=envelope.job_id,
+                              reason="this node's owner has not switched donation on, so it "
+                              "is chief only of its own jobs"))
+        return
     if envelope.job_id in node.jobs:
         await link.send(Error(code=ErrorCode.BAD_MESSAGE, reason="job id already in use",
                               job_id=envelope.job_id))

@@ -167,16 +167,27 @@ def test_wrong_code_client_gets_nothing(tmp_path: Path) -> None:
 
 
 def test_submit_to_another_chief(swarm_of_three, tmp_path: Path) -> None:
-    """`submit --chief ID` from a node that runs nothing itself: the named node is chief."""
-    chief, w1, w2 = swarm_of_three
-    # w1 submits; chief (not donating) is the chief; the workers compute.
-    proc = w1.cli("submit", str(EXAMPLES / "primes"), "--chief", chief.id[:7],
-                  "-o", str(tmp_path / "out"), "--json")
-    assert proc.returncode == 0, proc.stderr + chief.read_log()
+    """`submit --chief ID`: the named node, which donates, is chief of the job."""
+    chief, _, w2 = swarm_of_three
+    # The node called "chief" here only submits; w2 (donating, linked to it) is chief.
+    proc = chief.cli("submit", str(EXAMPLES / "primes"), "--chief", w2.id[:7],
+                     "-o", str(tmp_path / "out"), "--json")
+    assert proc.returncode == 0, proc.stderr + w2.read_log()
     assert int((tmp_path / "out" / "count.txt").read_text()) == 664579
-    jobs = json.loads(chief.cli("jobs", "--json").stdout)["jobs"]
+    jobs = json.loads(w2.cli("jobs", "--json").stdout)["jobs"]
     assert len(jobs) == 1 and jobs[0]["state"] == "done"
-    assert set(jobs[0]["workers"]) <= {w1.id, w2.id}
+    assert jobs[0]["workers"] == {w2.id: 100}  # its own donated core
+    assert json.loads(chief.cli("jobs", "--json").stdout)["jobs"][0]["state"] == "done"
+
+
+def test_node_that_does_not_donate_is_chief_only_of_its_own_jobs(swarm_of_three) -> None:
+    """Consent: being chief runs the job's splitter and merger, which is computing for
+    the submitter; a node whose owner does not donate refuses."""
+    chief, w1, _ = swarm_of_three  # this chief does not donate
+    proc = w1.cli("submit", str(EXAMPLES / "primes"), "--chief", chief.id[:7])
+    assert proc.returncode == 1
+    assert "not switched donation on" in proc.stderr
+    assert json.loads(chief.cli("jobs", "--json").stdout)["jobs"] == []
 
 
 def test_submit_to_another_chief_refused_job_names_rule(swarm_of_three, tmp_path: Path) -> None:

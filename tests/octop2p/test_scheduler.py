@@ -120,3 +120,22 @@ def test_every_fragment_is_accepted_exactly_once(n: int, workers: int, ops: list
     while not s.finished:  # then a healthy worker drains the rest
         step("drain", 8, "a")
     assert sorted(accepted) == list(range(n))
+
+
+def test_remote_worker_credits_are_capped() -> None:
+    """A worker cannot make the chief pull the whole splitter ahead by asking for credits."""
+    from pathlib import Path
+
+    from octop2p._chief import Chief, Phase
+    from octop2p._limits import Limits
+    from octop2p._package import load_job
+
+    spec = load_job(Path(__file__).parents[2] / "examples" / "primes", Limits())
+    chief = Chief(spec, None, workers=0, work_dir=Path("/nonexistent"),  # type: ignore[arg-type]
+                  layers=frozenset(), remote=True)
+    sched = Scheduler(prefetch=2)
+    chief._enter_phase(Phase("process", sched, lambda seq, data: None))
+    chief.remote_credits("w", 65536, cap=256)
+    chief.remote_credits("w", 65536, cap=256)
+    assert sched.credits_of("w") == 256
+    assert sched.wanted() == 256 + 2  # what the splitter is pulled ahead by
