@@ -65,6 +65,7 @@ from .errors import OctoError
 log = logging.getLogger(__name__)
 
 DIAL_BACKOFF = (0.5, 1, 2, 5, 10, 30)
+MAX_DISCOVERY_DIALS = 8
 EVENT_BACKLOG = 256
 
 
@@ -225,7 +226,9 @@ class Node:
         if peer in self._links or not event.addresses or self._nursery is None:
             return
         address = (event.addresses[0], event.port)
-        if address not in self._dialing:
+        # Adverts are unauthenticated: anyone on the LAN can claim our swarm tag and name
+        # an address. Dial each address once at a time, and only a few at once.
+        if address not in self._dialing and len(self._dialing) < MAX_DISCOVERY_DIALS:
             self._nursery.start_soon(self._dial_once, *address)
 
     # --- links ---------------------------------------------------------------------------
