@@ -26,9 +26,7 @@ def make_job(root: Path, n: int) -> Path:
     job = root / "lazy"
     job.mkdir()
     (job / "Split.py").write_text(
-        "def splitter():\n"
-        f"    for i in range({n}):\n"
-        "        yield bytes([i % 251]) * 1024\n"
+        f"def splitter():\n    for i in range({n}):\n        yield bytes([i % 251]) * 1024\n"
     )
     (job / "Process.py").write_text("def process(fragment):\n    return fragment[0]\n")
     (job / "Merge.py").write_text(
@@ -50,17 +48,27 @@ def main() -> None:
     args = parser.parse_args()
     n = args.fragments
     base = subprocess.run(
-        [sys.executable, "-c",
-         "import octop2p.cli, trio, resource; print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)"],
-        capture_output=True, text=True, check=True,
+        [
+            sys.executable,
+            "-c",
+            "import octop2p.cli, trio, resource; "
+            "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
     )
     base_kb = int(base.stdout)
     with tempfile.TemporaryDirectory() as tmp:
         job = make_job(Path(tmp), n)
         out = Path(tmp) / "out"
         started = time.perf_counter()
-        proc = subprocess.Popen(octop2p_cmd("run", str(job), "-w", "2", "-o", str(out), "--json"),
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        proc = subprocess.Popen(
+            octop2p_cmd("run", str(job), "-w", "2", "-o", str(out), "--json"),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         with PeakMemory(proc.pid) as mem:
             stdout, stderr = proc.communicate()
         wall = time.perf_counter() - started
@@ -70,7 +78,9 @@ def main() -> None:
     assert count == n and total == sum(i % 251 for i in range(n)), (count, total)
     report = json.loads(stdout.strip().splitlines()[-1])
     print(f"fragments              {n:,} x 1 KiB ({n / 1024:,.0f} MiB through the chief)")
-    print(f"wall                   {wall:.1f} s ({n / wall:,.0f} fragments/s); engine {report['seconds']:.1f} s")
+    rate = n / wall
+    print(f"wall                   {wall:.1f} s ({rate:,.0f} fragments/s); "
+          f"engine {report['seconds']:.1f} s")
     print(f"baseline (bare import) {base_kb / 1024:7.1f} MiB")
     print(f"node peak RSS          {mem.node_kb / 1024:7.1f} MiB  (target < 150 MiB)")
     for pid, kb in sorted(mem.children_kb.items()):

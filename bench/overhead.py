@@ -34,8 +34,12 @@ def make_job(root: Path, n: int) -> Path:
 def dask_rate(n: int) -> float:
     from dask.distributed import Client, LocalCluster
 
-    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
-                      dashboard_address=None) as cluster, Client(cluster) as client:
+    with (
+        LocalCluster(
+            n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
+        ) as cluster,
+        Client(cluster) as client,
+    ):
         client.gather(client.map(noop, range(100), pure=False))  # warm up
         started = time.perf_counter()
         client.gather(client.map(noop, range(n), pure=False))
@@ -56,7 +60,9 @@ def main() -> None:
     theirs = dask_rate(n)
     print(f"fragments                 {n}")
     print(f"octop2p run, whole command {ours_wall:10,.0f} fragments/s  ({wall:.2f} s)")
-    print(f"octop2p engine only        {ours_engine:10,.0f} fragments/s  ({report['seconds']:.2f} s)")
+    print(
+        f"octop2p engine only        {ours_engine:10,.0f} fragments/s  ({report['seconds']:.2f} s)"
+    )
     print(f"dask LocalCluster(2)       {theirs:10,.0f} fragments/s")
     print(f"ratio octop2p/dask         {ours_wall / theirs:10.2f}x  (target >= 2x, and >= 5,000/s)")
 

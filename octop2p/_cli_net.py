@@ -35,10 +35,16 @@ log = logging.getLogger(__name__)
 def settings_from(home: Home, config: Config, **extra: Any) -> NodeSettings:
     """Node settings from a home's config (flags already applied to ``config``)."""
     values: dict[str, Any] = dict(
-        listen_host=config.listen_host, listen_port=config.listen_port, peers=config.peers,
-        discovery=config.discovery, donate=config.donate, cores=config.cores,
-        limits=config.limits, name=config.name,
-        unconfined_trusted_swarm=config.unconfined_trusted_swarm, state_dir=home.path,
+        listen_host=config.listen_host,
+        listen_port=config.listen_port,
+        peers=config.peers,
+        discovery=config.discovery,
+        donate=config.donate,
+        cores=config.cores,
+        limits=config.limits,
+        name=config.name,
+        unconfined_trusted_swarm=config.unconfined_trusted_swarm,
+        state_dir=home.path,
     )
     values.update(extra)
     return NodeSettings(**values)
@@ -88,20 +94,36 @@ def _echo_json(data: Any) -> None:
     click.echo(json.dumps(data, default=str))
 
 
-def register(main: click.Group, common_options: Any, handle_errors: Any, err: Any,
-             setup_logging: Any, progress_cls: Any) -> None:
+def register(
+    main: click.Group,
+    common_options: Any,
+    handle_errors: Any,
+    err: Any,
+    setup_logging: Any,
+    progress_cls: Any,
+) -> None:
     """Add the node commands to the ``octop2p`` group."""
 
     @main.command()
-    @click.option("--listen", help="HOST:PORT to listen on (default from config.toml: 0.0.0.0:7878).")
+    @click.option(
+        "--listen", help="HOST:PORT to listen on (default from config.toml: 0.0.0.0:7878)."
+    )
     @click.option("--peer", "peers", multiple=True, help="A static peer HOST:PORT (repeatable).")
     @click.option("--donate/--no-donate", default=None, help="Run others' fragments (consent).")
     @click.option("--cores", type=click.IntRange(min=1), help="Cores to donate.")
     @click.option("--no-discovery", is_flag=True, help="Do not use mDNS on the LAN.")
     @common_options
     @handle_errors
-    def node(listen: str | None, peers: tuple[str, ...], donate: bool | None, cores: int | None,
-             no_discovery: bool, home: Path | None, as_json: bool, verbose: int) -> None:
+    def node(
+        listen: str | None,
+        peers: tuple[str, ...],
+        donate: bool | None,
+        cores: int | None,
+        no_discovery: bool,
+        home: Path | None,
+        as_json: bool,
+        verbose: int,
+    ) -> None:
         """Run a headless node: discover peers, donate CPU if told to, be chief of jobs."""
         setup_logging(max(verbose, 1))
         the_home = Home.locate(home)
@@ -129,12 +151,28 @@ def register(main: click.Group, common_options: Any, handle_errors: Any, err: An
     @click.option("-o", "--out", type=click.Path(path_type=Path), help="Where the results go.")
     @common_options
     @handle_errors
-    def submit(job: Path, chief: str | None, no_wait: bool, out: Path | None,
-               home: Path | None, as_json: bool, verbose: int) -> None:
+    def submit(
+        job: Path,
+        chief: str | None,
+        no_wait: bool,
+        out: Path | None,
+        home: Path | None,
+        as_json: bool,
+        verbose: int,
+    ) -> None:
         """Submit JOB to the local node (a temporary one if none runs); show progress."""
         setup_logging(verbose)
-        _run(_submit, Home.locate(home), job.resolve(), chief, no_wait, out, as_json, err,
-             progress_cls)
+        _run(
+            _submit,
+            Home.locate(home),
+            job.resolve(),
+            chief,
+            no_wait,
+            out,
+            as_json,
+            err,
+            progress_cls,
+        )
 
     @main.command()
     @click.argument("job_id", required=False)
@@ -166,12 +204,18 @@ def register(main: click.Group, common_options: Any, handle_errors: Any, err: An
     @click.option("-o", "--out", type=click.Path(path_type=Path), help="Where the results go.")
     @common_options
     @handle_errors
-    def fetch(job_id: str, out: Path | None, home: Path | None, as_json: bool, verbose: int) -> None:
+    def fetch(
+        job_id: str, out: Path | None, home: Path | None, as_json: bool, verbose: int
+    ) -> None:
         """Results of a finished job."""
         setup_logging(verbose)
         result = _run(_call, Home.locate(home), "results", job=job_id)
-        path = deliver_bytes(result["tarball"], out or default_out(result["name"]),
-                             job_name=result["name"], job_id=result["job"])
+        path = deliver_bytes(
+            result["tarball"],
+            out or default_out(result["name"]),
+            job_name=result["name"],
+            job_id=result["job"],
+        )
         err.print(f"results of {result['name']} in {path}")
         if as_json:
             _echo_json({"job": result["job"], "results": str(path)})
@@ -197,15 +241,23 @@ def register(main: click.Group, common_options: Any, handle_errors: Any, err: An
         setup_logging(verbose)
         result = _run(_call, Home.locate(home), "peers", temporary=False)
         if as_json:
-            _echo_json({"peers": [{k: p[k] for k in ("id", "address", "cores", "donating",
-                                                     "trusted")} for p in result]})
+            _echo_json(
+                {
+                    "peers": [
+                        {k: p[k] for k in ("id", "address", "cores", "donating", "trusted")}
+                        for p in result
+                    ]
+                }
+            )
             return
         if not result:
             err.print("no peers seen yet")
         for p in result:
-            err.print(f"{p['id']}  {p['address']:21}  {p['cores']:3} cores  "
-                      f"{'donating' if p['donating'] else 'not donating':12}  "
-                      f"{'trusted' if p['trusted'] else 'untrusted'}  {p['name']}")
+            err.print(
+                f"{p['id']}  {p['address']:21}  {p['cores']:3} cores  "
+                f"{'donating' if p['donating'] else 'not donating':12}  "
+                f"{'trusted' if p['trusted'] else 'untrusted'}  {p['name']}"
+            )
 
     @main.command("id")
     @common_options
@@ -233,8 +285,9 @@ def register(main: click.Group, common_options: Any, handle_errors: Any, err: An
         setup_logging(verbose)
         the_home = Home.locate(home)
         if the_home.swarm() is not None and not force:
-            raise UsageError("this node is already in a swarm (`octop2p swarm show`); "
-                             "use --force to replace it")
+            raise UsageError(
+                "this node is already in a swarm (`octop2p swarm show`); use --force to replace it"
+            )
         code = SwarmCode.generate()
         the_home.save_swarm(code)
         _show_swarm(code, as_json, err, created=True)
@@ -261,8 +314,9 @@ def register(main: click.Group, common_options: Any, handle_errors: Any, err: An
         setup_logging(verbose)
         code = Home.locate(home).swarm()
         if code is None:
-            raise UsageError("this node is in no swarm: `octop2p swarm create` or "
-                             "`octop2p swarm join CODE`")
+            raise UsageError(
+                "this node is in no swarm: `octop2p swarm create` or `octop2p swarm join CODE`"
+            )
         _show_swarm(code, as_json, err, created=False)
 
     @main.command()
@@ -271,8 +325,9 @@ def register(main: click.Group, common_options: Any, handle_errors: Any, err: An
     @click.option("-o", "--out", type=click.Path(path_type=Path), help="Where the results go.")
     @common_options
     @handle_errors
-    def server(script: Path, listen: str, out: Path | None, home: Path | None, as_json: bool,
-               verbose: int) -> None:
+    def server(
+        script: Path, listen: str, out: Path | None, home: Path | None, as_json: bool, verbose: int
+    ) -> None:
         """The octo.py way: be chief of SCRIPT and wait for clients; prints a one-time code."""
         setup_logging(verbose)
         _run(_server, Home.locate(home), script.resolve(), listen, out, as_json, err)
@@ -283,8 +338,14 @@ def register(main: click.Group, common_options: Any, handle_errors: Any, err: An
     @click.option("--cores", type=click.IntRange(min=1), help="Worker processes.")
     @common_options
     @handle_errors
-    def client(host: str, code: str | None, cores: int | None, home: Path | None,
-               as_json: bool, verbose: int) -> None:
+    def client(
+        host: str,
+        code: str | None,
+        cores: int | None,
+        home: Path | None,
+        as_json: bool,
+        verbose: int,
+    ) -> None:
         """The octo.py way: work for the server at HOST until its job is done."""
         setup_logging(verbose)
         job_code = None
@@ -302,14 +363,18 @@ def register(main: click.Group, common_options: Any, handle_errors: Any, err: An
 async def _serve_node(home: Home, config: Config, as_json: bool, err: Any) -> None:
     node = build_node(home, config)
     if node.swarm is None:
-        err.print("[yellow]warning:[/] this node is in no swarm, so it works alone; "
-                  "`octop2p swarm create` or `octop2p swarm join CODE`")
+        err.print(
+            "[yellow]warning:[/] this node is in no swarm, so it works alone; "
+            "`octop2p swarm create` or `octop2p swarm join CODE`"
+        )
     async with trio.open_nursery() as nursery:
         await nursery.start(node.serve)
         await nursery.start(serve_control, NodeAPI(node), home.control_socket)
         info = node.info()
-        err.print(f"node {info['id']} listening on port {info['port']}; donating: "
-                  f"{'yes, ' + str(info['cores']) + ' cores' if info['donating'] else 'no'}")
+        err.print(
+            f"node {info['id']} listening on port {info['port']}; donating: "
+            f"{'yes, ' + str(info['cores']) + ' cores' if info['donating'] else 'no'}"
+        )
         if as_json:
             _echo_json({"node": info})
         with trio.open_signal_receiver(signal.SIGTERM, signal.SIGHUP) as signals:
@@ -324,8 +389,16 @@ async def _call(home: Home, cmd: str, temporary: bool = False, **args: Any) -> A
         return await api.call(cmd, **args)
 
 
-async def _submit(home: Home, job: Path, chief: str | None, no_wait: bool, out: Path | None,
-                  as_json: bool, err: Any, progress_cls: Any) -> None:
+async def _submit(
+    home: Home,
+    job: Path,
+    chief: str | None,
+    no_wait: bool,
+    out: Path | None,
+    as_json: bool,
+    err: Any,
+    progress_cls: Any,
+) -> None:
     async with node_api(home) as api:
         if chief is not None:
             await _wait_for_peer(api, chief)
@@ -348,20 +421,31 @@ async def _submit(home: Home, job: Path, chief: str | None, no_wait: bool, out: 
         results = await api.call("results", job=job_id)
         if not as_json and results.get("output"):
             sys.stdout.write(results["output"])
-        path = deliver_bytes(results["tarball"], out or default_out(results["name"]),
-                             job_name=results["name"], job_id=job_id)
+        path = deliver_bytes(
+            results["tarball"],
+            out or default_out(results["name"]),
+            job_name=results["name"],
+            job_id=job_id,
+        )
         workers = ", ".join(f"{w[:7]} {n}" for w, n in final["workers"].items())
         err.print(f"[green]done:[/] {final['name']}; results in {path} (workers: {workers})")
         if as_json:
-            _echo_json({"job": job_id, "state": final["state"], "results": str(path),
-                        "workers": final["workers"]})
+            _echo_json(
+                {
+                    "job": job_id,
+                    "state": final["state"],
+                    "results": str(path),
+                    "workers": final["workers"],
+                }
+            )
 
 
 async def _wait_for_peer(api: Any, chief: str, timeout: float = 10) -> None:
     """A temporary node needs a moment to find and link the chief named by --chief."""
     with trio.move_on_after(timeout):
-        while not any(p["id"].startswith(chief.upper()) and p["trusted"]
-                      for p in await api.call("peers")):
+        while not any(
+            p["id"].startswith(chief.upper()) and p["trusted"] for p in await api.call("peers")
+        ):
             await trio.sleep(0.2)
 
 
@@ -374,17 +458,22 @@ async def _follow(api: Any, job_id: str, progress: Any, as_json: bool, scope: An
         if event.get("job") != job_id:
             continue
         if event["event"] == "progress":
-            progress.update(Progress(phase=event["phase"], done=event["done"],
-                                     total=event["total"], workers=event["workers"],
-                                     started=started))
+            progress.update(
+                Progress(
+                    phase=event["phase"],
+                    done=event["done"],
+                    total=event["total"],
+                    workers=event["workers"],
+                    started=started,
+                )
+            )
         elif event["event"] == "job" and event.get("state") in FINISHED:
             return
 
 
 def _job_failed(final: dict[str, Any]) -> JobFailed:
     """The node's report of a failed job, as the error to show (already worded in full)."""
-    exc = JobFailed(final["error"] or f"the job ended {final['state']}",
-                    final.get("traceback", ""))
+    exc = JobFailed(final["error"] or f"the job ended {final['state']}", final.get("traceback", ""))
     exc.rule = final.get("rule")  # for --json; the message already names it
     return exc
 
@@ -395,8 +484,10 @@ def _print_jobs(err: Any, jobs: list[dict[str, Any]]) -> None:
     for j in jobs:
         total = j["fragments_total"]
         done = f"{j['fragments_done']}/{total if total is not None else '?'}"
-        err.print(f"{j['job'][:12]}  {j['name']:20}  {j['state']:9}  {j['phase']:9} {done:>12}  "
-                  f"workers: {len(j['workers'])}  {j['error']}")
+        err.print(
+            f"{j['job'][:12]}  {j['name']:20}  {j['state']:9}  {j['phase']:9} {done:>12}  "
+            f"workers: {len(j['workers'])}  {j['error']}"
+        )
 
 
 def _show_swarm(code: SwarmCode, as_json: bool, err: Any, *, created: bool) -> None:
@@ -404,21 +495,35 @@ def _show_swarm(code: SwarmCode, as_json: bool, err: Any, *, created: bool) -> N
         _echo_json({"code": str(code), "swarm": code.swarm_id.hex()})
         return
     if created:
-        err.print("A new swarm. Give this join code only to people whose machines may run "
-                  "your jobs and whose jobs yours may run:")
+        err.print(
+            "A new swarm. Give this join code only to people whose machines may run "
+            "your jobs and whose jobs yours may run:"
+        )
     click.echo(str(code))
 
 
-async def _server(home: Home, script: Path, listen: str, out: Path | None, as_json: bool,
-                  err: Any) -> None:
+async def _server(
+    home: Home, script: Path, listen: str, out: Path | None, as_json: bool, err: Any
+) -> None:
     host, port = _address(listen, "--listen", 0)
     code = JobCode.generate()
     identity = home.load_or_create_identity()
     from ._limits import Limits
 
-    node = Node(identity, home.swarm(), NodeSettings(
-        listen_host=host, listen_port=port, discovery=False, donate=False,
-        own_jobs_local=False, limits=Limits(), state_dir=None), job_code=code)
+    node = Node(
+        identity,
+        home.swarm(),
+        NodeSettings(
+            listen_host=host,
+            listen_port=port,
+            discovery=False,
+            donate=False,
+            own_jobs_local=False,
+            limits=Limits(),
+            state_dir=None,
+        ),
+        job_code=code,
+    )
     async with trio.open_nursery() as nursery:
         await nursery.start(node.serve)
         api = NodeAPI(node)
@@ -434,8 +539,12 @@ async def _server(home: Home, script: Path, listen: str, out: Path | None, as_js
         results = await api.call("results", job=status["job"])
         sys.stdout.write(results["output"])
         sys.stdout.flush()
-        path = deliver_bytes(results["tarball"], out or default_out(results["name"]),
-                             job_name=results["name"], job_id=status["job"])
+        path = deliver_bytes(
+            results["tarball"],
+            out or default_out(results["name"]),
+            job_name=results["name"],
+            job_id=status["job"],
+        )
         err.print(f"[green]done:[/] results in {path}")
         nursery.cancel_scope.cancel()
 
@@ -448,8 +557,9 @@ def _advertised_host(host: str) -> str:
     return host
 
 
-async def _client(home: Home, host: str, job_code: JobCode | None, cores: int | None,
-                  err: Any) -> None:
+async def _client(
+    home: Home, host: str, job_code: JobCode | None, cores: int | None, err: Any
+) -> None:
     from ._limits import Limits
 
     identity = home.load_or_create_identity()
@@ -457,10 +567,20 @@ async def _client(home: Home, host: str, job_code: JobCode | None, cores: int | 
     if swarm is None and job_code is None:
         raise UsageError("give the server's one-time code with --code, or join its swarm")
     # The owner consented by running `client`: donate, to this server only, then exit.
-    node = Node(identity, swarm, NodeSettings(
-        listen_host="127.0.0.1", listen_port=0, discovery=False, donate=True,
-        cores=cores or NodeSettings().cores, limits=Limits(), state_dir=None),
-        job_code=job_code)
+    node = Node(
+        identity,
+        swarm,
+        NodeSettings(
+            listen_host="127.0.0.1",
+            listen_port=0,
+            discovery=False,
+            donate=True,
+            cores=cores or NodeSettings().cores,
+            limits=Limits(),
+            state_dir=None,
+        ),
+        job_code=job_code,
+    )
     h, p = _address(host, "HOST", 1)
     events = node.subscribe()
     async with trio.open_nursery() as nursery:

@@ -73,7 +73,10 @@ async def run_local(
     layers = usable_layers() if layers is None else layers
     job_id = secrets.token_hex(6)
     started = time.monotonic()
-    with collapse_groups(), tempfile.TemporaryDirectory(prefix=f"octop2p-{spec.options.name}-") as tmp:
+    with (
+        collapse_groups(),
+        tempfile.TemporaryDirectory(prefix=f"octop2p-{spec.options.name}-") as tmp,
+    ):
         work_dir = Path(tmp)
         async with open_fork_server() as fs:
             chief = Chief(

@@ -120,8 +120,15 @@ class JobRecord:
 class NetworkJob:
     """One job this node is chief of, served to local slots and remote workers."""
 
-    def __init__(self, node: Node, spec: JobSpec, *, job_id: bytes | None = None,
-                 package_envelope: Envelope | None = None, tar: bytes | None = None) -> None:
+    def __init__(
+        self,
+        node: Node,
+        spec: JobSpec,
+        *,
+        job_id: bytes | None = None,
+        package_envelope: Envelope | None = None,
+        tar: bytes | None = None,
+    ) -> None:
         self.node = node
         self.spec = spec
         self.job_id = job_id or secrets.token_bytes(16)
@@ -182,9 +189,14 @@ class NetworkJob:
         work_dir.mkdir(parents=True, exist_ok=True)
         local = self.node.local_slots()
         self.chief = chief = Chief(
-            self.spec, self.node.forkserver, workers=local, work_dir=work_dir,
-            layers=self.node.layers, on_progress=self._on_progress,
-            on_output=self._on_output, remote=True,
+            self.spec,
+            self.node.forkserver,
+            workers=local,
+            work_dir=work_dir,
+            layers=self.node.layers,
+            on_progress=self._on_progress,
+            on_output=self._on_output,
+            remote=True,
         )
         self.node.emit("job", job=record.id_hex, state=record.state.value, name=record.name)
         try:
@@ -210,8 +222,13 @@ class NetworkJob:
             self.store.write_journal(self)
             await self._tell_workers_done()
             self.done.set()
-            self.node.emit("job", job=record.id_hex, state=record.state.value, name=record.name,
-                           error=record.error)
+            self.node.emit(
+                "job",
+                job=record.id_hex,
+                state=record.state.value,
+                name=record.name,
+                error=record.error,
+            )
 
     async def _serve(self, chief: Chief) -> None:
         record = self.record
@@ -257,8 +274,11 @@ class NetworkJob:
         if now - self._journalled > JOURNAL_SECONDS:
             self._journalled = now
             self.store.write_journal(self)
-        if (progress.phase == self._progress_phase and progress.done != progress.total
-                and now - self._progress_sent < PROGRESS_EVENT_SECONDS):
+        if (
+            progress.phase == self._progress_phase
+            and progress.done != progress.total
+            and now - self._progress_sent < PROGRESS_EVENT_SECONDS
+        ):
             self._progress_due = True  # `_progress_events` sends it shortly
             return
         self._emit_progress(progress)
@@ -266,9 +286,14 @@ class NetworkJob:
     def _emit_progress(self, progress: Progress) -> None:
         self._progress_sent, self._progress_phase = time.monotonic(), progress.phase
         self._progress_due = False
-        self.node.emit("progress", job=self.record.id_hex, phase=progress.phase,
-                       done=progress.done, total=progress.total,
-                       workers=dict(progress.workers))
+        self.node.emit(
+            "progress",
+            job=self.record.id_hex,
+            phase=progress.phase,
+            done=progress.done,
+            total=progress.total,
+            workers=dict(progress.workers),
+        )
 
     async def _progress_events(self) -> None:
         """Send the latest progress that `_on_progress` held back, so none goes stale."""
@@ -317,15 +342,17 @@ class NetworkJob:
     async def _on_work_request(self, link: PeerLink, message: WorkRequest) -> None:
         chief = self.chief
         if chief is None or self.record.state is not JobState.RUNNING:
-            await link.send(Error(code=ErrorCode.NOT_FOUND, reason="no such running job",
-                                  job_id=self.job_id))
+            await link.send(
+                Error(code=ErrorCode.NOT_FOUND, reason="no such running job", job_id=self.job_id)
+            )
             return
         worker = link.peer_id
         if worker not in self._links:
             self._links[worker] = link
             self.node.emit("worker", job=self.record.id_hex, worker=worker, joined=True)
-        chief.remote_credits(worker, message.credits,
-                             cap=REMOTE_CREDITS_PER_CORE * max(1, link.cores))
+        chief.remote_credits(
+            worker, message.credits, cap=REMOTE_CREDITS_PER_CORE * max(1, link.cores)
+        )
         if worker not in self._senders and self._nursery is not None:
             self._senders.add(worker)
             self._nursery.start_soon(self._sender, link)
@@ -345,8 +372,14 @@ class NetworkJob:
                 fragments = []
                 for seq, payload in items:
                     data = encode_parts(payload) if kind == "reduce" else payload
-                    envelope = Envelope.sign(self.node.identity, EnvelopeKind.FRAGMENT,
-                                             self.job_id, seq, data, ref=self.package_hash)
+                    envelope = Envelope.sign(
+                        self.node.identity,
+                        EnvelopeKind.FRAGMENT,
+                        self.job_id,
+                        seq,
+                        data,
+                        ref=self.package_hash,
+                    )
                     self._sent[(worker, seq)] = envelope.digest
                     fragments.append(Fragment(task=_TASKS[kind], envelope=envelope))
                 await link.send_many(fragments)  # small fragments share a write
@@ -370,9 +403,13 @@ class NetworkJob:
             return
         if message.failure is not None:
             failure = message.failure
-            error = JobFailed(message=f"{failure.message} (on worker {link.short})",
-                              traceback=failure.traceback, rule=failure.rule,
-                              file=failure.file, line=failure.line)
+            error = JobFailed(
+                message=f"{failure.message} (on worker {link.short})",
+                traceback=failure.traceback,
+                rule=failure.rule,
+                file=failure.file,
+                line=failure.line,
+            )
             # No traceback: the child died or ran out of time, so another try may succeed.
             chief.remote_failed(worker, kind, envelope.seq, error, retry=not failure.traceback)
             return
@@ -384,16 +421,26 @@ class NetworkJob:
                 payload = decode_parts(payload, chief.partitions)
             except ValueError as exc:
                 log.warning("worker %s sent a malformed map result: %s", link.short, exc)
-                chief.remote_failed(worker, kind, envelope.seq,
-                                    JobFailed(message=str(exc), rule="protocol"), retry=True)
+                chief.remote_failed(
+                    worker,
+                    kind,
+                    envelope.seq,
+                    JobFailed(message=str(exc), rule="protocol"),
+                    retry=True,
+                )
                 return
         elif len(payload) > self.spec.options.limits.fragment_bytes and kind == "process":
             chief.remote_failed(
-                worker, kind, envelope.seq,
-                JobFailed(message=f"the result of fragment {envelope.seq} is {len(payload)} "
-                          f"bytes; this job's limit is {self.spec.options.limits.fragment_bytes}",
-                          rule="result size"),
-                retry=False)
+                worker,
+                kind,
+                envelope.seq,
+                JobFailed(
+                    message=f"the result of fragment {envelope.seq} is {len(payload)} "
+                    f"bytes; this job's limit is {self.spec.options.limits.fragment_bytes}",
+                    rule="result size",
+                ),
+                retry=False,
+            )
             return
         chief.remote_result(worker, kind, envelope.seq, payload, envelope.digest)
 
@@ -401,12 +448,15 @@ class NetworkJob:
 
     def chunk(self, request: PackageRequest) -> PackageChunk | None:
         """A chunk of this job's package or results, if ``request`` names one of them."""
-        for blob, digest in ((self.tar, self.package_hash),
-                             (self.record.results, self.results_hash)):
+        for blob, digest in (
+            (self.tar, self.package_hash),
+            (self.record.results, self.results_hash),
+        ):
             if blob is not None and digest == request.package:
                 data = blob[request.offset : request.offset + request.length]
-                return PackageChunk(package=request.package, offset=request.offset,
-                                    total=len(blob), data=data)
+                return PackageChunk(
+                    package=request.package, offset=request.offset, total=len(blob), data=data
+                )
         return None
 
 
@@ -432,16 +482,24 @@ class JobStore:
     def write_journal(self, job: NetworkJob) -> None:
         record, progress = job.record, job.record.progress
         journal = {
-            "job": record.id_hex, "name": record.name, "kind": job.spec.kind,
-            "script": job.spec.script, "options": job.spec.options.to_dict(),
-            "package": job.package_hash.hex(), "submitter": job.package_envelope.author.hex(),
-            "state": record.state.value, "started": record.started, "finished": record.finished,
+            "job": record.id_hex,
+            "name": record.name,
+            "kind": job.spec.kind,
+            "script": job.spec.script,
+            "options": job.spec.options.to_dict(),
+            "package": job.package_hash.hex(),
+            "submitter": job.package_envelope.author.hex(),
+            "state": record.state.value,
+            "started": record.started,
+            "finished": record.finished,
             "phase": progress.phase if progress else "",
             "done": progress.done if progress else 0,
             "total": progress.total if progress else None,
             "workers": dict(progress.workers) if progress else {},
-            "error": record.error, "rule": record.error_rule, "traceback": record.traceback,
-            "output": "".join(record.output)[:1 << 20],
+            "error": record.error,
+            "rule": record.error_rule,
+            "traceback": record.traceback,
+            "output": "".join(record.output)[: 1 << 20],
         }
         _write(self.folder / "job.json", json.dumps(journal).encode())
 
@@ -457,8 +515,7 @@ class JobStore:
         if state not in (JobState.DONE, JobState.FAILED, JobState.CANCELLED):
             # It was running when the node stopped; the journal keeps what resuming needs.
             state = JobState.FAILED
-            record.error = ("interrupted: the node stopped before the job finished; "
-                            "submit it again")
+            record.error = "interrupted: the node stopped before the job finished; submit it again"
         else:
             record.error = journal.get("error") or ""
         record.state = state
@@ -467,8 +524,12 @@ class JobStore:
         record.error_rule = journal.get("rule")
         record.traceback = journal.get("traceback") or ""
         record.output = [journal.get("output") or ""]
-        record.progress = Progress(phase=journal.get("phase") or "", done=journal.get("done") or 0,
-                                   total=journal.get("total"), workers=journal.get("workers") or {})
+        record.progress = Progress(
+            phase=journal.get("phase") or "",
+            done=journal.get("done") or 0,
+            total=journal.get("total"),
+            workers=journal.get("workers") or {},
+        )
         results = folder / "results.tar.gz"
         if state is JobState.DONE and results.exists():
             record.results = results.read_bytes()
@@ -501,12 +562,17 @@ class ArchivedJob:
         """Not offered to workers."""
 
     async def handle(self, link: PeerLink, message: Message) -> None:
-        await link.send(Error(code=ErrorCode.NOT_FOUND, reason="that job is over",
-                              job_id=self.job_id))
+        await link.send(
+            Error(code=ErrorCode.NOT_FOUND, reason="that job is over", job_id=self.job_id)
+        )
 
     def chunk(self, request: PackageRequest) -> PackageChunk | None:
         blob = self.record.results
         if blob is not None and self.results_hash == request.package:
-            return PackageChunk(package=request.package, offset=request.offset,
-                                total=len(blob), data=blob[request.offset : request.offset + request.length])
+            return PackageChunk(
+                package=request.package,
+                offset=request.offset,
+                total=len(blob),
+                data=blob[request.offset : request.offset + request.length],
+            )
         return None

@@ -150,7 +150,8 @@ class Node:
                 self.forkserver = fs
                 self._nursery = nursery
                 listeners = await trio.open_tcp_listeners(
-                    self.settings.listen_port, host=self.settings.listen_host or None)
+                    self.settings.listen_port, host=self.settings.listen_host or None
+                )
                 self.port = listeners[0].socket.getsockname()[1]
                 nursery.start_soon(trio.serve_listeners, self._accept, listeners)
                 for peer in self.settings.peers:
@@ -160,8 +161,13 @@ class Node:
                         self._discovery = await nursery.start(self._serve_discovery)
                     except OctoError as exc:
                         log.warning("LAN discovery is off: %s", exc)
-                log.info("node %s listening on %s:%d (donating: %s)",
-                         self.id.short, self.settings.listen_host, self.port, self.donating)
+                log.info(
+                    "node %s listening on %s:%d (donating: %s)",
+                    self.id.short,
+                    self.settings.listen_host,
+                    self.port,
+                    self.donating,
+                )
                 self.started.set()
                 task_status.started(self)
                 await trio.sleep_forever()
@@ -192,13 +198,17 @@ class Node:
         if missing and self.donating and not self.settings.unconfined_trusted_swarm:
             # Consent and safety: never run other people's code with fewer layers than
             # a donor expects, unless the owner said so explicitly.
-            log.error("sandbox layers missing here (%s): this node will not donate; see "
-                      "`octop2p doctor`", ", ".join(sorted(missing)))
+            log.error(
+                "sandbox layers missing here (%s): this node will not donate; see `octop2p doctor`",
+                ", ".join(sorted(missing)),
+            )
             self.donating = False
         if missing and self.settings.unconfined_trusted_swarm:
-            log.warning("UNCONFINED: unconfined_trusted_swarm is set; job code runs without "
-                        "the sandbox layers %s. Only for swarms whose every member you trust.",
-                        ", ".join(sorted(missing)))
+            log.warning(
+                "UNCONFINED: unconfined_trusted_swarm is set; job code runs without "
+                "the sandbox layers %s. Only for swarms whose every member you trust.",
+                ", ".join(sorted(missing)),
+            )
         return available
 
     async def _serve_discovery(self, *, task_status: trio.TaskStatus[Any]) -> None:
@@ -207,15 +217,22 @@ class Node:
             # A node reachable only on loopback has nothing to announce to the LAN.
             interfaces = [self.settings.listen_host]
         await _discovery.serve(
-            self._advert(), self._on_discovery,
+            self._advert(),
+            self._on_discovery,
             **({"interfaces": interfaces} if interfaces is not None else {}),
             task_status=task_status,
         )
 
     def _advert(self) -> _discovery.Advert:
         tag = _discovery.swarm_tag(self.swarm.swarm_id) if self.swarm else None
-        return _discovery.Advert(node_id=self.id, port=self.port, cores=self.cores,
-                                 donating=self.donating, name=self.settings.name, swarm_tag=tag)
+        return _discovery.Advert(
+            node_id=self.id,
+            port=self.port,
+            cores=self.cores,
+            donating=self.donating,
+            name=self.settings.name,
+            swarm_tag=tag,
+        )
 
     def _on_discovery(self, event: _discovery.PeerEvent) -> None:
         if not isinstance(event, _discovery.PeerSeen) or event.node_id == self.id:
@@ -240,15 +257,22 @@ class Node:
     def _connection(self, role: Role) -> Connection:
         if role is Role.INITIATOR:
             if self.swarm is None and self.job_code is None:
-                raise OctoError("this node is in no swarm: run `octop2p swarm create` or "
-                                "`octop2p swarm join CODE` first")
+                raise OctoError(
+                    "this node is in no swarm: run `octop2p swarm create` or "
+                    "`octop2p swarm join CODE` first"
+                )
             if self.swarm is not None:
-                return Connection(role, self.identity, swarm_secret=self.swarm.secret,
-                                  pinned=self.pinned)
+                return Connection(
+                    role, self.identity, swarm_secret=self.swarm.secret, pinned=self.pinned
+                )
             return Connection(role, self.identity, job_code=self.job_code, pinned=self.pinned)
-        return Connection(role, self.identity,
-                          swarm_secret=self.swarm.secret if self.swarm else None,
-                          job_code=self.job_code, pinned=self.pinned)
+        return Connection(
+            role,
+            self.identity,
+            swarm_secret=self.swarm.secret if self.swarm else None,
+            job_code=self.job_code,
+            pinned=self.pinned,
+        )
 
     async def _accept(self, stream: trio.SocketStream) -> None:
         address = _address(stream)
@@ -302,8 +326,11 @@ class Node:
                 if self._job_code_failures >= MAX_FAILED_ATTEMPTS:
                     # Each failed handshake tests one guess: retire the code before an
                     # attacker could have tried enough of them.
-                    log.warning("%d wrong job codes: the code is retired; no client can "
-                                "join with it any more", self._job_code_failures)
+                    log.warning(
+                        "%d wrong job codes: the code is retired; no client can "
+                        "join with it any more",
+                        self._job_code_failures,
+                    )
                     self.job_code = None
                     self.emit("job_code_retired", failures=self._job_code_failures)
             return
@@ -321,8 +348,9 @@ class Node:
             await old.aclose("duplicate")
         if self.home is not None and self.swarm is not None and link.handshake is not None:
             try:
-                await trio.to_thread.run_sync(self.home.pin, link.handshake.peer_id,
-                                              link.public_key)
+                await trio.to_thread.run_sync(
+                    self.home.pin, link.handshake.peer_id, link.public_key
+                )
             except OctoError as exc:  # another key for a pinned id: refuse the link
                 log.warning("refusing peer %s: %s", link.short, exc)
                 await link.aclose("pin conflict")
@@ -345,9 +373,13 @@ class Node:
         return str(self.id) if link.conn.role is Role.INITIATOR else link.peer_id
 
     def _hello(self) -> Hello:
-        return Hello(name=self.settings.name[:64], software=f"octop2p {octop2p.__version__}",
-                     cores=self.cores, donating=self.donating,
-                     sandbox=tuple(sorted(self.layers)))
+        return Hello(
+            name=self.settings.name[:64],
+            software=f"octop2p {octop2p.__version__}",
+            cores=self.cores,
+            donating=self.donating,
+            sandbox=tuple(sorted(self.layers)),
+        )
 
     # --- messages ------------------------------------------------------------------------
 
@@ -383,8 +415,9 @@ class Node:
             if job is not None:
                 await job.handle(link, message)
             elif isinstance(message, WorkRequest):
-                await link.send(Error(code=ErrorCode.NOT_FOUND, reason="no such job here",
-                                      job_id=job_id))
+                await link.send(
+                    Error(code=ErrorCode.NOT_FOUND, reason="no such job here", job_id=job_id)
+                )
         elif isinstance(message, PackageRequest):
             for job in self.jobs.values():
                 chunk = job.chunk(message)
@@ -403,8 +436,10 @@ class Node:
             working = self.worker.jobs.get(message.job_id) if message.job_id else None
             if working is not None and working.link is link and message.code == ErrorCode.NOT_FOUND:
                 working.stop()  # the chief no longer has the job: stop its children now
-            if message.job_id is not None and message.job_id in self.jobs and message.code in (
-                ErrorCode.NOT_DONATING, ErrorCode.REFUSED
+            if (
+                message.job_id is not None
+                and message.job_id in self.jobs
+                and message.code in (ErrorCode.NOT_DONATING, ErrorCode.REFUSED)
             ):
                 self.jobs[message.job_id].lost(link)
 
@@ -430,27 +465,44 @@ class Node:
 
     def info(self) -> dict[str, Any]:
         """This node: id, port, donation, cores, swarm."""
-        return {"id": str(self.id), "port": self.port, "donating": self.donating,
-                "cores": self.cores, "layers": sorted(self.layers),
-                "swarm": self.swarm.swarm_id.hex() if self.swarm else None,
-                "name": self.settings.name}
+        return {
+            "id": str(self.id),
+            "port": self.port,
+            "donating": self.donating,
+            "cores": self.cores,
+            "layers": sorted(self.layers),
+            "swarm": self.swarm.swarm_id.hex() if self.swarm else None,
+            "name": self.settings.name,
+        }
 
     def peers(self) -> list[PeerView]:
         """Peers linked now (trusted: they proved swarm membership in the handshake)."""
         out = [
-            PeerView(id=link.peer_id, address=link.address, cores=link.cores,
-                     donating=link.donating, trusted=True,
-                     name=link.hello.name if link.hello else "")
+            PeerView(
+                id=link.peer_id,
+                address=link.address,
+                cores=link.cores,
+                donating=link.donating,
+                trusted=True,
+                name=link.hello.name if link.hello else "",
+            )
             for link in self._links.values()
         ]
         if self._discovery is not None:
             linked = {p.id for p in out}
             for seen in self._discovery.peers():
                 if str(seen.node_id) not in linked and seen.node_id != self.id:
-                    out.append(PeerView(id=str(seen.node_id),
-                                        address=f"{seen.addresses[0] if seen.addresses else '?'}:{seen.port}",
-                                        cores=seen.cores, donating=seen.donating,
-                                        trusted=False, name=seen.name, connected=False))
+                    out.append(
+                        PeerView(
+                            id=str(seen.node_id),
+                            address=f"{seen.addresses[0] if seen.addresses else '?'}:{seen.port}",
+                            cores=seen.cores,
+                            donating=seen.donating,
+                            trusted=False,
+                            name=seen.name,
+                            connected=False,
+                        )
+                    )
         return out
 
     def local_slots(self) -> int:
@@ -461,9 +513,15 @@ class Node:
         """The owner switched donation on or off (consent: off stops others' work now)."""
         if cores is not None:
             self.cores = max(1, cores)
-        if on and not sandbox.ALL_LAYERS <= self.layers and not self.settings.unconfined_trusted_swarm:
-            raise OctoError("this machine cannot apply every sandbox layer (see `octop2p "
-                            "doctor`), so it will not run other people's code")
+        if (
+            on
+            and not sandbox.ALL_LAYERS <= self.layers
+            and not self.settings.unconfined_trusted_swarm
+        ):
+            raise OctoError(
+                "this machine cannot apply every sandbox layer (see `octop2p "
+                "doctor`), so it will not run other people's code"
+            )
         self.donating = on
         if not on:
             self.worker.stop_all()
@@ -476,8 +534,11 @@ class Node:
     async def _announce(self) -> None:
         for link in self.links():
             try:
-                await link.send(Heartbeat(seq=0, donating=self.donating,
-                                          free_cores=self.cores if self.donating else 0))
+                await link.send(
+                    Heartbeat(
+                        seq=0, donating=self.donating, free_cores=self.cores if self.donating else 0
+                    )
+                )
             except LinkClosed:
                 pass
 

@@ -110,7 +110,9 @@ class PeerLink:
                         raise LinkClosed(f"closed during the handshake: {event.reason}")
         except trio.TooSlowError:
             await self.aclose("handshake timed out")
-            raise LinkClosed(f"no handshake from {self.address} in {HANDSHAKE_SECONDS:g} s") from None
+            raise LinkClosed(
+                f"no handshake from {self.address} in {HANDSHAKE_SECONDS:g} s"
+            ) from None
         except (ProtocolError, trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
             await self._flush_quietly()
             await self.aclose(str(exc))
@@ -145,8 +147,7 @@ class PeerLink:
                 self.closed_event.set()
                 with trio.CancelScope(shield=True):
                     await self.stream.aclose()  # a cut write leaves the stream unusable
-                raise trio.BrokenResourceError(
-                    f"the peer took no data for {SILENCE_SECONDS:g} s")
+                raise trio.BrokenResourceError(f"the peer took no data for {SILENCE_SECONDS:g} s")
 
     async def _flush_quietly(self) -> None:
         try:
@@ -204,8 +205,11 @@ class PeerLink:
             log.warning("peer %s (%s) sent a malformed frame: %s", self.short, self.address, exc)
             await self._flush_quietly()
         except Exception:  # noqa: BLE001 - one peer's message must never stop the node
-            log.exception("closing the link to %s (%s) after an error handling its message",
-                          self.short, self.address)
+            log.exception(
+                "closing the link to %s (%s) after an error handling its message",
+                self.short,
+                self.address,
+            )
         finally:
             await self.aclose("done")
 
@@ -230,13 +234,22 @@ class PeerLink:
         while True:
             await trio.sleep(HEARTBEAT_SECONDS)
             if time.monotonic() - self.last_heard > SILENCE_SECONDS:
-                log.warning("peer %s (%s) silent for %.0f s: dropping it",
-                            self.short, self.address, SILENCE_SECONDS)
+                log.warning(
+                    "peer %s (%s) silent for %.0f s: dropping it",
+                    self.short,
+                    self.address,
+                    SILENCE_SECONDS,
+                )
                 scope.cancel()
                 return
             self._heartbeat_seq += 1
-            await self.send(Heartbeat(seq=self._heartbeat_seq, donating=self.local_donating(),
-                                      free_cores=self.local_free_cores()))
+            await self.send(
+                Heartbeat(
+                    seq=self._heartbeat_seq,
+                    donating=self.local_donating(),
+                    free_cores=self.local_free_cores(),
+                )
+            )
 
     # The node replaces these so that heartbeats carry its current donation state.
     def local_donating(self) -> bool:

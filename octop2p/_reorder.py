@@ -66,7 +66,9 @@ class CausalBuffer:
         if self._mem_bytes > self.memory_bytes:
             self._spill()
 
-    def pop_ready(self, max_items: int = 1 << 30, max_bytes: int = 16 << 20) -> list[tuple[int, bytes]]:
+    def pop_ready(
+        self, max_items: int = 1 << 30, max_bytes: int = 16 << 20
+    ) -> list[tuple[int, bytes]]:
         """Results whose turn has come, in merge order, up to the given bounds."""
         out: list[tuple[int, bytes]] = []
         size = 0

@@ -42,8 +42,12 @@ def common_options(fn: F) -> F:
         envvar="OCTOP2P_HOME",
         help="The node's state folder (default: the platform's data folder). Env: OCTOP2P_HOME.",
     )(fn)
-    fn = click.option("--json", "as_json", is_flag=True, help="Machine-readable output on stdout.")(fn)
-    fn = click.option("-v", "--verbose", count=True, help="More log output on stderr (-vv: debug).")(fn)
+    fn = click.option("--json", "as_json", is_flag=True, help="Machine-readable output on stdout.")(
+        fn
+    )
+    fn = click.option(
+        "-v", "--verbose", count=True, help="More log output on stderr (-vv: debug)."
+    )(fn)
     return fn
 
 
@@ -89,7 +93,9 @@ def _report_error(exc: OctoError, as_json: bool) -> None:
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="octop2p")
-@click.option("--home", type=click.Path(file_okay=False), help="The node's state folder, for every command.")
+@click.option(
+    "--home", type=click.Path(file_okay=False), help="The node's state folder, for every command."
+)
 def main(home: str | None) -> None:
     """octop2p: pool the machines on your LAN to run Python jobs, sandboxed."""
     if home is not None:
@@ -148,11 +154,23 @@ class _RunProgress:
 
 @main.command()
 @click.argument("job", type=click.Path(exists=False, path_type=Path))
-@click.option("-w", "--workers", type=click.IntRange(min=1), help="Sandboxed local workers (default: CPU count).")
-@click.option("-o", "--out", type=click.Path(path_type=Path), help="Results: a folder, or a path ending in .tar.gz.")
+@click.option(
+    "-w",
+    "--workers",
+    type=click.IntRange(min=1),
+    help="Sandboxed local workers (default: CPU count).",
+)
+@click.option(
+    "-o",
+    "--out",
+    type=click.Path(path_type=Path),
+    help="Results: a folder, or a path ending in .tar.gz.",
+)
 @common_options
 @handle_errors
-def run(job: Path, workers: int | None, out: Path | None, home: Path | None, as_json: bool, verbose: int) -> None:
+def run(
+    job: Path, workers: int | None, out: Path | None, home: Path | None, as_json: bool, verbose: int
+) -> None:
     """Run JOB on this machine with local sandboxed workers (no network, no daemon)."""
     from ._local import prepare, run_local
 
@@ -173,19 +191,29 @@ def run(job: Path, workers: int | None, out: Path | None, home: Path | None, as_
     with _RunProgress(enabled=True) as progress:
         result = trio.run(
             functools.partial(
-                run_local, spec, workers=workers, out=out,
-                on_progress=progress.update, on_output=on_output,
+                run_local,
+                spec,
+                workers=workers,
+                out=out,
+                on_progress=progress.update,
+                on_output=on_output,
             )
         )
-    err.print(
-        f"[green]done:[/] {result.name} in {result.seconds:.2f} s; results in {result.out}"
-    )
+    err.print(f"[green]done:[/] {result.name} in {result.seconds:.2f} s; results in {result.out}")
     if as_json:
-        click.echo(json.dumps({
-            "job": result.job_id, "name": result.name, "state": "done",
-            "results": str(result.out), "fragments": result.fragments,
-            "seconds": round(result.seconds, 3), "workers": result.workers,
-        }))
+        click.echo(
+            json.dumps(
+                {
+                    "job": result.job_id,
+                    "name": result.name,
+                    "state": "done",
+                    "results": str(result.out),
+                    "fragments": result.fragments,
+                    "seconds": round(result.seconds, 3),
+                    "workers": result.workers,
+                }
+            )
+        )
 
 
 @main.command()
@@ -210,8 +238,10 @@ def doctor(home: Path | None, as_json: bool, verbose: int) -> None:
     err.print(f"[bold]would donate[/]  {verdict}: {report.donate_reason()}")
     err.print(f"[bold]donation[/]      {switched}")
     port = report.port or "any free port"
-    err.print(f"[bold]listens on[/]    {report.listen_host}:{port} "
-              f"(listen_host, listen_port in {report.home / 'config.toml'})")
+    err.print(
+        f"[bold]listens on[/]    {report.listen_host}:{port} "
+        f"(listen_host, listen_port in {report.home / 'config.toml'})"
+    )
     err.print("[bold]interfaces[/]")
     for interface in report.interfaces:
         addresses = ", ".join(interface.addresses) or "no address"
@@ -231,11 +261,18 @@ def _register_gui_command() -> None:
     # The desktop app's package is imported only when the command runs, so that every
     # other command works on machines without PySide6.
     @main.command()
-    @click.option("--screenshot", type=click.Path(dir_okay=False, path_type=Path),
-                  help="Start, let the window settle, save it as PNG at this path and quit.")
+    @click.option(
+        "--screenshot",
+        type=click.Path(dir_okay=False, path_type=Path),
+        help="Start, let the window settle, save it as PNG at this path and quit.",
+    )
     @click.option("--hidden", is_flag=True, help="Start in the tray (minimized without one).")
-    @click.option("--home", type=click.Path(file_okay=False, path_type=Path),
-                  envvar="OCTOP2P_HOME", help="The node's state folder. Env: OCTOP2P_HOME.")
+    @click.option(
+        "--home",
+        type=click.Path(file_okay=False, path_type=Path),
+        envvar="OCTOP2P_HOME",
+        help="The node's state folder. Env: OCTOP2P_HOME.",
+    )
     @click.option("-v", "--verbose", count=True, help="More log output on stderr (-vv: debug).")
     @handle_errors
     def gui(screenshot: Path | None, hidden: bool, home: Path | None, verbose: int) -> None:
@@ -247,8 +284,9 @@ def _register_gui_command() -> None:
         except ImportError as exc:
             from .errors import UsageError
 
-            raise UsageError(f"the desktop app needs PySide6 ({exc}): "
-                             "pip install 'octop2p[gui]'") from None
+            raise UsageError(
+                f"the desktop app needs PySide6 ({exc}): pip install 'octop2p[gui]'"
+            ) from None
         sys.exit(run_gui(home, screenshot=screenshot, hidden=hidden, verbose=verbose))
 
 

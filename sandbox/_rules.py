@@ -14,10 +14,10 @@ the name of the call on the failing line.
 from __future__ import annotations
 
 import errno
-import socket
 import os
 import re
 import signal
+import socket
 import sysconfig
 from collections.abc import Mapping
 from types import TracebackType

@@ -19,16 +19,30 @@ from tests.conftest import run_cli
 class NodeProcess:
     """`octop2p node` running in a home of its own; stopped by `stop()`."""
 
-    def __init__(self, home: Path, *args: str, host: str = "127.0.0.1",
-                 prefix: Sequence[str] = ()) -> None:
+    def __init__(
+        self, home: Path, *args: str, host: str = "127.0.0.1", prefix: Sequence[str] = ()
+    ) -> None:
         """Start the node; ``prefix`` wraps the command (e.g. ``ip netns exec NS``)."""
         self.home = home
         self.host = host
         self.log = open(home.parent / f"{home.name}.log", "w+")
         self.proc = subprocess.Popen(
-            [*prefix, sys.executable, "-m", "octop2p", "node", "--home", str(home),
-             "--listen", f"{host}:0", "--json", *args],
-            stdout=subprocess.PIPE, stderr=self.log, text=True,
+            [
+                *prefix,
+                sys.executable,
+                "-m",
+                "octop2p",
+                "node",
+                "--home",
+                str(home),
+                "--listen",
+                f"{host}:0",
+                "--json",
+                *args,
+            ],
+            stdout=subprocess.PIPE,
+            stderr=self.log,
+            text=True,
         )
         line = self.proc.stdout.readline() if self.proc.stdout else ""
         if not line:
@@ -54,12 +68,17 @@ class NodeProcess:
         assert proc.returncode == 0, proc.stderr
         return json.loads(proc.stdout)["peers"]
 
-    def wait_for_peers(self, n: int, timeout: float = 15, donating: bool | None = None) -> list[dict]:
+    def wait_for_peers(
+        self, n: int, timeout: float = 15, donating: bool | None = None
+    ) -> list[dict]:
         deadline = time.monotonic() + timeout
         peers: list[dict] = []
         while time.monotonic() < deadline:
-            peers = [p for p in self.peers() if p["trusted"]
-                     and (donating is None or p["donating"] == donating)]
+            peers = [
+                p
+                for p in self.peers()
+                if p["trusted"] and (donating is None or p["donating"] == donating)
+            ]
             if len(peers) >= n:
                 return peers
             time.sleep(0.2)
@@ -96,8 +115,6 @@ def make_swarm(tmp: Path, names: list[str]) -> list[Path]:
     return homes
 
 
-
-
 def member_socket(node: NodeProcess, rcvbuf: int = 0) -> tuple[socket.socket, Connection]:
     """A fresh swarm member (new identity, ``node``'s swarm) connected to ``node``, past
     the handshake: a blocking socket (10 s timeout) and its sans-I/O connection.
@@ -127,9 +144,22 @@ def start_server(script: Path, home: Path, *args: str) -> tuple[subprocess.Popen
     """`octop2p server SCRIPT --json` on 127.0.0.1; returns it and its first JSON line
     (``code``, ``port``, ``job``). The caller kills it."""
     server = subprocess.Popen(
-        [sys.executable, "-m", "octop2p", "server", str(script),
-         "--listen", "127.0.0.1:0", "--home", str(home), "--json", *args],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        [
+            sys.executable,
+            "-m",
+            "octop2p",
+            "server",
+            str(script),
+            "--listen",
+            "127.0.0.1:0",
+            "--home",
+            str(home),
+            "--json",
+            *args,
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     assert server.stdout is not None
     return server, json.loads(server.stdout.readline())

@@ -24,8 +24,11 @@ def swarm_of_three(tmp_path: Path) -> Iterator[tuple[NodeProcess, NodeProcess, N
         chief = NodeProcess(homes[0], "--no-discovery", "--no-donate")
         nodes.append(chief)
         for home in homes[1:]:
-            nodes.append(NodeProcess(home, "--no-discovery", "--donate", "--cores", "1",
-                                     "--peer", chief.address))
+            nodes.append(
+                NodeProcess(
+                    home, "--no-discovery", "--donate", "--cores", "1", "--peer", chief.address
+                )
+            )
         chief.wait_for_peers(2, donating=True)
         yield nodes[0], nodes[1], nodes[2]
     finally:
@@ -33,7 +36,9 @@ def swarm_of_three(tmp_path: Path) -> Iterator[tuple[NodeProcess, NodeProcess, N
             node.stop()
 
 
-def test_static_peers_job_right_answer_and_both_workers_take_part(swarm_of_three, tmp_path: Path) -> None:
+def test_static_peers_job_right_answer_and_both_workers_take_part(
+    swarm_of_three, tmp_path: Path
+) -> None:
     chief, w1, w2 = swarm_of_three
     out = tmp_path / "out"
     proc = chief.cli("submit", str(EXAMPLES / "primes"), "-o", str(out), "--json")
@@ -68,18 +73,24 @@ def test_killed_worker_mid_job_still_byte_identical(tmp_path: Path) -> None:
         "import time, hashlib\n"
         "def process(i):\n"
         "    time.sleep(0.15)\n"
-        "    return hashlib.sha256(str(i).encode()).hexdigest()\n")
+        "    return hashlib.sha256(str(i).encode()).hexdigest()\n"
+    )
     (job / "Merge.py").write_text(
         "def merger(result, results_dir):\n"
         "    with open(results_dir / 'all.txt', 'a') as f:\n"
-        "        f.write(result + '\\n')\n")
+        "        f.write(result + '\\n')\n"
+    )
     reference = run_cli("run", job, "-w", "2", "-o", tmp_path / "ref")
     assert reference.returncode == 0, reference.stderr
 
     homes = make_swarm(tmp_path, ["chief", "victim", "survivor"])
     chief = NodeProcess(homes[0], "--no-discovery", "--no-donate")
-    victim = NodeProcess(homes[1], "--no-discovery", "--donate", "--cores", "1", "--peer", chief.address)
-    survivor = NodeProcess(homes[2], "--no-discovery", "--donate", "--cores", "1", "--peer", chief.address)
+    victim = NodeProcess(
+        homes[1], "--no-discovery", "--donate", "--cores", "1", "--peer", chief.address
+    )
+    survivor = NodeProcess(
+        homes[2], "--no-discovery", "--donate", "--cores", "1", "--peer", chief.address
+    )
     try:
         chief.wait_for_peers(2, donating=True)
         submitted = chief.cli("submit", str(job), "--no-wait", "--json")
@@ -108,7 +119,9 @@ def test_killed_worker_mid_job_still_byte_identical(tmp_path: Path) -> None:
     assert ref.count(b"\n") == 80
 
 
-def test_garbage_and_half_open_connections_do_not_stop_the_node(swarm_of_three, tmp_path: Path) -> None:
+def test_garbage_and_half_open_connections_do_not_stop_the_node(
+    swarm_of_three, tmp_path: Path
+) -> None:
     chief, _, _ = swarm_of_three
     idle = [socket.create_connection(("127.0.0.1", chief.port)) for _ in range(20)]
     for i in range(10):
@@ -131,12 +144,22 @@ def test_garbage_and_half_open_connections_do_not_stop_the_node(swarm_of_three, 
 
 def test_server_and_client_with_the_seed_wordcount(tmp_path: Path) -> None:
 
-    server, first = start_server(EXAMPLES / "wordcount.py", tmp_path / "srv",
-                                 "-o", str(tmp_path / "out"))
+    server, first = start_server(
+        EXAMPLES / "wordcount.py", tmp_path / "srv", "-o", str(tmp_path / "out")
+    )
     try:
         code, port = first["code"], first["port"]
-        client = run_cli("client", f"127.0.0.1:{port}", "--code", code, "--cores", "1",
-                         "--home", str(tmp_path / "cli"), timeout=60)
+        client = run_cli(
+            "client",
+            f"127.0.0.1:{port}",
+            "--code",
+            code,
+            "--cores",
+            "1",
+            "--home",
+            str(tmp_path / "cli"),
+            timeout=60,
+        )
         assert client.returncode == 0, client.stderr
         stdout, stderr = server.communicate(timeout=60)
     finally:
@@ -155,8 +178,15 @@ def test_wrong_code_client_gets_nothing(tmp_path: Path) -> None:
         from protocol import JobCode
 
         wrong = str(JobCode(str((int(real[:11]) + 1) % 10**11).zfill(11)))
-        client = run_cli("client", f"127.0.0.1:{first['port']}", "--code", wrong,
-                         "--home", str(tmp_path / "cli"), timeout=60)
+        client = run_cli(
+            "client",
+            f"127.0.0.1:{first['port']}",
+            "--code",
+            wrong,
+            "--home",
+            str(tmp_path / "cli"),
+            timeout=60,
+        )
         assert client.returncode == 69
         assert not any((tmp_path / "cli").rglob("*.py"))  # no job code reached it
     finally:
@@ -164,14 +194,19 @@ def test_wrong_code_client_gets_nothing(tmp_path: Path) -> None:
         server.wait()
 
 
-
-
 def test_submit_to_another_chief(swarm_of_three, tmp_path: Path) -> None:
     """`submit --chief ID`: the named node, which donates, is chief of the job."""
     chief, _, w2 = swarm_of_three
     # The node called "chief" here only submits; w2 (donating, linked to it) is chief.
-    proc = chief.cli("submit", str(EXAMPLES / "primes"), "--chief", w2.id[:7],
-                     "-o", str(tmp_path / "out"), "--json")
+    proc = chief.cli(
+        "submit",
+        str(EXAMPLES / "primes"),
+        "--chief",
+        w2.id[:7],
+        "-o",
+        str(tmp_path / "out"),
+        "--json",
+    )
     assert proc.returncode == 0, proc.stderr + w2.read_log()
     assert int((tmp_path / "out" / "count.txt").read_text()) == 664579
     jobs = json.loads(w2.cli("jobs", "--json").stdout)["jobs"]
@@ -202,7 +237,9 @@ def test_submit_to_another_chief_refused_job_names_rule(swarm_of_three, tmp_path
     assert "Merge.py:2" in proc.stderr and "yield" in proc.stderr
 
 
-def test_failing_network_job_reports_traceback_and_chief_keeps_serving(swarm_of_three, tmp_path: Path) -> None:
+def test_failing_network_job_reports_traceback_and_chief_keeps_serving(
+    swarm_of_three, tmp_path: Path
+) -> None:
     chief, _, _ = swarm_of_three
     job = tmp_path / "broken"
     job.mkdir()
@@ -222,8 +259,9 @@ def test_thread_limit_on_a_remote_worker(tmp_path: Path) -> None:
     for home in homes:  # by default a node allows one thread per job; these allow 4
         (home / "config.toml").write_text("[limits]\nthreads = 4\n")
     chief = NodeProcess(homes[0], "--no-discovery", "--no-donate")
-    worker = NodeProcess(homes[1], "--no-discovery", "--donate", "--cores", "1",
-                         "--peer", chief.address)
+    worker = NodeProcess(
+        homes[1], "--no-discovery", "--donate", "--cores", "1", "--peer", chief.address
+    )
     job = tmp_path / "threads"
     job.mkdir()
     (job / "Split.py").write_text("def splitter():\n    yield 1\n")
@@ -235,7 +273,8 @@ def test_thread_limit_on_a_remote_worker(tmp_path: Path) -> None:
         "        t.start()\n"
         "    for t in ts:\n"
         "        t.join()\n"
-        "    return x\n")
+        "    return x\n"
+    )
     (job / "Merge.py").write_text("def merger(r, d):\n    pass\n")
     (job / "job.toml").write_text("[limits]\nthreads = 2\n")
     try:
@@ -250,7 +289,9 @@ def test_thread_limit_on_a_remote_worker(tmp_path: Path) -> None:
     assert proc.stderr.count("(rule: threads)") == 1
 
 
-def test_peer_that_resets_after_the_handshake_does_not_stop_the_node(swarm_of_three, tmp_path: Path) -> None:
+def test_peer_that_resets_after_the_handshake_does_not_stop_the_node(
+    swarm_of_three, tmp_path: Path
+) -> None:
     import struct
 
     chief, _, _ = swarm_of_three
@@ -265,7 +306,9 @@ def test_peer_that_resets_after_the_handshake_does_not_stop_the_node(swarm_of_th
     assert chief.proc.poll() is None
 
 
-def test_member_sending_nonsense_options_loses_only_its_link(swarm_of_three, tmp_path: Path) -> None:
+def test_member_sending_nonsense_options_loses_only_its_link(
+    swarm_of_three, tmp_path: Path
+) -> None:
     """A swarm member is trusted to be in the swarm, not to be correct: a JobInfo whose
     options break the rules closes that one link; the node goes on."""
     from protocol import JobInfo, JobKind
@@ -273,10 +316,17 @@ def test_member_sending_nonsense_options_loses_only_its_link(swarm_of_three, tmp
     _, w1, _ = swarm_of_three  # w1 donates, so it takes JobInfo
     s, conn = member_socket(w1)
     with s:
-        info = JobInfo(job_id=b"\1" * 16, name="x", kind=JobKind.PACKAGE, script=None,
-                       package=b"\2" * 32, package_size=10, submitter=b"\3" * 32,
-                       package_signature=b"\4" * 64,
-                       options={"name": "x", "limits": {"memory_mb": -5}})
+        info = JobInfo(
+            job_id=b"\1" * 16,
+            name="x",
+            kind=JobKind.PACKAGE,
+            script=None,
+            package=b"\2" * 32,
+            package_size=10,
+            submitter=b"\3" * 32,
+            package_signature=b"\4" * 64,
+            options={"name": "x", "limits": {"memory_mb": -5}},
+        )
         s.sendall(conn.send(info))
         s.settimeout(10)
         try:

@@ -56,7 +56,9 @@ def test_jobs_and_results_outlive_a_restart(tmp_path: Path) -> None:
     (home,) = make_swarm(tmp_path, ["a"])
     a = NodeProcess(home, "--no-discovery", "--donate", "--cores", "1")
     try:
-        proc = a.cli("submit", str(EXAMPLES / "montecarlo_pi"), "--json", "-o", str(tmp_path / "first"))
+        proc = a.cli(
+            "submit", str(EXAMPLES / "montecarlo_pi"), "--json", "-o", str(tmp_path / "first")
+        )
         assert proc.returncode == 0, proc.stderr
         job_id = json.loads(proc.stdout.splitlines()[-1])["job"]
     finally:
@@ -72,6 +74,8 @@ def test_jobs_and_results_outlive_a_restart(tmp_path: Path) -> None:
         assert [(j["job"], j["state"], j["fragments_done"]) for j in jobs] == [(job_id, "done", 50)]
         fetched = again.cli("fetch", job_id[:8], "-o", str(tmp_path / "again"))
         assert fetched.returncode == 0, fetched.stderr
-        assert (tmp_path / "again" / "pi.txt").read_text() == (tmp_path / "first" / "pi.txt").read_text()
+        assert (tmp_path / "again" / "pi.txt").read_text() == (
+            tmp_path / "first" / "pi.txt"
+        ).read_text()
     finally:
         again.stop()

@@ -30,7 +30,10 @@ def test_discovery_on_loopback_finds_three_nodes_and_runs_a_job(tmp_path: Path) 
         proc = chief.cli("submit", str(EXAMPLES / "primes"), "-o", str(tmp_path / "o"), "--json")
         assert proc.returncode == 0, proc.stderr
         assert int((tmp_path / "o" / "count.txt").read_text()) == 664579
-        assert set(json.loads(proc.stdout.splitlines()[-1])["workers"]) == {nodes[1].id, nodes[2].id}
+        assert set(json.loads(proc.stdout.splitlines()[-1])["workers"]) == {
+            nodes[1].id,
+            nodes[2].id,
+        }
     finally:
         for node in nodes:
             node.stop()
@@ -66,11 +69,13 @@ def test_other_swarm_refused_at_every_door(tmp_path: Path) -> None:
     outsider_home = tmp_path / "outsider"
     assert run_cli("swarm", "create", "--home", str(outsider_home)).returncode == 0
     chief = NodeProcess(homes[0], "--no-discovery", "--no-donate")
-    member = NodeProcess(homes[1], "--no-discovery", "--donate", "--cores", "1",
-                         "--peer", chief.address)
+    member = NodeProcess(
+        homes[1], "--no-discovery", "--donate", "--cores", "1", "--peer", chief.address
+    )
     # The outsider donates eagerly and dials the chief: it must get no work and no code.
-    outsider = NodeProcess(outsider_home, "--no-discovery", "--donate", "--cores", "1",
-                           "--peer", chief.address)
+    outsider = NodeProcess(
+        outsider_home, "--no-discovery", "--donate", "--cores", "1", "--peer", chief.address
+    )
     try:
         chief.wait_for_peers(1, donating=True)
         proc = chief.cli("submit", str(EXAMPLES / "primes"), "-o", str(tmp_path / "o"), "--json")
@@ -106,15 +111,14 @@ def test_no_swarm_secret_crosses_the_wire(tmp_path: Path) -> None:
         chief.stop()
 
 
-
-
 def test_a_member_that_does_not_donate_runs_nothing(tmp_path: Path) -> None:
     """Consent: inside the swarm, a node whose owner has not switched donation on gets no
     package and no fragment, though it is linked and trusted."""
     homes = make_swarm(tmp_path, ["chief", "donor", "bystander"])
     chief = NodeProcess(homes[0], "--no-discovery", "--no-donate")
-    donor = NodeProcess(homes[1], "--no-discovery", "--donate", "--cores", "1",
-                        "--peer", chief.address)
+    donor = NodeProcess(
+        homes[1], "--no-discovery", "--donate", "--cores", "1", "--peer", chief.address
+    )
     bystander = NodeProcess(homes[2], "--no-discovery", "--no-donate", "--peer", chief.address)
     try:
         chief.wait_for_peers(2)
@@ -137,8 +141,9 @@ def test_job_code_is_retired_after_too_many_wrong_guesses(tmp_path: Path) -> Non
     server, first = start_server(EXAMPLES / "wordcount.py", tmp_path / "srv")
     try:
         port, right = first["port"], JobCode.parse(first["code"])
-        assert _handshake(port, Connection(Role.INITIATOR, NodeIdentity.generate(),
-                                           job_code=right))  # the code works at first
+        assert _handshake(
+            port, Connection(Role.INITIATOR, NodeIdentity.generate(), job_code=right)
+        )  # the code works at first
         for guess in range(MAX_FAILED_ATTEMPTS):
             wrong = JobCode(str((int(right.digits) + 1 + guess) % 10**11).zfill(11))
             conn = Connection(Role.INITIATOR, NodeIdentity.generate(), job_code=wrong)

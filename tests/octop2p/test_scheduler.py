@@ -92,7 +92,9 @@ def test_redundancy_needs_agreeing_results_from_distinct_workers() -> None:
 @given(
     n=st.integers(0, 40),
     workers=st.integers(1, 4),
-    ops=st.lists(st.tuples(st.integers(0, 3), st.integers(0, 5), st.sampled_from("acl")), max_size=200),
+    ops=st.lists(
+        st.tuples(st.integers(0, 3), st.integers(0, 5), st.sampled_from("acl")), max_size=200
+    ),
 )
 def test_every_fragment_is_accepted_exactly_once(n: int, workers: int, ops: list) -> None:
     """Whatever workers come, go and fail, each fragment is accepted once and only once."""
@@ -131,8 +133,14 @@ def test_remote_worker_credits_are_capped() -> None:
     from octop2p._package import load_job
 
     spec = load_job(Path(__file__).parents[2] / "examples" / "primes", Limits())
-    chief = Chief(spec, None, workers=0, work_dir=Path("/nonexistent"),  # type: ignore[arg-type]
-                  layers=frozenset(), remote=True)
+    chief = Chief(
+        spec,
+        None,
+        workers=0,
+        work_dir=Path("/nonexistent"),  # type: ignore[arg-type]
+        layers=frozenset(),
+        remote=True,
+    )
     sched = Scheduler(prefetch=2)
     chief._enter_phase(Phase("process", sched, lambda seq, data: None))
     chief.remote_credits("w", 65536, cap=256)

@@ -11,7 +11,9 @@ from hypothesis import strategies as st
 from sandbox._keys import partition_of, sorted_keys, stable_hash
 
 keys = st.recursive(
-    st.one_of(st.text(), st.binary(), st.integers(), st.floats(allow_nan=False), st.booleans(), st.none()),
+    st.one_of(
+        st.text(), st.binary(), st.integers(), st.floats(allow_nan=False), st.booleans(), st.none()
+    ),
     lambda inner: st.tuples(inner, inner),
     max_leaves=5,
 )
@@ -32,10 +34,18 @@ def test_partition_in_range_and_deterministic(key: object, r: int) -> None:
 
 def test_same_across_processes_despite_hash_salt() -> None:
     """Python's hash() differs per process; stable_hash must not."""
-    code = "from sandbox._keys import stable_hash; print([stable_hash(k) for k in ['the', b'x', (1, 'a'), 2.5]])"
+    code = (
+        "from sandbox._keys import stable_hash; "
+        "print([stable_hash(k) for k in ['the', b'x', (1, 'a'), 2.5]])"
+    )
     outs = {
-        subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
-                       env={"PYTHONHASHSEED": str(seed), "PATH": ""}).stdout
+        subprocess.run(
+            [sys.executable, "-c", code],
+            capture_output=True,
+            text=True,
+            check=True,
+            env={"PYTHONHASHSEED": str(seed), "PATH": ""},
+        ).stdout
         for seed in (1, 2, 3)
     }
     assert len(outs) == 1

@@ -57,8 +57,12 @@ def run(role: WorkRole, docs: list[str], batch: int) -> dict[Any, Any]:
 
 @settings(max_examples=80, deadline=None)
 @given(docs=documents, partitions=st.integers(1, 7), batch=st.integers(1, 5), combine=st.booleans())
-def test_wordcount_equals_counter(docs: list[str], partitions: int, batch: int, combine: bool) -> None:
-    expected = Counter(w.lower() for text in docs for line in text.splitlines() for w in line.split())
+def test_wordcount_equals_counter(
+    docs: list[str], partitions: int, batch: int, combine: bool
+) -> None:
+    expected = Counter(
+        w.lower() for text in docs for line in text.splitlines() for w in line.split()
+    )
     got = run(make_role(partitions, combine), docs, batch)
     assert got == {w: (w, n) for w, n in expected.items()}
 
@@ -89,5 +93,3 @@ def test_bad_mapfn_output_names_the_rule() -> None:
         assert "(key, value) pairs" in str(exc)
     else:
         raise AssertionError("mapfn yielding a non-pair must fail")
-
-
