@@ -417,6 +417,13 @@ class Chief:
                                 f"times: {error.message}", rule=error.rule))
         self.changed.notify()
 
+    def remote_giveback(self, worker: str, kind: str, seq: int) -> None:
+        """A remote worker hands ``seq`` back unrun (its child died on another fragment)."""
+        phase = self.phase
+        if phase is not None and phase.kind == kind:
+            phase.sched.giveback(worker, seq)
+            self.changed.notify()
+
     def remote_lost(self, worker: str) -> None:
         """A remote worker is gone: its fragments go to others."""
         self.remote_workers = self.remote_workers - {worker}
@@ -741,6 +748,7 @@ class Chief:
         self, child: Any, worker: str, sched: Scheduler, exc: BaseException, assigned: list[Any]
     ) -> None:
         """A work child died or ran out of time: retry its fragment on a fresh child."""
+        rule: str | None
         if isinstance(exc, trio.TooSlowError):
             await child.kill()
             rule, message = "wall time", (

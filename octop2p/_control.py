@@ -9,6 +9,7 @@ are length-prefixed msgpack, as on the sandbox pipes.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import stat
@@ -46,8 +47,9 @@ async def serve(api: NodeAPI, path: Path, *,
     try:
         async with trio.open_nursery() as nursery:
             task_status.started()
-            await trio.serve_listeners(lambda s: _handle(api, s), [listener],
-                                       handler_nursery=nursery)
+            await trio.serve_listeners(
+                functools.partial(_handle, api), [listener], handler_nursery=nursery
+            )
     finally:
         try:
             path.unlink()
@@ -61,12 +63,12 @@ async def _read_one(stream: trio.abc.Stream, limit: int) -> Any:
         data = await stream.receive_some(65536)
         if not data:
             raise EOFError
-        messages = decoder.feed(data)
+        messages = decoder.feed(bytes(data))
         if messages:
             return messages[0]
 
 
-async def _handle(api: NodeAPI, stream: trio.SocketStream) -> None:
+async def _handle(api: NodeAPI, stream: trio.abc.Stream) -> None:
     async with stream:
         try:
             request = await _read_one(stream, MAX_REQUEST)

@@ -55,6 +55,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 LEASE_CHECK_SECONDS = 2.0
+#: The rule of a worker's Failure that hands a fragment back unrun (it counts no attempt).
+NOT_RUN = "not run"
 JOURNAL_SECONDS = 1.0
 #: Progress events are for eyes (progress bars, the GUI): one per result would cost the
 #: chief more than the results themselves, so they go out at most this often.
@@ -271,7 +273,7 @@ class NetworkJob:
     def _on_progress(self, progress: Progress) -> None:
         self.record.progress = progress
         now = time.monotonic()
-        if now - self._journalled > JOURNAL_SECONDS:
+        if now - self._journalled > JOURNAL_SECONDS and self.store is not None:
             self._journalled = now
             self.store.write_journal(self)
         if (
@@ -410,6 +412,9 @@ class NetworkJob:
                 file=failure.file,
                 line=failure.line,
             )
+            if failure.rule == NOT_RUN:
+                chief.remote_giveback(worker, kind, envelope.seq)
+                return
             # No traceback: the child died or ran out of time, so another try may succeed.
             chief.remote_failed(worker, kind, envelope.seq, error, retry=not failure.traceback)
             return

@@ -396,9 +396,12 @@ class Node:
         elif isinstance(message, Fragment):
             await self.worker.on_fragment(link, message)
         elif isinstance(message, Cancel):
-            job = self.jobs.get(message.job_id)
-            if isinstance(job, NetworkJob) and job.package_envelope.author == link.public_key:
-                job.cancel()  # only the job's submitter may stop it
+            chiefed = self.jobs.get(message.job_id)
+            if (
+                isinstance(chiefed, NetworkJob)
+                and chiefed.package_envelope.author == link.public_key
+            ):
+                chiefed.cancel()  # only the job's submitter may stop it
             else:
                 self.worker.on_cancel(link, message)
         elif isinstance(message, JobSubmit):
@@ -411,9 +414,9 @@ class Node:
                 remote.reply(message)
         elif isinstance(message, (WorkRequest, Result)):
             job_id = message.job_id if isinstance(message, WorkRequest) else message.envelope.job_id
-            job = self.jobs.get(job_id) if job_id is not None else None
-            if job is not None:
-                await job.handle(link, message)
+            target = self.jobs.get(job_id) if job_id is not None else None
+            if target is not None:
+                await target.handle(link, message)
             elif isinstance(message, WorkRequest):
                 await link.send(
                     Error(code=ErrorCode.NOT_FOUND, reason="no such job here", job_id=job_id)

@@ -127,7 +127,7 @@ class PeerLink:
             if event is not None:
                 return event
             data = await self.stream.receive_some(_READ_SIZE)
-            self.conn.receive_data(data)
+            self.conn.receive_data(bytes(data) if type(data) is not bytes else data)
 
     async def _flush(self) -> None:
         data = self.conn.data_to_send()

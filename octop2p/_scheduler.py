@@ -162,6 +162,22 @@ class Scheduler:
         self._credits[worker] = credits
         return out
 
+    def _requeue(self, frag: _Fragment) -> None:
+        """Put a fragment back in the queue in sequence order.
+
+        Requeued fragments are older than what the splitter queued since, and the merge
+        waits for the oldest first. Keeping order also means that after a crash the
+        fragment that was running comes first in the next batch, not after the ones that
+        were handed back with it.
+        """
+        if frag in self._queue:
+            return
+        for i, queued in enumerate(self._queue):
+            if queued.seq > frag.seq:
+                self._queue.insert(i, frag)
+                return
+        self._queue.append(frag)
+
     def _copies_needed(self, frag: _Fragment) -> int:
         votes = max(frag.digests.values(), default=0)
         return self.redundancy - votes
@@ -188,7 +204,7 @@ class Scheduler:
             # Results disagree (or a copy was lost): one more worker must break the tie.
             if len(frag.tried) >= self.redundancy + self.max_attempts:
                 raise FragmentFailed(seq, len(frag.tried))
-            self._queue.appendleft(frag)
+            self._requeue(frag)
         return Verdict.WAIT
 
     def fail(self, worker: str, seq: int) -> None:
@@ -206,8 +222,7 @@ class Scheduler:
             raise FragmentFailed(seq, frag.attempts)
         if self.redundancy == 1:
             frag.tried.discard(worker)  # a fresh child on the same worker may retry it
-        if frag not in self._queue:
-            self._queue.appendleft(frag)
+        self._requeue(frag)
 
     def giveback(self, worker: str, seq: int) -> None:
         """The worker hands ``seq`` back unrun (its child was lost on another fragment)."""
@@ -218,8 +233,7 @@ class Scheduler:
         self._by_worker.get(worker, set()).discard(seq)
         if self.redundancy == 1:
             frag.tried.discard(worker)
-        if frag not in self._queue:
-            self._queue.appendleft(frag)
+        self._requeue(frag)
 
     def release(self, worker: str) -> list[int]:
         """The worker is gone: its leases end and its fragments go back to the queue."""
@@ -232,8 +246,7 @@ class Scheduler:
             frag.leases.pop(worker, None)
             if self.redundancy == 1:
                 frag.tried.discard(worker)
-            if frag not in self._queue:
-                self._queue.appendleft(frag)
+            self._requeue(frag)
         return seqs
 
     def expire(self, now: float) -> list[tuple[str, int]]:
@@ -247,8 +260,7 @@ class Scheduler:
             frag = self._live[seq]
             del frag.leases[worker]
             self._by_worker.get(worker, set()).discard(seq)
-            if frag not in self._queue:
-                self._queue.appendleft(frag)
+            self._requeue(frag)
         return ended
 
     def leased_to(self, worker: str) -> list[int]:

@@ -45,7 +45,7 @@ from ._chief import Pacer, describe_exit, watch_threads
 from ._children import Child, ChildDied, ChildProtocolError, ChildReported
 from ._groups import collapse_groups
 from ._limits import JobOptions, Limits
-from ._netjob import decode_parts, encode_parts
+from ._netjob import NOT_RUN, decode_parts, encode_parts
 from ._package import missing_requirements
 from ._peer import LinkClosed, PeerLink
 
@@ -239,6 +239,7 @@ class WorkerJob:
             await self._give_back(by_seq, exclude=seq)
             return False
         except (ChildDied, trio.TooSlowError, ChildProtocolError, ValueError) as exc:
+            rule: str | None
             if isinstance(exc, trio.TooSlowError):
                 rule, message = "wall time", (
                     f"ran for more than {self.limits.wall_seconds} s on one fragment")
@@ -323,8 +324,9 @@ class WorkerJob:
         """Fragments of a lost batch that never ran: the chief hands them out again."""
         for seq, fragment in by_seq.items():
             if seq != exclude and seq in self.view.in_progress:
-                await self._answer_failure(fragment, {"message": "not run: the child was lost",
-                                                      "rule": None})
+                await self._answer_failure(
+                    fragment, {"message": "not run: the child was lost", "rule": NOT_RUN}
+                )
 
     async def _fail_all(self, batch: list[Fragment], info: dict[str, Any]) -> None:
         for fragment in batch:

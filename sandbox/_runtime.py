@@ -106,6 +106,7 @@ def error_info(
     """Describe an exception from job code for the node: rule, message, user traceback."""
     from ._rules import describe_exception
 
+    rule: str | None
     if isinstance(exc, JobCodeError):
         rule, message = exc.rule, str(exc)
     else:
@@ -365,6 +366,7 @@ class MergeRole:
             # Each partition arrives sorted, but keys are sorted again across all of
             # them: final() sees every key once, in one global order.
             by_key = {k: v for data in msg[1] for k, v in pickle.loads(data)}
+            assert self.final is not None  # a script's merge child always has one
             for k in sorted_keys(by_key):
                 self.final(k, by_key[k])
             send(["finaled", out.take()])

@@ -147,3 +147,20 @@ def test_remote_worker_credits_are_capped() -> None:
     chief.remote_credits("w", 65536, cap=256)
     assert sched.credits_of("w") == 256
     assert sched.wanted() == 256 + 2  # what the splitter is pulled ahead by
+
+
+def test_requeued_fragments_come_back_in_order_crashing_one_first() -> None:
+    """After a child dies on fragment 3 holding 3-6, the next batch starts with 3, then
+    4, 5, 6: the fragment that crashed is first in a fresh child, not fourth again."""
+    s = Scheduler(prefetch=0)
+    s.add_fragments([b"0", b"1", b"2", b"3", b"4", b"5", b"6", b"7"])
+    s.offer_credits("w", 3)
+    for a in s.assign("w", now=0):
+        s.complete("w", a.seq)
+    s.offer_credits("w", 4)
+    assert [a.seq for a in s.assign("w", now=0)] == [3, 4, 5, 6]
+    s.fail("w", 3)
+    for seq in (4, 5, 6):
+        s.giveback("w", seq)
+    s.offer_credits("w", 5)
+    assert [a.seq for a in s.assign("w", now=0)] == [3, 4, 5, 6, 7]
