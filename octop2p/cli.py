@@ -277,15 +277,18 @@ def _register_gui_command() -> None:
     @handle_errors
     def gui(screenshot: Path | None, hidden: bool, home: Path | None, verbose: int) -> None:
         """The desktop app: attaches to the node running in the home, or runs one."""
-        try:
-            import PySide6  # noqa: F401
+        import importlib.util
 
+        from .errors import UsageError
+
+        # Qt stays in gui/: look for PySide6 without importing it here.
+        if importlib.util.find_spec("PySide6") is None:
+            raise UsageError("the desktop app needs PySide6: pip install 'octop2p[gui]'")
+        try:
             from gui import main as run_gui
         except ImportError as exc:
-            from .errors import UsageError
-
             raise UsageError(
-                f"the desktop app needs PySide6 ({exc}): pip install 'octop2p[gui]'"
+                f"the desktop app cannot start ({exc}): pip install 'octop2p[gui]'"
             ) from None
         sys.exit(run_gui(home, screenshot=screenshot, hidden=hidden, verbose=verbose))
 
