@@ -43,6 +43,8 @@ MAX_BATCH = 256
 #: A work child is replaced once it has used this share of its CPU rlimit, so that the
 #: per-process RLIMIT_CPU acts as a per-fragment limit.
 CPU_RECYCLE_SHARE = 0.5
+#: How often, at most, the merger's output is summed while it runs.
+QUOTA_SECONDS = 0.5
 #: Outstanding credits one remote worker may hold, per core it announced (see the
 #: worker's window of two batches per slot).
 REMOTE_CREDITS_PER_CORE = 2 * MAX_BATCH
@@ -201,6 +203,7 @@ class Chief:
         self.changed = _Changed()
         self.worker_counts: dict[str, int] = {}  # accepted results per worker, whole job
         self.accepted = 0  # fragments and tasks accepted, every phase
+        self._quota_checked = 0.0
         self._phase_started = time.monotonic()
         self._parked: dict[str, Any] = {}  # idle work children, kept for the next phase
         self.progress = self._phase("starting")
@@ -474,7 +477,7 @@ class Chief:
                     pacer.record(len(batch), time.monotonic() - started)
                     merged += len(batch)
                     self.progress.done = merged
-                    self._check_output_quota()
+                    self._check_output_quota(throttled=True)
                     self._report()
                 await self._call(child, ["finalize"], "finalize", timeout=self.limits.wall_seconds)
                 self._check_output_quota()
@@ -662,7 +665,7 @@ class Chief:
         try:
             while True:
                 if child is None:
-                    child = await self._work_child()
+                    child = await self.spawn("work")
                 fair = max(1, (sched.queued + sched.wanted()) // self.workers)
                 want = 1 if kind == "reduce" else pacer.size(fair)
                 if sched.offer_credits(worker, want):
@@ -691,9 +694,6 @@ class Chief:
             sched.release(worker)
             if child is not None:
                 await child.aclose()
-
-    async def _work_child(self) -> Any:
-        return await self.spawn("work")
 
     async def _run_batch(
         self,
@@ -777,8 +777,17 @@ class Chief:
             ) from None
         self.changed.notify()
 
-    def _check_output_quota(self) -> None:
-        """The merger's output, summed over results_dir, stays under merge_output_mb."""
+    def _check_output_quota(self, *, throttled: bool = False) -> None:
+        """The merger's output, summed over results_dir, stays under merge_output_mb.
+
+        Walking results_dir after every merge batch would put a folder walk on the hot
+        path: ``throttled`` checks at most every QUOTA_SECONDS (RLIMIT_FSIZE bounds each
+        file meanwhile); the check after finalize and final is always made.
+        """
+        now = time.monotonic()
+        if throttled and now - self._quota_checked < QUOTA_SECONDS:
+            return
+        self._quota_checked = now
         limit = self.limits.merge_output_mb << 20
         total = 0
         for dirpath, _dirs, files in os.walk(self.results_dir):

@@ -418,15 +418,7 @@ async def _submit(
             if as_json:
                 _echo_json({"job": job_id, "state": final["state"], "error": final["error"]})
             raise _job_failed(final)
-        results = await api.call("results", job=job_id)
-        if not as_json and results.get("output"):
-            sys.stdout.write(results["output"])
-        path = deliver_bytes(
-            results["tarball"],
-            out or default_out(results["name"]),
-            job_name=results["name"],
-            job_id=job_id,
-        )
+        path = await _deliver(api, job_id, out, echo_output=not as_json)
         workers = ", ".join(f"{w[:7]} {n}" for w, n in final["workers"].items())
         err.print(f"[green]done:[/] {final['name']}; results in {path} (workers: {workers})")
         if as_json:
@@ -536,17 +528,23 @@ async def _server(
         if final["state"] != "done":
             nursery.cancel_scope.cancel()
             raise _job_failed(final)
-        results = await api.call("results", job=status["job"])
-        sys.stdout.write(results["output"])
-        sys.stdout.flush()
-        path = deliver_bytes(
-            results["tarball"],
-            out or default_out(results["name"]),
-            job_name=results["name"],
-            job_id=status["job"],
-        )
+        path = await _deliver(api, status["job"], out, echo_output=True)
         err.print(f"[green]done:[/] results in {path}")
         nursery.cancel_scope.cancel()
+
+
+async def _deliver(api: Any, job_id: str, out: Path | None, *, echo_output: bool) -> Path:
+    """Fetch a finished job's results, print what it printed, write them to ``out``."""
+    results = await api.call("results", job=job_id)
+    if echo_output and results.get("output"):
+        sys.stdout.write(results["output"])
+        sys.stdout.flush()
+    return deliver_bytes(
+        results["tarball"],
+        out or default_out(results["name"]),
+        job_name=results["name"],
+        job_id=job_id,
+    )
 
 
 def _advertised_host(host: str) -> str:

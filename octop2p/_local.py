@@ -11,8 +11,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-import trio
-
 import sandbox
 
 from ._chief import Chief, OutputSink, Progress
@@ -99,7 +97,3 @@ async def run_local(
         workers=dict(chief.progress.workers),
     )
 
-
-def run_sync(spec: JobSpec, **kwargs: object) -> RunResult:
-    """Blocking wrapper around :func:`run_local` (for callers outside trio)."""
-    return trio.run(lambda: run_local(spec, **kwargs))  # type: ignore[arg-type]

@@ -58,6 +58,13 @@ def unpack(data: bytes, dest: Path) -> None:
         tar.extractall(dest, filter="data")
 
 
+def _mark(out: Path, job_name: str, job_id: str) -> None:
+    """Sign a results folder as octop2p's, so that a later run may replace it."""
+    (out / MARKER).write_text(
+        json.dumps({"job": job_id, "name": job_name, "finished": time.time()}) + "\n"
+    )
+
+
 def deliver(results_dir: Path, out: Path, *, job_name: str, job_id: str) -> Path:
     """Put the finished results at ``out``; returns the path written."""
     check_out(out)
@@ -69,9 +76,7 @@ def deliver(results_dir: Path, out: Path, *, job_name: str, job_id: str) -> Path
     if out.is_dir():
         shutil.rmtree(out)
     shutil.copytree(results_dir, out, symlinks=False)
-    (out / MARKER).write_text(
-        json.dumps({"job": job_id, "name": job_name, "finished": time.time()}) + "\n"
-    )
+    _mark(out, job_name, job_id)
     return out
 
 
@@ -85,7 +90,5 @@ def deliver_bytes(tarball: bytes, out: Path, *, job_name: str, job_id: str) -> P
         shutil.rmtree(out)
     out.mkdir(parents=True)
     unpack(tarball, out)
-    (out / MARKER).write_text(
-        json.dumps({"job": job_id, "name": job_name, "finished": time.time()}) + "\n"
-    )
+    _mark(out, job_name, job_id)
     return out
