@@ -42,7 +42,7 @@ from overhead import make_job as make_noop_job
 from wordcount import counter_baseline, make_corpus
 
 sys.path.insert(0, str(ROOT))
-from octop2p._control import ControlClient  # noqa: E402 - after the path is set
+from octop2p.net._control import ControlClient  # noqa: E402 - after the path is set
 from tests.integration.nodes import NodeProcess, make_swarm  # noqa: E402
 
 SUBMIT_TIMEOUT = 1800.0

@@ -32,8 +32,8 @@ import trio
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from octop2p._children import Child, ForkServer, open_fork_server  # noqa: E402
-from octop2p._limits import Limits  # noqa: E402
+from octop2p.engine._children import Child, ForkServer, open_fork_server  # noqa: E402
+from octop2p.engine._limits import Limits  # noqa: E402
 from sandbox import Policy, probe  # noqa: E402
 
 #: examples/primes' process(): (lo, lo) counts nothing (a no-op), (lo, hi) sieves.

@@ -21,8 +21,8 @@ from PySide6.QtCore import QObject, Signal
 
 from octop2p._config import Config
 from octop2p._home import Home
-from octop2p._package import load_job
-from octop2p._results import deliver_bytes
+from octop2p.engine._package import load_job
+from octop2p.engine._results import deliver_bytes
 from octop2p.errors import JobRefused, NoNodeError, OctoError
 from protocol import CodeError, SwarmCode
 

@@ -18,13 +18,13 @@ from typing import Any
 
 import trio
 
-from octop2p._api import NodeAPI
-from octop2p._cli_net import build_node
 from octop2p._config import Config
-from octop2p._control import ControlClient
-from octop2p._control import serve as serve_control
 from octop2p._home import Home
+from octop2p.api import NodeAPI
+from octop2p.cli._net import build_node
 from octop2p.errors import NoNodeError
+from octop2p.net._control import ControlClient
+from octop2p.net._control import serve as serve_control
 
 log = logging.getLogger(__name__)
 

@@ -123,7 +123,7 @@ class LogView(QWidget):
 
     def add(self, level: int, source: str, text: str, when: float) -> None:
         """Add one line (and show it if the filter lets it through)."""
-        source = source.rsplit(".", 1)[-1].lstrip("_")  # octop2p._node -> node
+        source = source.rsplit(".", 1)[-1].lstrip("_")  # octop2p.net._node -> node
         entry = (level, when, source, text)
         self.lines.append(entry)
         if level >= self.level.currentData():

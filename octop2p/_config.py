@@ -24,9 +24,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ._home import Home, toml_string, write_atomic
-from ._limits import Limits, OptionError, _bool, _int, _kind, _unknown, toml_key_line
-from .errors import UsageError, _located
+from octop2p._home import Home, toml_string, write_atomic
+from octop2p.engine._limits import Limits, OptionError, _bool, _int, _kind, _unknown, toml_key_line
+from octop2p.errors import UsageError, _located
 
 __all__ = [
     "CONFIG_KEYS",

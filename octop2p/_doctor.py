@@ -17,9 +17,8 @@ from typing import Any
 import ifaddr
 
 import sandbox
-
-from ._config import Config
-from ._home import Home
+from octop2p._config import Config
+from octop2p._home import Home
 
 __all__ = ["DoctorReport", "Interface", "examine", "interfaces"]
 

@@ -39,9 +39,8 @@ from typing import Any
 
 import platformdirs
 
+from octop2p.errors import OctoError
 from protocol import CodeError, KeyFileError, NodeId, NodeIdentity, SwarmCode
-
-from .errors import OctoError
 
 __all__ = [
     "HOME_ENV",

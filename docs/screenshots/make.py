@@ -27,7 +27,7 @@ from PySide6.QtWidgets import QApplication  # noqa: E402
 
 from gui._app import OctoApp  # noqa: E402
 from gui._power import IdleMonitor  # noqa: E402
-from octop2p._cli_net import build_node  # noqa: E402
+from octop2p.cli._net import build_node  # noqa: E402
 from octop2p._config import Config  # noqa: E402
 from octop2p._home import Home  # noqa: E402
 from protocol import SwarmCode  # noqa: E402

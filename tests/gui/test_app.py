@@ -16,11 +16,11 @@ from PySide6.QtGui import QImage
 import sandbox
 from gui._host import ATTACHED, IN_PROCESS
 from gui._jobs import JobsModel
-from octop2p._api import NodeAPI
-from octop2p._cli_net import build_node
 from octop2p._config import Config
-from octop2p._control import serve as serve_control
 from octop2p._home import Home
+from octop2p.api import NodeAPI
+from octop2p.cli._net import build_node
+from octop2p.net._control import serve as serve_control
 from protocol import SwarmCode
 from tests.conftest import EXAMPLES, ROOT
 from tests.gui.conftest import LOOPBACK, START_TIMEOUT_MS, node_call, start_peer

@@ -22,9 +22,9 @@ from tests.conftest import ROOT
 pytestmark = pytest.mark.gui
 
 # The node API the app may use (STYLE.md: no logic in widgets; gui -> octop2p API only).
-ALLOWED = {"octop2p", "octop2p._api", "octop2p._cli_net", "octop2p._config",
-           "octop2p._control", "octop2p._home", "octop2p._node", "octop2p._package",
-           "octop2p._results", "octop2p.errors", "protocol"}
+ALLOWED = {"octop2p", "octop2p.api", "octop2p.cli._net", "octop2p._config",
+           "octop2p.net._control", "octop2p._home", "octop2p.net._node", "octop2p.engine._package",
+           "octop2p.engine._results", "octop2p.errors", "protocol"}
 
 
 def test_bindings_keep_their_references() -> None:

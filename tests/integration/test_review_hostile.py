@@ -194,7 +194,7 @@ def test_workers_stop_a_job_once_it_failed_on_the_chief(chief_and_worker, tmp_pa
 
     import trio
 
-    from octop2p._control import ControlClient
+    from octop2p.net._control import ControlClient
 
     chief, worker = chief_and_worker
     job = tmp_path / "broken"

@@ -8,8 +8,8 @@ import pytest
 import trio
 
 import sandbox
-from octop2p._children import ChildDied, ChildReported, open_fork_server
-from octop2p._limits import Limits
+from octop2p.engine._children import ChildDied, ChildReported, open_fork_server
+from octop2p.engine._limits import Limits
 
 
 def spec_for(job: Path, role: str = "work") -> dict:

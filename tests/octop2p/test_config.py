@@ -22,7 +22,7 @@ from octop2p._config import (
     parse_address,
 )
 from octop2p._home import Home
-from octop2p._limits import Limits, OptionError
+from octop2p.engine._limits import Limits, OptionError
 from octop2p.errors import UsageError
 
 CPUS = os.cpu_count() or 1

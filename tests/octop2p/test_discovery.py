@@ -19,8 +19,8 @@ import pytest
 import trio
 from zeroconf import ServiceInfo, Zeroconf
 
-from octop2p import _discovery
-from octop2p._discovery import (
+from octop2p.net import _discovery
+from octop2p.net._discovery import (
     MAX_ADDRESSES,
     SERVICE_TYPE,
     Advert,
@@ -180,7 +180,7 @@ async def test_peer_table_is_bounded_and_says_so_once(caplog: pytest.LogCaptureF
     events: list[Any] = []
     d = table(events, max_peers=3)
     ids = [new_id() for _ in range(10)]
-    with caplog.at_level(logging.WARNING, logger="octop2p._discovery"):
+    with caplog.at_level(logging.WARNING, logger="octop2p.net._discovery"):
         for i, node_id in enumerate(ids):
             d._seen(f"s{i}", peer(node_id, f"s{i}"))
         d._seen("s0", peer(ids[0], "s0", cores=2))  # a tracked peer still updates
@@ -196,7 +196,7 @@ async def test_malformed_adverts_log_once_and_retract_a_good_one(
     d = table(events)
     a = new_id()
     d._seen("a", peer(a, "a"))
-    with caplog.at_level(logging.WARNING, logger="octop2p._discovery"):
+    with caplog.at_level(logging.WARNING, logger="octop2p.net._discovery"):
         for reason in ("bad cores", "bad cores", "bad port", "no node id"):
             d._seen("a", reason)
     assert events == [peer(a, "a"), PeerGone(a, "a")]
@@ -222,7 +222,7 @@ async def test_event_handler_errors_are_caught_and_closed_tables_are_quiet(
         raise RuntimeError("bug in the node")
 
     d = table([], on_change=broken)
-    with caplog.at_level(logging.ERROR, logger="octop2p._discovery"):
+    with caplog.at_level(logging.ERROR, logger="octop2p.net._discovery"):
         d._to_trio(d._seen, "a", peer(new_id(), "a"))
         await trio.testing.wait_all_tasks_blocked()
     assert "handling a discovery event failed" in caplog.text
@@ -380,7 +380,7 @@ async def test_malformed_adverts_are_ignored_and_logged_once(
     try:
         with (
             trio.fail_after(10),
-            caplog.at_level(logging.WARNING, logger="octop2p._discovery"),
+            caplog.at_level(logging.WARNING, logger="octop2p.net._discovery"),
         ):
             async with trio.open_nursery() as nursery:
                 await start(nursery, Advert(new_id(), 1, 1, False), recorder)

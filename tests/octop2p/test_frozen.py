@@ -13,8 +13,8 @@ import pytest
 import trio
 
 import sandbox
-from octop2p._children import fork_server_command, open_fork_server
-from octop2p._limits import Limits
+from octop2p.engine._children import fork_server_command, open_fork_server
+from octop2p.engine._limits import Limits
 
 ENTRY = Path(__file__).resolve().parents[2] / "packaging" / "entry.py"
 

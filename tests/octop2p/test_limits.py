@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from octop2p._limits import (
+from octop2p.engine._limits import (
     OPTION_KEYS,
     RULE_OPTIONS,
     JobOptions,

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from octop2p._limits import RULE_OPTIONS, Limits
-from octop2p._package import (
+from octop2p.engine._limits import RULE_OPTIONS, Limits
+from octop2p.engine._package import (
     RULE_FILES,
     RULE_FUNCTIONS,
     RULE_GENERATOR,

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from octop2p._reorder import CausalBuffer
+from octop2p.engine._reorder import CausalBuffer
 
 
 @settings(max_examples=100, deadline=None)

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from octop2p._scheduler import FragmentFailed, Scheduler, Verdict
+from octop2p.engine._scheduler import FragmentFailed, Scheduler, Verdict
 
 
 def test_pulls_only_what_credits_and_prefetch_need() -> None:
@@ -128,9 +128,9 @@ def test_remote_worker_credits_are_capped() -> None:
     """A worker cannot make the chief pull the whole splitter ahead by asking for credits."""
     from pathlib import Path
 
-    from octop2p._chief import Chief, Phase
-    from octop2p._limits import Limits
-    from octop2p._package import load_job
+    from octop2p.engine._limits import Limits
+    from octop2p.engine._package import load_job
+    from octop2p.engine._runner import Chief, Phase
 
     spec = load_job(Path(__file__).parents[2] / "examples" / "primes", Limits())
     chief = Chief(

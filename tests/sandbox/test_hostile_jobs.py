@@ -29,11 +29,11 @@ from pathlib import Path
 import pytest
 import trio
 
-from octop2p._chief import Chief
-from octop2p._children import ForkServer, open_fork_server
-from octop2p._groups import collapse_groups
-from octop2p._limits import Limits
-from octop2p._local import prepare
+from octop2p.engine._children import ForkServer, open_fork_server
+from octop2p.engine._groups import collapse_groups
+from octop2p.engine._limits import Limits
+from octop2p.engine._local import prepare
+from octop2p.engine._runner import Chief
 from octop2p.errors import JobFailed, JobRefused, OctoError
 from sandbox import ALL_LAYERS
 from tests.conftest import run_cli

@@ -1,6 +1,6 @@
 """A job this node is chief of, with remote workers: the chief engine plus the network.
 
-The :class:`~octop2p._chief.Chief` does the scheduling, splitting and merging exactly as
+The :class:`~octop2p.engine._runner.Chief` does the scheduling, splitting and merging exactly as
 in ``octop2p run``. This module adds what travels: the job's package (sent once per
 worker, by content hash, in chunks), signed fragments out and signed results in, and
 the bookkeeping of which worker did what.
@@ -23,6 +23,12 @@ from typing import TYPE_CHECKING, Any
 import msgpack
 import trio
 
+from octop2p.engine._groups import collapse_groups
+from octop2p.engine._package import JobSpec
+from octop2p.engine._results import pack
+from octop2p.engine._runner import REMOTE_CREDITS_PER_CORE, Chief, Progress
+from octop2p.errors import JobFailed, OctoError
+from octop2p.net._peer import LinkClosed, PeerLink
 from protocol import (
     Cancel,
     Envelope,
@@ -42,15 +48,8 @@ from protocol import (
     content_hash,
 )
 
-from ._chief import REMOTE_CREDITS_PER_CORE, Chief, Progress
-from ._groups import collapse_groups
-from ._package import JobSpec
-from ._peer import LinkClosed, PeerLink
-from ._results import pack
-from .errors import JobFailed, OctoError
-
 if TYPE_CHECKING:
-    from ._node import Node
+    from octop2p.net._node import Node
 
 log = logging.getLogger(__name__)
 

@@ -15,7 +15,7 @@ import tarfile
 import time
 from pathlib import Path
 
-from .errors import UsageError
+from octop2p.errors import UsageError
 
 MARKER = ".octop2p-results.json"
 

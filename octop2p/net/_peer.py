@@ -15,6 +15,7 @@ from typing import Any
 
 import trio
 
+from octop2p.engine._groups import collapse_groups
 from protocol import (
     Connection,
     ConnectionClosed,
@@ -26,8 +27,6 @@ from protocol import (
     ProtocolError,
     RemoteProtocolError,
 )
-
-from ._groups import collapse_groups
 
 log = logging.getLogger(__name__)
 

@@ -26,9 +26,9 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-from . import __version__
-from ._groups import collapse_groups
-from .errors import Interrupted, JobFailed, OctoError
+from octop2p import __version__
+from octop2p.engine._groups import collapse_groups
+from octop2p.errors import Interrupted, JobFailed, OctoError
 
 F = TypeVar("F", bound=Callable[..., Any])
 err = Console(stderr=True, highlight=False, soft_wrap=True)
@@ -172,7 +172,7 @@ def run(
     job: Path, workers: int | None, out: Path | None, home: Path | None, as_json: bool, verbose: int
 ) -> None:
     """Run JOB on this machine with local sandboxed workers (no network, no daemon)."""
-    from ._local import prepare, run_local
+    from octop2p.engine._local import prepare, run_local
 
     _setup_logging(verbose)
     spec = prepare(job)
@@ -221,8 +221,8 @@ def run(
 @handle_errors
 def doctor(home: Path | None, as_json: bool, verbose: int) -> None:
     """Sandbox layers, whether this node would donate, its port and network interfaces."""
-    from ._doctor import examine
-    from ._home import Home
+    from octop2p._doctor import examine
+    from octop2p._home import Home
 
     _setup_logging(verbose)
     report = examine(Home.locate(home))
@@ -249,7 +249,7 @@ def doctor(home: Path | None, as_json: bool, verbose: int) -> None:
 
 
 def _register_node_commands() -> None:
-    from ._cli_net import register
+    from octop2p.cli._net import register
 
     register(main, common_options, handle_errors, err, _setup_logging, _RunProgress)
 
@@ -279,7 +279,7 @@ def _register_gui_command() -> None:
         """The desktop app: attaches to the node running in the home, or runs one."""
         import importlib.util
 
-        from .errors import UsageError
+        from octop2p.errors import UsageError
 
         # Qt stays in gui/: look for PySide6 without importing it here.
         if importlib.util.find_spec("PySide6") is None:

@@ -7,7 +7,7 @@ from contextlib import contextmanager
 
 import trio
 
-from .errors import OctoError
+from octop2p.errors import OctoError
 
 
 def leaves(exc: BaseException) -> list[BaseException]:

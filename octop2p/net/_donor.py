@@ -22,6 +22,13 @@ from typing import TYPE_CHECKING, Any
 import trio
 
 import sandbox
+from octop2p.engine._children import Child, ChildDied, ChildProtocolError, ChildReported
+from octop2p.engine._groups import collapse_groups
+from octop2p.engine._limits import JobOptions, Limits
+from octop2p.engine._package import missing_requirements
+from octop2p.engine._runner import Pacer, describe_exit, watch_threads
+from octop2p.net._hosted import NOT_RUN, decode_parts, encode_parts
+from octop2p.net._peer import LinkClosed, PeerLink
 from protocol import (
     MAX_CHUNK,
     Cancel,
@@ -41,16 +48,8 @@ from protocol import (
     content_hash,
 )
 
-from ._chief import Pacer, describe_exit, watch_threads
-from ._children import Child, ChildDied, ChildProtocolError, ChildReported
-from ._groups import collapse_groups
-from ._limits import JobOptions, Limits
-from ._netjob import NOT_RUN, decode_parts, encode_parts
-from ._package import missing_requirements
-from ._peer import LinkClosed, PeerLink
-
 if TYPE_CHECKING:
-    from ._node import Node
+    from octop2p.net._node import Node
 
 log = logging.getLogger(__name__)
 

@@ -13,13 +13,12 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from octop2p.errors import OctoError, UsageError
 from protocol import JobState
 
-from .errors import OctoError, UsageError
-
 if TYPE_CHECKING:
-    from ._netjob import JobRecord
-    from ._node import Node
+    from octop2p.net._hosted import JobRecord
+    from octop2p.net._node import Node
 
 log = logging.getLogger(__name__)
 

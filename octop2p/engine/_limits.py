@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .errors import JobRefused
+from octop2p.errors import JobRefused
 
 __all__ = [
     "OPTION_KEYS",

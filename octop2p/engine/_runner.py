@@ -23,16 +23,15 @@ from typing import Any
 
 import trio
 
+from octop2p.engine._children import ChildDied, ChildProtocolError, ChildReported, ForkServer
+from octop2p.engine._groups import collapse_groups
+from octop2p.engine._limits import Limits
+from octop2p.engine._package import JobSpec
+from octop2p.engine._reorder import CausalBuffer
+from octop2p.engine._scheduler import FragmentFailed, Scheduler, Verdict
+from octop2p.errors import JobFailed
 from sandbox import Policy
 from sandbox import describe_exit as _describe_exit
-
-from ._children import ChildDied, ChildProtocolError, ChildReported, ForkServer
-from ._groups import collapse_groups
-from ._limits import Limits
-from ._package import JobSpec
-from ._reorder import CausalBuffer
-from ._scheduler import FragmentFailed, Scheduler, Verdict
-from .errors import JobFailed
 
 log = logging.getLogger(__name__)
 

@@ -12,13 +12,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import sandbox
-
-from ._chief import Chief, OutputSink, Progress
-from ._children import open_fork_server
-from ._groups import collapse_groups
-from ._limits import Limits
-from ._package import JobSpec, load_job
-from ._results import check_out, default_out, deliver
+from octop2p.engine._children import open_fork_server
+from octop2p.engine._groups import collapse_groups
+from octop2p.engine._limits import Limits
+from octop2p.engine._package import JobSpec, load_job
+from octop2p.engine._results import check_out, default_out, deliver
+from octop2p.engine._runner import Chief, OutputSink, Progress
 
 log = logging.getLogger(__name__)
 

@@ -21,8 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Literal, TypeAlias
 
-from ._limits import JobOptions, Limits, read_options
-from .errors import JobRefused
+from octop2p.engine._limits import JobOptions, Limits, read_options
+from octop2p.errors import JobRefused
 
 __all__ = [
     "PACKAGE_BYTES",

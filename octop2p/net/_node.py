@@ -25,6 +25,16 @@ import trio
 
 import octop2p
 import sandbox
+from octop2p._config import parse_address
+from octop2p.engine._children import ForkServer, open_fork_server
+from octop2p.engine._limits import Limits
+from octop2p.engine._package import load_job
+from octop2p.errors import OctoError
+from octop2p.net import _discovery
+from octop2p.net._donor import WorkerService
+from octop2p.net._hosted import JobRecord, JobStore, NetworkJob
+from octop2p.net._peer import LinkClosed, PeerLink
+from octop2p.net._submitter import RemoteJob, accept_submission, answer_status, submit_remote
 from protocol import (
     MAX_FAILED_ATTEMPTS,
     AuthMode,
@@ -50,17 +60,6 @@ from protocol import (
     SwarmCode,
     WorkRequest,
 )
-
-from . import _discovery
-from ._children import ForkServer, open_fork_server
-from ._config import parse_address
-from ._limits import Limits
-from ._netjob import JobRecord, JobStore, NetworkJob
-from ._package import load_job
-from ._peer import LinkClosed, PeerLink
-from ._submitter import RemoteJob, accept_submission, answer_status, submit_remote
-from ._worker import WorkerService
-from .errors import OctoError
 
 log = logging.getLogger(__name__)
 

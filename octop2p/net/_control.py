@@ -19,10 +19,9 @@ from typing import Any
 
 import trio
 
+from octop2p.api import NodeAPI
+from octop2p.errors import JobFailed, JobRefused, NoNodeError, OctoError, UsageError
 from sandbox._wire import FrameDecoder, WireError, pack
-
-from ._api import NodeAPI
-from .errors import JobFailed, JobRefused, NoNodeError, OctoError, UsageError
 
 log = logging.getLogger(__name__)
 

@@ -50,9 +50,8 @@ from zeroconf import (
     Zeroconf,
 )
 
+from octop2p.errors import OctoError
 from protocol import SUPPORTED_VERSIONS, CodeError, NodeId
-
-from .errors import OctoError
 
 __all__ = [
     "MAX_PEERS",

@@ -20,6 +20,11 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
+from octop2p.engine._package import load_job
+from octop2p.engine._runner import Progress
+from octop2p.errors import JobRefused, NoNodeError, OctoError
+from octop2p.net._hosted import JobRecord, NetworkJob, pack_package
+from octop2p.net._peer import LinkClosed, PeerLink
 from protocol import (
     AuthMode,
     Cancel,
@@ -37,14 +42,8 @@ from protocol import (
     StatusRequest,
 )
 
-from ._chief import Progress
-from ._netjob import JobRecord, NetworkJob, pack_package
-from ._package import load_job
-from ._peer import LinkClosed, PeerLink
-from .errors import JobRefused, NoNodeError, OctoError
-
 if TYPE_CHECKING:
-    from ._node import Node
+    from octop2p.net._node import Node
 
 log = logging.getLogger(__name__)
 

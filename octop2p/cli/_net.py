@@ -17,17 +17,16 @@ from typing import Any
 import click
 import trio
 
+from octop2p._config import Config, parse_address
+from octop2p._home import Home
+from octop2p.api import FINISHED, NodeAPI
+from octop2p.engine._results import default_out, deliver_bytes
+from octop2p.errors import JobFailed, NoNodeError, OctoError, UsageError
+from octop2p.net._control import ControlClient
+from octop2p.net._control import serve as serve_control
+from octop2p.net._node import Node, NodeSettings
+from octop2p.net._peer import LinkClosed
 from protocol import CodeError, JobCode, NodeId, SwarmCode
-
-from ._api import FINISHED, NodeAPI
-from ._config import Config, parse_address
-from ._control import ControlClient
-from ._control import serve as serve_control
-from ._home import Home
-from ._node import Node, NodeSettings
-from ._peer import LinkClosed
-from ._results import default_out, deliver_bytes
-from .errors import JobFailed, NoNodeError, OctoError, UsageError
 
 log = logging.getLogger(__name__)
 
@@ -443,7 +442,7 @@ async def _wait_for_peer(api: Any, chief: str, timeout: float = 10) -> None:
 
 async def _follow(api: Any, job_id: str, progress: Any, as_json: bool, scope: Any) -> None:
     """Show a job's progress from node events (and poll, for events missed)."""
-    from ._chief import Progress
+    from octop2p.engine._runner import Progress
 
     started = time.monotonic()
     async for event in api.events():
@@ -500,7 +499,7 @@ async def _server(
     host, port = _address(listen, "--listen", 0)
     code = JobCode.generate()
     identity = home.load_or_create_identity()
-    from ._limits import Limits
+    from octop2p.engine._limits import Limits
 
     node = Node(
         identity,
@@ -558,7 +557,7 @@ def _advertised_host(host: str) -> str:
 async def _client(
     home: Home, host: str, job_code: JobCode | None, cores: int | None, err: Any
 ) -> None:
-    from ._limits import Limits
+    from octop2p.engine._limits import Limits
 
     identity = home.load_or_create_identity()
     swarm = home.swarm() if job_code is None else None

@@ -1,0 +1,1 @@
+"""The job engine: one job machine, one runner, worker ports and the children they drive."""
