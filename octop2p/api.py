@@ -47,6 +47,7 @@ def job_status(node: Node, record: JobRecord) -> dict[str, Any]:
         "rule": record.error_rule,
         "traceback": record.traceback,
         "has_results": record.results is not None,
+        "waiting": progress.waiting if progress else "",
     }
 
 

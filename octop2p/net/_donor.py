@@ -16,19 +16,19 @@ import tarfile
 import tempfile
 import time
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import trio
 
-import sandbox
-from octop2p.engine._children import Child, ChildDied, ChildProtocolError, ChildReported
 from octop2p.engine._groups import collapse_groups
 from octop2p.engine._limits import JobOptions, Limits
+from octop2p.engine._machine import WorkFailure
 from octop2p.engine._package import missing_requirements
-from octop2p.engine._runner import Pacer, describe_exit, watch_threads
-from octop2p.net._hosted import NOT_RUN, decode_parts, encode_parts
+from octop2p.engine._slot import MAX_SLOT_WINDOW, ChildMaker, Done, Work, child_spec, drive_slot
 from octop2p.net._peer import LinkClosed, PeerLink
+from octop2p.net._peerport import KINDS, NOT_RUN, decode_parts, encode_parts
 from protocol import (
     MAX_CHUNK,
     Cancel,
@@ -43,7 +43,6 @@ from protocol import (
     PackageChunk,
     PackageRequest,
     Result,
-    Task,
     WorkRequest,
     content_hash,
 )
@@ -53,20 +52,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-#: Fragments a slot asks for at first, before it knows how long one takes.
-SLOT_CREDITS = 2
-MAX_SLOT_BATCH = 64
-#: A slot's credits in flight (asked for, on the way, or running) grow to two batches
-#: of about BATCH_SECONDS each: one runs while the next crosses the network, so short
-#: fragments are not paced by the round trip to the chief.
-MAX_SLOT_WINDOW = 2 * MAX_SLOT_BATCH
-#: ... and to no more bytes than this (but at least SLOT_CREDITS fragments), so that
-#: large fragments do not pile up on the chief, on the wire or in the inbox.
-MAX_SLOT_WINDOW_BYTES = 16 << 20
 FETCH_SECONDS = 60.0
 #: Results wait at most this long for the next one, to go back in one write.
 RESULT_FLUSH_SECONDS = 0.005
-RESULT_FLUSH_BYTES = 1 << 20
 
 
 class WorkRefused(Exception):
@@ -90,7 +78,7 @@ class RunningJob:
 
 
 class WorkerJob:
-    """This node's work on one job of one chief."""
+    """This node's work on one job of one chief: slots driven as on the chief itself."""
 
     def __init__(self, service: WorkerService, link: PeerLink, info: JobInfo) -> None:
         self.service = service
@@ -100,9 +88,10 @@ class WorkerJob:
         self.scope = trio.CancelScope()
         # Room for every slot's whole window: a chief that keeps to our credits never
         # finds the inbox full.
-        send, receive = trio.open_memory_channel[Fragment](
+        send, receive = trio.open_memory_channel[Work](
             MAX_SLOT_WINDOW * max(1, service.node.cores))
         self.inbox_send, self.inbox = send, receive
+        self._refs: dict[int, bytes] = {}  # seq -> digest of the fragment it answers
         options = JobOptions.from_dict(dict(info.options), default_name=info.name)
         limits, _ = options.limits.capped(service.node.limits)
         self.limits: Limits = limits
@@ -114,222 +103,111 @@ class WorkerJob:
                 job_dir = await self.service.fetch_package(self.link, self.info)
                 with collapse_groups():  # a slot's LinkClosed must reach the handlers below
                     async with trio.open_nursery() as nursery:
-                        for i in range(self.service.slots_for(self)):
-                            nursery.start_soon(self._slot, job_dir, i)
+                        maker = ChildMaker(self.service.node.forkserver,
+                                           self._child_spec(job_dir), self.limits, nursery)
+                        sink = _ChiefSink(self)
+                        for _ in range(self.service.slots_for(self)):
+                            nursery.start_soon(partial(drive_slot, maker, self.inbox, sink,
+                                                       partitions=self.partitions))
             except WorkRefused as exc:
                 log.warning("not working on job %s of %s: %s", self.info.name, self.link.short, exc)
-                try:
-                    await self.link.send(Error(code=exc.code, reason=str(exc),
-                                               job_id=self.info.job_id))
-                except LinkClosed:
-                    pass
+                await self._tell(Error(code=exc.code, reason=str(exc), job_id=self.info.job_id))
             except LinkClosed:
                 pass
             except Exception as exc:  # noqa: BLE001 - a bug here fails this job, not the node
                 log.exception("job %s of %s failed inside octop2p", self.info.name,
                               self.link.short)
-                try:  # REFUSED: the chief ends our leases and hands the fragments on
-                    await self.link.send(Error(code=ErrorCode.REFUSED, job_id=self.info.job_id,
-                                               reason=f"the worker failed: {exc!r}"[:4096]))
-                except LinkClosed:
-                    pass
+                # REFUSED: the chief ends our leases and hands the fragments on.
+                await self._tell(Error(code=ErrorCode.REFUSED, job_id=self.info.job_id,
+                                       reason=f"the worker failed: {exc!r}"[:4096]))
+
+    async def _tell(self, message: Error) -> None:
+        try:
+            await self.link.send(message)
+        except LinkClosed:
+            pass
 
     def stop(self) -> None:
         self.scope.cancel()
 
+    def take(self, fragment: Fragment) -> str:
+        """Queue a fragment from the chief; returns why not ("" when queued)."""
+        envelope = fragment.envelope
+        kind = KINDS.get(fragment.task)
+        if kind is None:
+            return "unknown task"
+        payload: Any = envelope.payload
+        if kind == "reduce":
+            try:
+                payload = decode_parts(payload)
+            except ValueError as exc:
+                return f"a malformed reduce task: {exc}"
+        try:
+            self.inbox_send.send_nowait(Work(kind, envelope.seq, payload))
+        except trio.WouldBlock:
+            return "more fragments than credits"
+        self._refs[envelope.seq] = envelope.digest
+        self.view.in_progress.add(envelope.seq)
+        return ""
+
     def _child_spec(self, job_dir: Path) -> dict[str, Any]:
-        kind = "package" if self.info.kind == JobKind.PACKAGE else "script"
-        policy = sandbox.Policy(
-            read_paths=(str(job_dir),), memory_bytes=self.limits.memory_mb << 20,
-            cpu_seconds=self.limits.cpu_seconds, max_threads=self.limits.threads,
-            layers=self.service.node.layers,
-        )
-        return {
-            "role": "work", "kind": kind, "job_dir": str(job_dir), "script": self.info.script,
-            "results_dir": None, "limits": self.limits.to_dict(),
-            "options": {"partitions": self.partitions,
-                        "map_batch": self.info.options.get("map_batch")},
-            "policy": policy.to_dict(),
-        }
+        return child_spec(
+            "work", kind="package" if self.info.kind == JobKind.PACKAGE else "script",
+            job_dir=job_dir, script=self.info.script, results_dir=None, limits=self.limits,
+            options={"partitions": self.partitions,
+                     "map_batch": self.info.options.get("map_batch")},
+            layers=self.service.node.layers)
 
-    async def _spawn(self, job_dir: Path) -> Child:
-        fs = self.service.node.forkserver
-        child = await fs.spawn(self._child_spec(job_dir),
-                               max_frame=self.limits.fragment_bytes * 2 + (64 << 20))
-        with trio.fail_after(self.limits.wall_seconds):
-            ready = await child.receive()
-        if ready[0] != "ready":
-            await child.aclose()
-            raise ChildProtocolError(f"child said {ready[0]!r} instead of ready")
-        return child
-
-    async def _slot(self, job_dir: Path, index: int) -> None:
-        """One sandboxed child: ask for credits, run what arrives, answer, repeat."""
-        child: Child | None = None
-        window = SLOT_CREDITS
-        pacer = Pacer()
-        await self.link.send(WorkRequest(credits=window, job_id=self.info.job_id))
-        try:
-            while True:
-                batch = [await self.inbox.receive()]
-                while len(batch) < MAX_SLOT_BATCH:
-                    try:
-                        batch.append(self.inbox.receive_nowait())
-                    except trio.WouldBlock:
-                        break
-                if child is None:
-                    try:
-                        child = await self._spawn(job_dir)
-                    except ChildReported as exc:
-                        await self._fail_all(batch, exc.info)
-                        continue
-                    if self.limits.threads > 1:
-                        # seccomp cannot count threads above 1: this node counts them.
-                        self.service.node.spawn(self._watch_threads, child)
-                started = time.monotonic()
-                ok = await self._run(child, batch)
-                if not ok:
-                    await child.aclose()
-                    child = None
-                elif child.cpu_seconds() > self.limits.cpu_seconds * 0.5:
-                    await child.aclose()
-                    child = None
-                else:
-                    pacer.record(len(batch), time.monotonic() - started)
-                # Give back what ran, resized towards two batches of work in flight.
-                size = sum(len(f.envelope.payload) for f in batch) // len(batch)
-                target = max(SLOT_CREDITS, min(2 * pacer.size(MAX_SLOT_BATCH), MAX_SLOT_WINDOW,
-                                               MAX_SLOT_WINDOW_BYTES // max(1, size)))
-                credits = max(1, len(batch) + target - window)
-                window += credits - len(batch)
-                await self.link.send(WorkRequest(credits=credits, job_id=self.info.job_id))
-        finally:
-            if child is not None:
-                await child.aclose()
-
-    async def _watch_threads(self, child: Child) -> None:
-        found = await watch_threads(child.pid, self.limits.threads)
-        if found is not None:
-            child.breach = (  # type: ignore[attr-defined]
-                "threads", f"ran {found} threads at once, more than this job's limit of "
-                f"{self.limits.threads} (limits.threads)")
-            await child.kill()
-
-    async def _run(self, child: Child, batch: list[Fragment]) -> bool:
-        """Run a batch in ``child``; returns False if the child must be replaced."""
-        by_seq = {f.envelope.seq: f for f in batch}
-        for f in batch:
-            self.view.in_progress.add(f.envelope.seq)
-        tasks = {f.task for f in batch}
-        try:
-            if tasks == {Task.REDUCE}:
-                for f in batch:
-                    parts = decode_parts(f.envelope.payload)
-                    await child.send(["reduce", f.envelope.seq, parts])
-                    await self._collect(child, {f.envelope.seq}, by_seq)
-            else:
-                kind = "map" if tasks == {Task.MAP} else "process"
-                await child.send([kind, [[f.envelope.seq, f.envelope.payload] for f in batch]])
-                await self._collect(child, set(by_seq), by_seq)
-            return True
-        except ChildReported as exc:
-            seq = exc.seq if exc.seq in by_seq else batch[0].envelope.seq
-            await self._answer_failure(by_seq[seq], exc.info)
-            await self._give_back(by_seq, exclude=seq)
-            return False
-        except (ChildDied, trio.TooSlowError, ChildProtocolError, ValueError) as exc:
-            rule: str | None
-            if isinstance(exc, trio.TooSlowError):
-                rule, message = "wall time", (
-                    f"ran for more than {self.limits.wall_seconds} s on one fragment")
-                await child.kill()
-            elif isinstance(exc, ChildDied):
-                rule, message = getattr(child, "breach", None) or describe_exit(
-                    exc.returncode, limits=self.limits.to_dict())
-            else:
-                rule, message = "protocol", str(exc)
-            pending = sorted(self.view.in_progress & set(by_seq))
-            if pending:
-                await self._answer_failure(by_seq[pending[0]],
-                                           {"message": message, "rule": rule})
-                await self._give_back(by_seq, exclude=pending[0])
-            return False
-        finally:
-            self.view.in_progress -= set(by_seq)
-
-    async def _collect(self, child: Child, pending: set[int], by_seq: dict[int, Fragment]) -> None:
-        """Read the child's replies to a batch and send each back as a signed Result.
-
-        Results that follow each other closely go back together (one write, and one
-        read and merge on the chief); one that keeps the child busy longer than
-        RESULT_FLUSH_SECONDS does not hold back those already done.
-        """
-        results: list[Result] = []
-        size = 0
-        try:
-            while pending:
-                reply = None
-                if results:
-                    with trio.move_on_after(RESULT_FLUSH_SECONDS):
-                        reply = await child.receive()
-                    if reply is None or size > RESULT_FLUSH_BYTES:
-                        await self.link.send_many(results)
-                        results, size = [], 0
-                if reply is None:
-                    with trio.fail_after(self.limits.wall_seconds):
-                        reply = await child.receive()
-                result = self._result(reply, pending, by_seq)
-                results.append(result)
-                size += len(result.envelope.payload)
-        finally:
-            if results:  # also before the failure answers of a batch that broke off
-                await self.link.send_many(results)
-
-    def _result(self, reply: list[Any], pending: set[int], by_seq: dict[int, Fragment]) -> Result:
-        """The signed Result for one reply of the child."""
-        if len(reply) < 3 or type(reply[1]) is not int:
-            raise ChildProtocolError(f"a malformed reply {reply[0]!r}")
-        seq = reply[1]
-        if seq not in pending:
-            raise ChildProtocolError(f"answered fragment {seq!r}, which it was not given")
-        pending.discard(seq)
+    def signed(self, seq: int, data: bytes, out: str = "",
+               failure: Failure | None = None) -> Result:
+        """A Result for ``seq``, signed by this node and bound to the chief's fragment."""
         self.view.in_progress.discard(seq)
-        payload = reply[2]
-        data = encode_parts(payload) if isinstance(payload, list) else payload
-        if not isinstance(data, bytes):
-            raise ChildProtocolError("a result must be bytes")
-        fragment = by_seq[seq]
         envelope = Envelope.sign(self.service.node.identity, EnvelopeKind.RESULT,
-                                 self.info.job_id, seq, data, ref=fragment.envelope.digest)
-        out = reply[3] if len(reply) > 3 and isinstance(reply[3], str) else ""
-        self.view.done += 1
-        return Result(envelope=envelope, out=out[:200_000])
+                                 self.info.job_id, seq, data, ref=self._refs.pop(seq, b""))
+        return Result(envelope=envelope, out=out[:200_000], failure=failure)
 
-    async def _answer_failure(self, fragment: Fragment, info: dict[str, Any]) -> None:
-        envelope = Envelope.sign(self.service.node.identity, EnvelopeKind.RESULT,
-                                 self.info.job_id, fragment.envelope.seq, b"",
-                                 ref=fragment.envelope.digest)
-        line = info.get("line")
-        failure = Failure(
-            message=str(info.get("message") or "failed")[:4000],
-            rule=(str(info["rule"])[:64] if info.get("rule") else None),
-            traceback=str(info.get("traceback") or "")[:65000],
-            file=(str(info["file"])[:1000] if info.get("file") else None),
-            line=line if isinstance(line, int) and line >= 0 else None,
-        )
-        await self.link.send(Result(envelope=envelope, failure=failure))
 
-    async def _give_back(self, by_seq: dict[int, Fragment], *, exclude: int) -> None:
+class _ChiefSink:
+    """A donor's slots answer their remote chief: signed results, several per write."""
+
+    flush_seconds = RESULT_FLUSH_SECONDS
+
+    def __init__(self, job: WorkerJob) -> None:
+        self.job = job
+
+    async def results(self, done: list[Done]) -> None:
+        job = self.job
+        job.view.done += len(done)
+        await job.link.send_many([
+            job.signed(d.seq, encode_parts(d.payload) if isinstance(d.payload, list)
+                       else d.payload, d.out) for d in done])
+
+    async def failed(self, work: Work, failure: WorkFailure) -> None:
+        # The chief retries a failure without a traceback (a crash) and takes one with a
+        # traceback as the job's own error: keep the two apart on the wire.
+        traceback = failure.traceback or (failure.message if failure.deterministic else "")
+        if not failure.deterministic:
+            traceback = ""
+        await self.job.link.send(self.job.signed(work.seq, b"", failure=Failure(
+            message=failure.message[:4000],
+            rule=failure.rule[:64] if failure.rule else None,
+            traceback=traceback[:65000],
+            file=failure.file[:1000] if failure.file else None,
+            line=failure.line,
+        )))
+
+    async def gave_back(self, works: list[Work]) -> None:
         """Fragments of a lost batch that never ran: the chief hands them out again."""
-        for seq, fragment in by_seq.items():
-            if seq != exclude and seq in self.view.in_progress:
-                await self._answer_failure(
-                    fragment, {"message": "not run: the child was lost", "rule": NOT_RUN}
-                )
+        if works:
+            await self.job.link.send_many([self.job.signed(w.seq, b"", failure=Failure(
+                message="not run: the child was lost", rule=NOT_RUN)) for w in works])
 
-    async def _fail_all(self, batch: list[Fragment], info: dict[str, Any]) -> None:
-        for fragment in batch:
-            await self._answer_failure(fragment, info)
+    async def credits(self, n: int) -> None:
+        await self.job.link.send(WorkRequest(credits=n, job_id=self.job.info.job_id))
+
+    def printed(self, where: str, text: str) -> None:
+        """What job code prints as it loads stays on this machine."""
+
 
 
 class WorkerService:
@@ -383,6 +261,9 @@ class WorkerService:
             self.jobs.pop(job.info.job_id, None)
             self.node.emit("working", job=job.info.job_id.hex(), name=job.info.name,
                            chief=job.link.peer_id, running=False)
+            # A core is free: say so now, so that chiefs with queued jobs offer them at
+            # once instead of at the next heartbeat.
+            self.node.announce_soon()
 
     async def on_fragment(self, link: PeerLink, fragment: Fragment) -> None:
         envelope = fragment.envelope
@@ -396,10 +277,10 @@ class WorkerService:
             await link.send(Error(code=ErrorCode.BAD_MESSAGE, reason="fragment for another package",
                                   job_id=envelope.job_id, seq=envelope.seq))
             return
-        try:
-            job.inbox_send.send_nowait(fragment)
-        except trio.WouldBlock:
-            await link.send(Error(code=ErrorCode.BUSY, reason="more fragments than credits",
+        problem = job.take(fragment)
+        if problem:
+            await link.send(Error(code=ErrorCode.BUSY if problem.startswith("more") else
+                                  ErrorCode.BAD_MESSAGE, reason=problem,
                                   job_id=envelope.job_id, seq=envelope.seq))
 
     def on_cancel(self, link: PeerLink, cancel: Cancel) -> None:

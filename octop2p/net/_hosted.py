@@ -1,9 +1,9 @@
-"""A job this node is chief of, with remote workers: the chief engine plus the network.
+"""A job this node is chief of: the runner, with the node's own slots and linked donors.
 
-The :class:`~octop2p.engine._runner.Chief` does the scheduling, splitting and merging exactly as
-in ``octop2p run``. This module adds what travels: the job's package (sent once per
-worker, by content hash, in chunks), signed fragments out and signed results in, and
-the bookkeeping of which worker did what.
+The :class:`~octop2p.engine._runner.JobRunner` runs it exactly as ``octop2p run`` does.
+This module adds what travels: the job's package (sent once per donor, by content hash,
+in chunks), the donors as :class:`~octop2p.net._peerport.PeerPort` workers, progress
+events, and the job's record and folder in the store.
 """
 
 from __future__ import annotations
@@ -20,22 +20,22 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import msgpack
 import trio
 
 from octop2p.engine._groups import collapse_groups
+from octop2p.engine._local import LocalPort
 from octop2p.engine._package import JobSpec
 from octop2p.engine._results import pack
-from octop2p.engine._runner import REMOTE_CREDITS_PER_CORE, Chief, Progress
+from octop2p.engine._runner import JobRunner, Progress
 from octop2p.errors import JobFailed, OctoError
 from octop2p.net._peer import LinkClosed, PeerLink
+from octop2p.net._peerport import PeerPort
 from protocol import (
     Cancel,
     Envelope,
     EnvelopeKind,
     Error,
     ErrorCode,
-    Fragment,
     JobInfo,
     JobKind,
     JobState,
@@ -43,7 +43,6 @@ from protocol import (
     PackageChunk,
     PackageRequest,
     Result,
-    Task,
     WorkRequest,
     content_hash,
 )
@@ -53,9 +52,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-LEASE_CHECK_SECONDS = 2.0
-#: The rule of a worker's Failure that hands a fragment back unrun (it counts no attempt).
-NOT_RUN = "not run"
 JOURNAL_SECONDS = 1.0
 #: Progress events are for eyes (progress bars, the GUI): one per result would cost the
 #: chief more than the results themselves, so they go out at most this often.
@@ -74,27 +70,6 @@ def pack_package(spec: JobSpec) -> bytes:
             info.mode = 0o644
             tar.addfile(info, io.BytesIO(data))
     return buf.getvalue()
-
-
-def encode_parts(parts: list[bytes]) -> bytes:
-    """Map outputs and reduce inputs travel as one msgpack list of opaque blobs."""
-    return msgpack.packb(parts, use_bin_type=True)
-
-
-def decode_parts(data: bytes, count: int | None = None) -> list[bytes]:
-    """Inverse of :func:`encode_parts`, checked: a list of bytes (of ``count`` items)."""
-    try:
-        parts = msgpack.unpackb(data, raw=False, max_array_len=1 << 20)
-    except Exception:  # noqa: BLE001 - msgpack raises many types on garbage
-        raise ValueError("not a list of parts") from None
-    if not isinstance(parts, list) or not all(isinstance(p, bytes) for p in parts):
-        raise ValueError("not a list of parts")
-    if count is not None and len(parts) != count:
-        raise ValueError(f"expected {count} parts, got {len(parts)}")
-    return parts
-
-
-_TASKS = {"process": Task.PROCESS, "map": Task.MAP, "reduce": Task.REDUCE}
 
 
 @dataclass
@@ -119,7 +94,7 @@ class JobRecord:
 
 
 class NetworkJob:
-    """One job this node is chief of, served to local slots and remote workers."""
+    """One job this node is chief of, run by the runner for local slots and donors."""
 
     def __init__(
         self,
@@ -140,10 +115,8 @@ class NetworkJob:
             node.identity, EnvelopeKind.PACKAGE, self.job_id, 0, self.tar
         )
         self.record = JobRecord(self.job_id, spec.options.name)
-        self.chief: Chief | None = None
-        self._sent: dict[tuple[str, int], bytes] = {}  # (worker, seq) -> fragment digest
-        self._links: dict[str, PeerLink] = {}  # remote workers of this job
-        self._senders: set[str] = set()
+        self.runner: JobRunner | None = None
+        self._ports: dict[str, PeerPort] = {}  # donors working on this job
         self._offered: set[str] = set()  # peers told about this job on their current link
         self._journalled = 0.0
         self._progress_sent = 0.0  # when the last progress event went out (monotonic)
@@ -171,8 +144,8 @@ class NetworkJob:
 
     def _wire_options(self) -> dict[str, Any]:
         opts = self.spec.options.to_dict()
-        if self.chief is not None:
-            opts["partitions"] = self.chief.partitions
+        if self.runner is not None:
+            opts["partitions"] = self.runner.partitions
         return opts
 
     async def run(self, job_dir: Path) -> None:
@@ -189,22 +162,20 @@ class NetworkJob:
         work_dir = job_dir / "work"
         work_dir.mkdir(parents=True, exist_ok=True)
         local = self.node.local_slots()
-        self.chief = chief = Chief(
-            self.spec,
-            self.node.forkserver,
-            workers=local,
-            work_dir=work_dir,
-            layers=self.node.layers,
-            on_progress=self._on_progress,
-            on_output=self._on_output,
-            remote=True,
-        )
+        self.runner = runner = JobRunner(
+            self.spec, self.node.forkserver, work_dir=work_dir, layers=self.node.layers,
+            partitions=max(2, 2 * local), on_progress=self._on_progress,
+            on_output=self._on_output, on_log=self._on_log)
+        if local:
+            # The node's own cores vote as one node: redundancy asks for distinct machines.
+            node_id = str(self.node.id)
+            runner.served.append(LocalPort(local, lambda i: node_id))
         self.node.emit("job", job=record.id_hex, state=record.state.value, name=record.name)
         try:
             # The nursery reports a failure as an exception group; the job's own error
             # must come out plain, or it would escape into the node and stop it.
             with collapse_groups():
-                await self._serve(chief)
+                await self._serve(runner)
             record.state = JobState.DONE
         except JobFailed as exc:
             record.state = JobState.CANCELLED if exc.rule == "cancelled" else JobState.FAILED
@@ -231,14 +202,14 @@ class NetworkJob:
                 error=record.error,
             )
 
-    async def _serve(self, chief: Chief) -> None:
+    async def _serve(self, runner: JobRunner) -> None:
         record = self.record
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
-            nursery.start_soon(self._expire_leases)
+            nursery.start_soon(self._progress_events)
             for link in self.node.links():
                 await self.offer(link)
-            results_dir = await chief.run()
+            results_dir = await runner.run()
             record.state = JobState.FINISHING
             record.results = pack(results_dir)
             self.results_hash = content_hash(record.results)
@@ -248,26 +219,22 @@ class NetworkJob:
 
     def cancel(self) -> None:
         """Stop the job at the submitter's request."""
-        if self.chief is not None:
-            self.chief.cancel()
+        if self.runner is not None:
+            self.runner.cancel()
 
     async def _tell_workers_done(self) -> None:
         with trio.CancelScope(shield=True), trio.move_on_after(2):
-            # Every link, not just self._links: a worker's sender ends (and forgets it)
-            # when the job's nursery is cancelled, before this runs; a worker never told
-            # would keep its children for good. A Cancel for a job a peer does not run
-            # is ignored there.
+            # Every link, not just the donors that asked for work: one told the job
+            # but not yet asking would keep its children for good. A Cancel for a job a
+            # peer does not run is ignored there.
             for link in self.node.links():
                 try:
                     await link.send(Cancel(job_id=self.job_id, reason=self.record.state.value))
                 except LinkClosed:
                     pass
 
-    async def _expire_leases(self) -> None:
-        while True:
-            await trio.sleep(LEASE_CHECK_SECONDS)
-            if self.chief is not None:
-                self.chief.expire_leases()
+    def _on_log(self, line: str) -> None:
+        log.info("job %s (%s): %s", self.record.name, self.record.id_hex[:12], line)
 
     def _on_progress(self, progress: Progress) -> None:
         self.record.progress = progress
@@ -294,6 +261,7 @@ class NetworkJob:
             done=progress.done,
             total=progress.total,
             workers=dict(progress.workers),
+            waiting=progress.waiting,
         )
 
     async def _progress_events(self) -> None:
@@ -315,10 +283,8 @@ class NetworkJob:
         """Tell a donating peer about this job, so it can fetch the package and ask for work."""
         if not link.donating or self.record.state not in (JobState.QUEUED, JobState.RUNNING):
             return
-        if self.chief is None:
+        if self.runner is None or link.peer_id in self._offered:
             return  # too early to take work requests; `run` offers to every link
-        if link.peer_id in self._offered:
-            return
         self._offered.add(link.peer_id)
         try:
             await link.send(self.job_info())
@@ -326,127 +292,39 @@ class NetworkJob:
             pass
 
     def lost(self, link: PeerLink) -> None:
-        """A worker's link closed: its leases end now."""
+        """A worker's link closed (or it stopped donating): its leases end now."""
         worker = link.peer_id
         self._offered.discard(worker)
-        if self._links.pop(worker, None) is not None and self.chief is not None:
-            self.chief.remote_lost(worker)
+        port = self._ports.pop(worker, None)
+        if port is not None and port.link is link:
+            port.close()
             self.node.emit("worker", job=self.record.id_hex, worker=worker, joined=False)
 
     async def handle(self, link: PeerLink, message: Message) -> None:
         """A message from a worker about this job."""
-        if isinstance(message, WorkRequest):
-            await self._on_work_request(link, message)
-        elif isinstance(message, Result):
-            self._on_result(link, message)
+        port = self._ports.get(link.peer_id)
+        if isinstance(message, Result):
+            if port is not None and port.link is link:
+                port.on_result(message)
+        elif isinstance(message, WorkRequest):
+            await self._on_work_request(link, message, port)
 
-    async def _on_work_request(self, link: PeerLink, message: WorkRequest) -> None:
-        chief = self.chief
-        if chief is None or self.record.state is not JobState.RUNNING:
+    async def _on_work_request(self, link: PeerLink, message: WorkRequest,
+                               port: PeerPort | None) -> None:
+        runner = self.runner
+        if runner is None or self._nursery is None or self.record.state is not JobState.RUNNING:
             await link.send(
                 Error(code=ErrorCode.NOT_FOUND, reason="no such running job", job_id=self.job_id)
             )
             return
-        worker = link.peer_id
-        if worker not in self._links:
-            self._links[worker] = link
-            self.node.emit("worker", job=self.record.id_hex, worker=worker, joined=True)
-        chief.remote_credits(
-            worker, message.credits, cap=REMOTE_CREDITS_PER_CORE * max(1, link.cores)
-        )
-        if worker not in self._senders and self._nursery is not None:
-            self._senders.add(worker)
-            self._nursery.start_soon(self._sender, link)
-
-    async def _sender(self, link: PeerLink) -> None:
-        """Send fragments to one worker whenever it has credits and the chief has work."""
-        worker = link.peer_id
-        chief = self.chief
-        assert chief is not None
-        try:
-            while not link.closed_event.is_set():
-                kind, items = chief.remote_take(worker)
-                if not items:
-                    with trio.move_on_after(1):
-                        await chief.changed.wait()
-                    continue
-                fragments = []
-                for seq, payload in items:
-                    data = encode_parts(payload) if kind == "reduce" else payload
-                    envelope = Envelope.sign(
-                        self.node.identity,
-                        EnvelopeKind.FRAGMENT,
-                        self.job_id,
-                        seq,
-                        data,
-                        ref=self.package_hash,
-                    )
-                    self._sent[(worker, seq)] = envelope.digest
-                    fragments.append(Fragment(task=_TASKS[kind], envelope=envelope))
-                await link.send_many(fragments)  # small fragments share a write
-        except LinkClosed:
-            pass
-        finally:
-            self._senders.discard(worker)
-            self.lost(link)
-
-    def _on_result(self, link: PeerLink, message: Result) -> None:
-        chief = self.chief
-        envelope = message.envelope
-        worker = link.peer_id
-        expected = self._sent.pop((worker, envelope.seq), None)
-        if chief is None or chief.phase is None or expected is None:
-            return  # late, duplicate, or never sent to this worker: dropped
-        kind = chief.phase.kind
-        # The protocol checked the worker's signature; bind the result to our fragment.
-        if envelope.job_id != self.job_id or envelope.ref != expected:
-            log.warning("worker %s sent a result for another fragment; dropped", link.short)
-            return
-        if message.failure is not None:
-            failure = message.failure
-            error = JobFailed(
-                message=f"{failure.message} (on worker {link.short})",
-                traceback=failure.traceback,
-                rule=failure.rule,
-                file=failure.file,
-                line=failure.line,
-            )
-            if failure.rule == NOT_RUN:
-                chief.remote_giveback(worker, kind, envelope.seq)
-                return
-            # No traceback: the child died or ran out of time, so another try may succeed.
-            chief.remote_failed(worker, kind, envelope.seq, error, retry=not failure.traceback)
-            return
-        if message.out:
-            self._on_output(f"{kind} {envelope.seq} on {link.short}", message.out)
-        payload: Any = envelope.payload
-        if kind == "map":
-            try:
-                payload = decode_parts(payload, chief.partitions)
-            except ValueError as exc:
-                log.warning("worker %s sent a malformed map result: %s", link.short, exc)
-                chief.remote_failed(
-                    worker,
-                    kind,
-                    envelope.seq,
-                    JobFailed(message=str(exc), rule="protocol"),
-                    retry=True,
-                )
-                return
-        elif len(payload) > self.spec.options.limits.fragment_bytes and kind == "process":
-            chief.remote_failed(
-                worker,
-                kind,
-                envelope.seq,
-                JobFailed(
-                    message=f"the result of fragment {envelope.seq} is {len(payload)} "
-                    f"bytes; this job's limit is {self.spec.options.limits.fragment_bytes}",
-                    rule="result size",
-                ),
-                retry=False,
-            )
-            return
-        chief.remote_result(worker, kind, envelope.seq, payload, envelope.digest)
+        if port is None or port.link is not link:
+            if port is not None:
+                port.close()
+            port = PeerPort(runner, link, self.node.identity, self.job_id, self.package_hash)
+            self._ports[link.peer_id] = port
+            self._nursery.start_soon(port.serve)
+            self.node.emit("worker", job=self.record.id_hex, worker=link.peer_id, joined=True)
+        port.credit(message.credits)
 
     # --- package and results download ----------------------------------------------------
 
@@ -462,6 +340,7 @@ class NetworkJob:
                     package=request.package, offset=request.offset, total=len(blob), data=data
                 )
         return None
+
 
 
 class JobStore:

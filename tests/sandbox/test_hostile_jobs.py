@@ -3,7 +3,7 @@
 Each job in `hostile/` is a package that replaces one or more files of `hostile/_base`
 (a harmless job) with an attack; the line that attacks ends in ``# attack``. The test
 copies it into a temporary folder with a ``params.py`` (ports, paths, pids it needs),
-runs it with the real `Chief` on one long-lived fork server with every sandbox layer
+runs it with the real `JobRunner` on one long-lived fork server with every sandbox layer
 (the module's `node`, standing in for a node), and then proves the attack failed by its
 effect on the world: a listener that hears nothing, a canary that appears nowhere in
 what the job printed, wrote or reported, a file that does not exist, a process still
@@ -32,8 +32,7 @@ import trio
 from octop2p.engine._children import ForkServer, open_fork_server
 from octop2p.engine._groups import collapse_groups
 from octop2p.engine._limits import Limits
-from octop2p.engine._local import prepare
-from octop2p.engine._runner import Chief
+from octop2p.engine._local import local_runner, prepare
 from octop2p.errors import JobFailed, JobRefused, OctoError
 from sandbox import ALL_LAYERS
 from tests.conftest import run_cli
@@ -153,7 +152,7 @@ class Node:
             try:
                 with trio.fail_after(timeout), collapse_groups():
                     spec = prepare(job, limits)  # refuses a bad package before anything runs
-                    chief = Chief(
+                    runner = local_runner(
                         spec,
                         self.fs,
                         workers=WORKERS,
@@ -161,7 +160,7 @@ class Node:
                         layers=ALL_LAYERS,
                         on_output=lambda where, text: printed.append(text),
                     )
-                    results_dir = await chief.run()
+                    results_dir = await runner.run()
             except OctoError as exc:
                 error = exc
                 results_dir = Path(tmp) / "results"

@@ -1,0 +1,306 @@
+"""The job machine: every rule of running one job, with no I/O, no clock and no trio.
+
+Like ``protocol.Connection`` (and h11), it is a plain object: the runner feeds it what
+happened (fragments split, a worker joined or left, credits, a result, a failure, a
+tick of the clock) and asks it what to do (how many fragments to pull, which fragments
+to send to which worker, whether a result is to be merged). Local slots and remote
+donors are the same thing here: a *worker* with credits and a *voter*, the identity
+whose results count once per fragment (a node; a slot of its own in ``octop2p run``).
+
+Phases follow each other: ``process`` (split -> process -> merge) for a package, ``map``
+then ``reduce`` for a MapReduce script. Workers keep their credits across phases.
+
+Whatever must stop the job raises :class:`~octop2p.errors.JobFailed` from the method
+that found it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from typing import Any
+
+from octop2p.engine._limits import Limits
+from octop2p.engine._scheduler import Assignment, FragmentFailed, FragmentTable, Verdict
+from octop2p.errors import JobFailed
+
+#: Fragments pulled from the splitter beyond what credits ask for, per worker.
+PREFETCH_PER_WORKER = 2
+#: Log lines kept until the runner drains them (a flood of events must not grow memory).
+MAX_LOG = 1000
+
+
+@dataclass(frozen=True)
+class WorkFailure:
+    """A worker could not produce a result for one fragment."""
+
+    message: str
+    rule: str | None = None
+    traceback: str = ""
+    file: str | None = None
+    line: int | None = None
+    #: The job's own code raised (a traceback): running it again gives the same answer,
+    #: so it is a vote for "this fragment fails". Otherwise the child died or ran out of
+    #: time, and another attempt may succeed.
+    deterministic: bool = False
+    out: str = ""  # what the job printed before it failed (not part of the vote)
+
+    def error(self, where: str = "") -> JobFailed:
+        message = f"{self.message} (in {where})" if where and not self.file else self.message
+        return JobFailed(message=message, traceback=self.traceback, rule=self.rule,
+                         file=self.file, line=self.line)
+
+    def digest(self) -> bytes:
+        text = f"{self.rule}\0{self.message}\0{self.file}\0{self.line}"
+        return b"!" + hashlib.blake2b(text.encode(), digest_size=16).digest()
+
+
+@dataclass
+class Worker:
+    """One worker as the machine sees it."""
+
+    id: str
+    voter: str
+    cap: int  # credits it may hold at most (credits make the chief pull the splitter)
+    credits: int = 0
+    accepted: int = 0
+
+
+def content_digest(data: bytes | list[bytes]) -> bytes:
+    """What results vote with: a hash of their content, whoever computed them."""
+    h = hashlib.blake2b(digest_size=16)
+    for part in data if isinstance(data, list) else (data,):
+        h.update(len(part).to_bytes(8, "big"))
+        h.update(part)
+    return h.digest()
+
+
+@dataclass
+class Phase:
+    kind: str  # "process", "map" or "reduce"
+    table: FragmentTable
+    failures: dict[bytes, WorkFailure] = field(default_factory=dict)
+
+
+class JobMachine:
+    """The rules of one job (see the module docstring)."""
+
+    def __init__(self, limits: Limits, *, redundancy: int = 1, max_attempts: int = 3,
+                 lease_seconds: float | None = None) -> None:
+        if redundancy < 1:
+            raise ValueError("redundancy must be at least 1")
+        self.limits = limits
+        self.redundancy = redundancy
+        self.max_attempts = max_attempts
+        # A lease runs from the worker's last sign of progress, and a worker's child is
+        # killed after wall_seconds on one fragment: twice that, plus slack, means lost.
+        self.lease_seconds = lease_seconds or 2.0 * limits.wall_seconds + 10.0
+        self.workers: dict[str, Worker] = {}
+        self._past: dict[str, int] = {}  # accepted results of workers that left, per voter
+        self.phase: Phase | None = None
+        self.log: list[str] = []
+
+    # --- phases --------------------------------------------------------------------------
+
+    def begin(self, kind: str, items: list[Any] | None = None) -> None:
+        """Start a phase; ``items`` are all its fragments (else the splitter fills it)."""
+        table = FragmentTable(redundancy=self.redundancy, max_attempts=self.max_attempts,
+                              lease_seconds=self.lease_seconds)
+        if items is not None:
+            table.add(items)
+            table.mark_exhausted()
+        self.phase = Phase(kind, table)
+
+    @property
+    def table(self) -> FragmentTable:
+        assert self.phase is not None, "no phase has begun"
+        return self.phase.table
+
+    @property
+    def finished(self) -> bool:
+        """The current phase has every fragment accepted."""
+        return self.phase is not None and self.phase.table.finished
+
+    # --- the splitter --------------------------------------------------------------------
+
+    def wanted(self) -> int:
+        """How many fragments to pull from the splitter now: enough for every worker's
+        credits and a small prefetch, never the whole input."""
+        table = self.table
+        if table.exhausted:
+            return 0
+        demand = sum(w.credits for w in self.workers.values())
+        demand += PREFETCH_PER_WORKER * max(1, len(self.workers))
+        return max(0, demand - table.copies_queued())
+
+    def split(self, fragments: list[bytes], exhausted: bool, *, where: str = "splitter") -> None:
+        """Fragments from the splitter (or source), measured here whatever it claims."""
+        table = self.table
+        for i, data in enumerate(fragments):
+            if len(data) > self.limits.fragment_bytes:
+                raise JobFailed(
+                    message=f"fragment {table.produced + i} is {len(data)} bytes; this "
+                    f"job's limit is {self.limits.fragment_bytes}", rule="fragment size")
+        if table.produced + len(fragments) > self.limits.max_fragments:
+            raise JobFailed(
+                message=f"the {where} produced more than {self.limits.max_fragments} "
+                "fragments (max_fragments); a splitter must be finite", rule="finite splitter")
+        table.add(fragments)
+        if exhausted:
+            table.mark_exhausted()
+
+    # --- workers -------------------------------------------------------------------------
+
+    def join(self, worker: str, voter: str, cap: int) -> None:
+        """A worker is ready to take fragments of this job (once per worker)."""
+        if worker not in self.workers:
+            self.workers[worker] = Worker(worker, voter, max(1, cap))
+
+    def credit(self, worker: str, credits: int) -> None:
+        """``worker`` has room for ``credits`` more fragments (within its cap)."""
+        w = self.workers.get(worker)
+        if w is not None and credits > 0:
+            w.credits = min(w.cap, w.credits + credits)
+
+    def leave(self, worker: str) -> list[int]:
+        """``worker`` is gone: its fragments go back to the queue; returns them."""
+        w = self.workers.pop(worker, None)
+        if w is None:
+            return []
+        self._past[w.voter] = self._past.get(w.voter, 0) + w.accepted
+        if self.phase is None:
+            return []
+        seqs = self.table.release(worker)
+        self._note(f"worker {worker} left" + (
+            f"; fragments {_seqs(seqs)} go to others" if seqs else ""))
+        return seqs
+
+    def take(self, worker: str, now: float) -> list[Assignment]:
+        """Fragments to send ``worker`` now, within its credits.
+
+        Once the splitter is done, no worker takes more than its share of what is left,
+        so that the last fragments (or a phase's few reduce tasks) spread over every
+        worker instead of queueing behind one."""
+        w = self.workers.get(worker)
+        if w is None or not w.credits or self.phase is None:
+            return []
+        n = w.credits
+        if self.table.exhausted:
+            n = min(n, max(1, -(-self.table.copies_queued() // len(self.workers))))
+        out = self.table.take(worker, w.voter, n, now)
+        w.credits -= len(out)
+        return out
+
+    def dispatch(self, now: float) -> list[tuple[str, list[Assignment]]]:
+        """Every worker's share of the queue, as far as credits go."""
+        out = []
+        for worker in self.workers:
+            taken = self.take(worker, now)
+            if taken:
+                out.append((worker, taken))
+        return out
+
+    # --- answers -------------------------------------------------------------------------
+
+    def result(self, worker: str, kind: str, seq: int, data: bytes | list[bytes],
+               now: float) -> Verdict:
+        """``worker`` computed ``seq``; ACCEPT means: merge ``data`` now."""
+        phase = self.phase
+        if phase is None or phase.kind != kind:
+            return Verdict.DUPLICATE  # a late answer from a phase that is over
+        table = phase.table
+        table.refresh(worker, now)
+        digest = content_digest(data) if self.redundancy > 1 else b""
+        try:
+            verdict = table.vote(worker, seq, digest)
+        except FragmentFailed as exc:
+            raise JobFailed(
+                message=f"{kind} {seq}: {exc.attempts} workers returned {exc.attempts} results "
+                f"and no {self.redundancy} of them agreed", rule="redundancy") from None
+        if verdict is Verdict.ACCEPT:
+            w = self.workers.get(worker)
+            if w is not None:
+                w.accepted += 1
+        return verdict
+
+    def failure(self, worker: str, kind: str, seq: int, failure: WorkFailure,
+                now: float) -> None:
+        """``worker`` could not compute ``seq``. A deterministic failure (the job's code
+        raised) is a vote: with enough agreeing votes the job fails. A crash is retried
+        until ``max_attempts``."""
+        phase = self.phase
+        if phase is None or phase.kind != kind:
+            return
+        table = phase.table
+        table.refresh(worker, now)
+        where = f"{kind} {seq} on worker {worker}"
+        if not failure.deterministic:
+            self._note(f"{where} was lost ({failure.message}); it goes back to the queue")
+            try:
+                table.lost(worker, seq, attempt=True)
+            except FragmentFailed as exc:
+                raise JobFailed(message=f"fragment {exc.seq} failed {exc.attempts} times: "
+                                f"{failure.message}", rule=failure.rule) from None
+            return
+        digest = failure.digest()
+        phase.failures.setdefault(digest, failure)
+        try:
+            verdict = table.vote(worker, seq, digest)
+        except FragmentFailed:
+            verdict = Verdict.ACCEPT  # no agreement at all: report the failure we have
+        if verdict is Verdict.ACCEPT:
+            raise failure.error()
+        if verdict is Verdict.WAIT:
+            self._note(f"{where} failed ({failure.message}); checking it on another worker")
+
+    def giveback(self, worker: str, kind: str, seq: int) -> None:
+        """``worker`` hands ``seq`` back unrun: no attempt is counted."""
+        if self.phase is not None and self.phase.kind == kind:
+            self.table.lost(worker, seq, attempt=False)
+
+    def tick(self, now: float) -> list[tuple[str, int]]:
+        """End leases past their deadline; their fragments go to others."""
+        if self.phase is None:
+            return []
+        ended = self.table.expire(now)
+        for worker, seq in ended:
+            self._note(f"worker {worker} held fragment {seq} past its lease; it goes to others")
+        return ended
+
+    # --- what the job waits for ----------------------------------------------------------
+
+    def waiting(self) -> str:
+        """Why no work can go out although some is queued ("" when none is stuck)."""
+        if self.phase is None or not self.table.queued:
+            return ""
+        voters = {w.voter for w in self.workers.values()}
+        if not voters:
+            return "no worker in reach"
+        if len(voters) < self.redundancy:
+            return (f"redundancy = {self.redundancy} needs {self.redundancy} distinct "
+                    f"workers; {len(voters)} in reach")
+        blocked = self.table.blocked(voters)
+        if blocked is not None:
+            return (f"fragment {blocked} needs a worker that has not run it yet "
+                    f"(redundancy = {self.redundancy}); {len(voters)} in reach")
+        return ""
+
+    def counts(self) -> dict[str, int]:
+        """Accepted results per voter, over the whole job."""
+        out = dict(self._past)
+        for w in self.workers.values():
+            out[w.voter] = out.get(w.voter, 0) + w.accepted
+        return out
+
+    def _note(self, line: str) -> None:
+        if len(self.log) < MAX_LOG:
+            self.log.append(line)
+
+    def drain_log(self) -> list[str]:
+        lines, self.log = self.log, []
+        return lines
+
+
+def _seqs(seqs: list[int]) -> str:
+    shown = ", ".join(map(str, seqs[:10]))
+    return shown + (f" and {len(seqs) - 10} more" if len(seqs) > 10 else "")

@@ -1,0 +1,145 @@
+"""A linked donor as a worker of one job this node is chief of.
+
+The runner treats it like any worker: it joins, announces credits, takes what the job
+machine assigns, and answers. This port adds what the network needs: fragments go out
+signed by the chief and bound to the job's package, several in one write; results come
+back signed by the donor and are bound to the fragment they answer before the runner
+sees them. Nothing here decides who gets what: that is the job machine's.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import msgpack
+import trio
+
+from octop2p.engine._machine import WorkFailure
+from octop2p.engine._runner import JobRunner
+from octop2p.engine._slot import MAX_SLOT_WINDOW, Done, Work
+from octop2p.net._peer import LinkClosed, PeerLink
+from protocol import Envelope, EnvelopeKind, Fragment, NodeIdentity, Result, Task
+
+log = logging.getLogger(__name__)
+
+#: The rule of a worker's Failure that hands a fragment back unrun (it counts no attempt).
+NOT_RUN = "not run"
+#: Cores a donor's credits are sized by, at most, whatever its Hello claims: credits make
+#: the chief pull the splitter ahead, so a peer must not be able to ask for the whole job.
+MAX_CLAIMED_CORES = 64
+TASKS = {"process": Task.PROCESS, "map": Task.MAP, "reduce": Task.REDUCE}
+KINDS = {task: kind for kind, task in TASKS.items()}
+
+
+def encode_parts(parts: list[bytes]) -> bytes:
+    """Map outputs and reduce inputs travel as one msgpack list of opaque blobs."""
+    return msgpack.packb(parts, use_bin_type=True)
+
+
+def decode_parts(data: bytes, count: int | None = None) -> list[bytes]:
+    """Inverse of :func:`encode_parts`, checked: a list of bytes (of ``count`` items)."""
+    try:
+        parts = msgpack.unpackb(data, raw=False, max_array_len=1 << 20, max_map_len=0,
+                                max_str_len=0)
+    except Exception:  # noqa: BLE001 - msgpack raises many types on garbage
+        raise ValueError("not a list of parts") from None
+    if not isinstance(parts, list) or not all(isinstance(p, bytes) for p in parts):
+        raise ValueError("not a list of parts")
+    if count is not None and len(parts) != count:
+        raise ValueError(f"expected {count} parts, got {len(parts)}")
+    return parts
+
+
+class PeerPort:
+    """One linked donor working on one job (see the module docstring)."""
+
+    def __init__(self, runner: JobRunner, link: PeerLink, identity: NodeIdentity,
+                 job_id: bytes, package_hash: bytes) -> None:
+        self.runner = runner
+        self.link = link
+        self.worker = link.peer_id
+        self.identity = identity
+        self.job_id = job_id
+        self.package_hash = package_hash
+        self._queue: list[Work] = []
+        self._wake = trio.Event()
+        self._sent: dict[int, bytes] = {}  # seq -> digest of the fragment sent
+        cores = max(1, min(link.cores, MAX_CLAIMED_CORES))
+        runner.join(self.worker, self.worker, MAX_SLOT_WINDOW * cores, self)
+
+    def deliver(self, worker: str, works: list[Work]) -> None:
+        self._queue.extend(works)
+        self._wake.set()
+
+    async def serve(self) -> None:
+        """Send fragments whenever the runner delivers some, until the link closes."""
+        try:
+            while True:
+                await self._wake.wait()
+                self._wake = trio.Event()
+                works, self._queue = self._queue, []
+                fragments = [self._sign(w) for w in works]
+                await self.link.send_many(fragments)  # small fragments share a write
+        except LinkClosed:
+            pass
+        finally:
+            self.close()
+
+    def _sign(self, work: Work) -> Fragment:
+        data = encode_parts(work.payload) if work.kind == "reduce" else work.payload
+        envelope = Envelope.sign(self.identity, EnvelopeKind.FRAGMENT, self.job_id, work.seq,
+                                 data, ref=self.package_hash)
+        self._sent[work.seq] = envelope.digest
+        return Fragment(task=TASKS[work.kind], envelope=envelope)
+
+    def close(self) -> None:
+        """The donor is gone: its fragments go to others."""
+        self.runner.leave(self.worker)
+
+    def credit(self, n: int) -> None:
+        self.runner.credit(self.worker, n)
+
+    def on_result(self, message: Result) -> None:
+        """A signed result (or failure) from the donor; the protocol checked the signature."""
+        envelope = message.envelope
+        seq = envelope.seq
+        expected = self._sent.pop(seq, None)
+        phase = self.runner.machine.phase
+        if expected is None or phase is None:
+            return  # late, duplicate, or never sent to this worker: dropped
+        if envelope.job_id != self.job_id or envelope.ref != expected:
+            log.warning("worker %s sent a result for another fragment; dropped", self.link.short)
+            return
+        work = Work(phase.kind, seq, b"")
+        failure = message.failure
+        if failure is not None:
+            if failure.rule == NOT_RUN:
+                self.runner.gave_back(self.worker, [work])
+                return
+            self.runner.failed(self.worker, work, WorkFailure(
+                message=f"{failure.message} (on worker {self.link.short})",
+                rule=failure.rule, traceback=failure.traceback, file=failure.file,
+                line=failure.line, deterministic=bool(failure.traceback)))
+            return
+        payload: Any = envelope.payload
+        problem = self._check(phase.kind, payload)
+        if isinstance(problem, WorkFailure):
+            self.runner.failed(self.worker, work, problem)
+            return
+        self.runner.results(self.worker, [Done(phase.kind, seq, problem, message.out)])
+
+    def _check(self, kind: str, payload: bytes) -> Any:
+        """The result's payload as the runner takes it, or the failure it amounts to."""
+        if kind == "map":
+            try:
+                return decode_parts(payload, self.runner.partitions)
+            except ValueError as exc:
+                log.warning("worker %s sent a malformed map result: %s", self.link.short, exc)
+                return WorkFailure(str(exc), rule="protocol")
+        limit = self.runner.limits.fragment_bytes
+        if kind == "process" and len(payload) > limit:
+            return WorkFailure(f"a result is {len(payload)} bytes; this job's limit is {limit}",
+                               rule="result size", traceback="(measured by the chief)",
+                               deterministic=True)
+        return payload

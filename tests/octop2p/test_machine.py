@@ -1,0 +1,309 @@
+"""The job machine, with no trio: table-driven scenarios and a property test.
+
+Each scenario is a list of steps fed to one machine; each step says what the machine
+must answer. Workers are named ``w1``.. and vote as the voter given when they join
+(a node id for a donor, or the chief's own node for all its slots).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from octop2p.engine._limits import Limits
+from octop2p.engine._machine import JobMachine, WorkFailure
+from octop2p.engine._scheduler import Verdict
+from octop2p.errors import JobFailed
+
+LIMITS = Limits(wall_seconds=10)  # leases of 2 * 10 + 10 = 30 s
+OOPS = WorkFailure("ZeroDivisionError: division by zero", traceback="Traceback ...",
+                   file="Process.py", line=3, deterministic=True)
+CRASH = WorkFailure("the child was killed (memory)", rule="memory")
+
+
+def play(machine: JobMachine, steps: list[tuple[Any, ...]]) -> None:
+    """Run ``steps``; each checks the machine's answer."""
+    for i, (op, *args) in enumerate(steps):
+        where = f"step {i}: {op} {args}"
+        if op == "join":
+            worker, voter = args
+            machine.join(worker, voter, cap=100)
+        elif op == "credit":
+            machine.credit(*args)
+        elif op == "split":
+            n, exhausted = args
+            base = machine.table.produced
+            machine.split([b"f%d" % (base + k) for k in range(n)], exhausted)
+        elif op == "take":
+            worker, now, seqs = args
+            assert [a.seq for a in machine.take(worker, now)] == seqs, where
+        elif op == "result":
+            worker, seq, data, now, verdict = args
+            assert machine.result(worker, "process", seq, data, now) is verdict, where
+        elif op == "fail":
+            worker, seq, failure, now, raises = args
+            if raises:
+                with pytest.raises(JobFailed, match=raises):
+                    machine.failure(worker, "process", seq, failure, now)
+            else:
+                machine.failure(worker, "process", seq, failure, now)
+        elif op == "giveback":
+            machine.giveback(*args[:1], "process", args[1])
+        elif op == "tick":
+            now, ended = args
+            assert machine.tick(now) == ended, where
+        elif op == "leave":
+            worker, seqs = args
+            assert machine.leave(worker) == seqs, where
+        elif op == "waiting":
+            (text,) = args
+            got = machine.waiting()
+            assert (text in got) if text else got == "", f"{where}: {got!r}"
+        elif op == "finished":
+            assert machine.finished is args[0], where
+        else:  # pragma: no cover - a typo in a table
+            raise AssertionError(f"unknown step {op}")
+
+
+SCENARIOS: dict[str, tuple[int, list[tuple[Any, ...]]]] = {
+    # name: (redundancy, steps)
+    "credits bound what a worker gets; a duplicate is dropped": (1, [
+        ("join", "w1", "A"), ("split", 3, True), ("credit", "w1", 2),
+        ("take", "w1", 0, [0, 1]), ("take", "w1", 0, []),
+        ("result", "w1", 0, b"r", 1, Verdict.ACCEPT),
+        ("result", "w1", 0, b"r", 1, Verdict.DUPLICATE),
+        ("credit", "w1", 5), ("take", "w1", 1, [2]),
+        ("result", "w1", 1, b"r", 2, Verdict.ACCEPT), ("result", "w1", 2, b"r", 2, Verdict.ACCEPT),
+        ("finished", True),
+    ]),
+    "redundancy 2: two donors with the same content agree": (2, [
+        ("join", "w1", "A"), ("join", "w2", "B"), ("split", 1, True),
+        ("credit", "w1", 5), ("credit", "w2", 5),
+        ("take", "w1", 0, [0]), ("take", "w2", 0, [0]),
+        ("result", "w1", 0, b"same", 1, Verdict.WAIT),
+        ("result", "w2", 0, b"same", 1, Verdict.ACCEPT), ("finished", True),
+    ]),
+    "redundancy 2: a disagreement goes to a third donor": (2, [
+        ("join", "w1", "A"), ("join", "w2", "B"), ("join", "w3", "C"), ("split", 1, True),
+        ("credit", "w1", 1), ("credit", "w2", 1), ("credit", "w3", 1),
+        ("take", "w1", 0, [0]), ("take", "w2", 0, [0]), ("take", "w3", 0, []),
+        ("result", "w1", 0, b"good", 1, Verdict.WAIT),
+        ("result", "w2", 0, b"evil", 1, Verdict.WAIT),
+        ("take", "w3", 2, [0]), ("result", "w3", 0, b"good", 3, Verdict.ACCEPT),
+    ]),
+    "redundancy 2: slots of one node cannot outvote it; the job says why it waits": (2, [
+        ("join", "w1", "chief"), ("join", "w2", "chief"), ("split", 1, True),
+        ("credit", "w1", 1), ("credit", "w2", 1),
+        ("take", "w1", 0, [0]), ("take", "w2", 0, []),
+        ("result", "w1", 0, b"r", 1, Verdict.WAIT),
+        ("take", "w2", 1, []),
+        ("waiting", "redundancy = 2 needs 2 distinct workers; 1 in reach"),
+        ("join", "w3", "B"), ("credit", "w3", 1), ("waiting", ""),
+        ("take", "w3", 2, [0]), ("result", "w3", 0, b"r", 3, Verdict.ACCEPT),
+    ]),
+    "redundancy 3 with two donors waits and says for what": (3, [
+        ("join", "w1", "A"), ("join", "w2", "B"), ("split", 1, True),
+        ("waiting", "redundancy = 3 needs 3 distinct workers; 2 in reach"),
+    ]),
+    "no worker at all: the job says so": (1, [
+        ("split", 2, True), ("waiting", "no worker in reach"),
+    ]),
+    "an expired lease: the same worker may take it again and finish": (1, [
+        ("join", "w1", "A"), ("split", 2, True), ("credit", "w1", 2),
+        ("take", "w1", 0, [0, 1]),
+        ("result", "w1", 0, b"r", 25, Verdict.ACCEPT),  # progress renews the lease to 55
+        ("tick", 50, []), ("tick", 56, [("w1", 1)]),
+        ("credit", "w1", 1), ("take", "w1", 57, [1]),
+        ("result", "w1", 1, b"r", 58, Verdict.ACCEPT), ("finished", True),
+    ]),
+    "a late answer after expiry still counts, once": (1, [
+        ("join", "w1", "A"), ("join", "w2", "B"), ("split", 1, True),
+        ("credit", "w1", 1), ("take", "w1", 0, [0]), ("tick", 31, [("w1", 0)]),
+        ("credit", "w2", 1), ("take", "w2", 31, [0]),
+        ("result", "w1", 0, b"r", 32, Verdict.ACCEPT),
+        ("result", "w2", 0, b"r", 33, Verdict.DUPLICATE), ("finished", True),
+    ]),
+    "a lost worker's fragments go to another, logged": (1, [
+        ("join", "w1", "A"), ("split", 2, True), ("credit", "w1", 2),
+        ("take", "w1", 0, [0, 1]), ("leave", "w1", [0, 1]),
+        ("waiting", "no worker in reach"),
+        ("join", "w2", "B"), ("credit", "w2", 5), ("take", "w2", 1, [0, 1]),
+    ]),
+    "a crash is retried, up to max_attempts": (1, [
+        ("join", "w1", "A"), ("split", 1, True), ("credit", "w1", 9),
+        ("take", "w1", 0, [0]), ("fail", "w1", 0, CRASH, 1, None),
+        ("take", "w1", 1, [0]), ("fail", "w1", 0, CRASH, 2, None),
+        ("take", "w1", 2, [0]), ("fail", "w1", 0, CRASH, 3, "failed 3 times"),
+    ]),
+    "a fragment handed back unrun counts no attempt": (1, [
+        ("join", "w1", "A"), ("split", 1, True), ("credit", "w1", 9),
+        *[step for _ in range(5) for step in (("take", "w1", 0, [0]), ("giveback", "w1", 0))],
+        ("take", "w1", 0, [0]), ("result", "w1", 0, b"r", 1, Verdict.ACCEPT),
+    ]),
+    "the job's own error fails the job at once with redundancy 1": (1, [
+        ("join", "w1", "A"), ("split", 1, True), ("credit", "w1", 1),
+        ("take", "w1", 0, [0]), ("fail", "w1", 0, OOPS, 1, "ZeroDivisionError"),
+    ]),
+    "redundancy 2: one worker's error is checked on another, which succeeds": (2, [
+        ("join", "w1", "A"), ("join", "w2", "B"), ("join", "w3", "C"), ("split", 1, True),
+        ("credit", "w1", 1), ("credit", "w2", 1), ("credit", "w3", 1),
+        ("take", "w1", 0, [0]), ("take", "w2", 0, [0]),
+        ("fail", "w1", 0, OOPS, 1, None),
+        ("result", "w2", 0, b"r", 1, Verdict.WAIT),
+        ("take", "w3", 1, [0]), ("result", "w3", 0, b"r", 2, Verdict.ACCEPT),
+    ]),
+    "redundancy 2: an error confirmed on a second node fails the job": (2, [
+        ("join", "w1", "A"), ("join", "w2", "B"), ("split", 1, True),
+        ("credit", "w1", 1), ("credit", "w2", 1),
+        ("take", "w1", 0, [0]), ("take", "w2", 0, [0]),
+        ("fail", "w1", 0, OOPS, 1, None), ("fail", "w2", 0, OOPS, 1, "ZeroDivisionError"),
+    ]),
+    "results that never agree fail the fragment": (2, [
+        ("join", "w1", "A"), ("join", "w2", "B"), ("join", "w3", "C"), ("join", "w4", "D"),
+        ("join", "w5", "E"), ("split", 1, True),
+        *[("credit", w, 1) for w in ("w1", "w2", "w3", "w4", "w5")],
+        ("take", "w1", 0, [0]), ("take", "w2", 0, [0]),
+        ("result", "w1", 0, b"1", 1, Verdict.WAIT), ("result", "w2", 0, b"2", 1, Verdict.WAIT),
+        ("take", "w3", 1, [0]), ("result", "w3", 0, b"3", 1, Verdict.WAIT),
+        ("take", "w4", 1, [0]), ("result", "w4", 0, b"4", 1, Verdict.WAIT),
+        ("take", "w5", 1, [0]),
+    ]),
+}
+
+
+@pytest.mark.parametrize("name", list(SCENARIOS))
+def test_scenario(name: str) -> None:
+    redundancy, steps = SCENARIOS[name]
+    machine = JobMachine(LIMITS, redundancy=redundancy)
+    machine.begin("process")
+    play(machine, steps)
+
+
+def test_results_that_never_agree_fail_the_job_naming_redundancy() -> None:
+    machine = JobMachine(LIMITS, redundancy=2)
+    machine.begin("process")
+    play(machine, SCENARIOS["results that never agree fail the fragment"][1])
+    with pytest.raises(JobFailed, match="no 2 of them agreed") as info:
+        machine.result("w5", "process", 0, b"5", 2)
+    assert info.value.rule == "redundancy"
+
+
+def test_pulls_only_what_credits_and_prefetch_need() -> None:
+    machine = JobMachine(LIMITS)
+    machine.begin("process")
+    assert machine.wanted() == 2  # a prefetch before any worker joined
+    machine.join("w1", "A", cap=100)
+    machine.credit("w1", 3)
+    assert machine.wanted() == 5
+    machine.split([b"a", b"b"], False)
+    assert machine.wanted() == 3
+    machine.split([], True)
+    assert machine.wanted() == 0
+
+
+def test_credits_are_capped_whatever_a_worker_asks() -> None:
+    machine = JobMachine(LIMITS)
+    machine.begin("process")
+    machine.join("w1", "A", cap=8)
+    machine.credit("w1", 4096)
+    assert machine.wanted() == 8 + 2
+
+
+def test_the_splitter_is_measured_here() -> None:
+    machine = JobMachine(Limits(fragment_bytes=4, max_fragments=3))
+    machine.begin("process")
+    with pytest.raises(JobFailed, match="fragment 0 is 5 bytes") as big:
+        machine.split([b"12345"], False)
+    assert big.value.rule == "fragment size"
+    machine.split([b"1", b"2"], False)
+    with pytest.raises(JobFailed, match="more than 3 fragments") as many:
+        machine.split([b"3", b"4"], False)
+    assert many.value.rule == "finite splitter"
+
+
+def test_phases_keep_credits_and_drop_late_answers_of_the_last_one() -> None:
+    machine = JobMachine(LIMITS)
+    machine.begin("map")
+    machine.join("w1", "A", cap=100)
+    machine.credit("w1", 4)
+    machine.split([b"k"], True)
+    (a,) = machine.take("w1", 0)
+    assert machine.result("w1", "map", a.seq, [b"p0", b"p1"], 1) is Verdict.ACCEPT
+    assert machine.finished
+    machine.begin("reduce", [0, 1])
+    assert [x.seq for x in machine.take("w1", 2)] == [0, 1]  # 3 credits were left
+    assert machine.result("w1", "map", 0, [b"late"], 3) is Verdict.DUPLICATE
+    assert machine.result("w1", "reduce", 0, b"r0", 3) is Verdict.ACCEPT
+    assert machine.counts() == {"A": 2}
+
+
+def test_a_departed_workers_accepted_results_still_count() -> None:
+    machine = JobMachine(LIMITS)
+    machine.begin("process")
+    machine.join("w1", "A", cap=100)
+    machine.credit("w1", 1)
+    machine.split([b"x", b"y"], True)
+    machine.take("w1", 0)
+    machine.result("w1", "process", 0, b"r", 1)
+    machine.leave("w1")
+    assert machine.counts() == {"A": 1}
+    assert any("left" in line for line in machine.drain_log())
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    n=st.integers(1, 12),
+    redundancy=st.integers(1, 3),
+    ops=st.lists(st.tuples(st.sampled_from(["take", "answer", "crash", "lose", "tick", "back"]),
+                           st.integers(0, 3)), max_size=120),
+)
+def test_every_fragment_is_accepted_exactly_once(n: int, redundancy: int, ops: list) -> None:
+    """Whatever happens to workers, each fragment is accepted once, and an honest swarm
+    finishes the job."""
+    machine = JobMachine(LIMITS, redundancy=redundancy, max_attempts=10_000)
+    machine.begin("process")
+    machine.split([b"%d" % i for i in range(n)], True)
+    workers = [f"w{i}" for i in range(4)]
+    for w in workers:
+        machine.join(w, w.upper(), cap=100)
+    held: dict[str, list[int]] = {w: [] for w in workers}
+    accepted: list[int] = []
+    now = 0.0
+
+    def answer(w: str, seq: int) -> None:
+        if machine.result(w, "process", seq, b"same", now) is Verdict.ACCEPT:
+            accepted.append(seq)
+
+    for op, i in ops:
+        w = workers[i]
+        now += 1
+        if op == "take":
+            machine.credit(w, 2)
+            held[w] += [a.seq for a in machine.take(w, now)]
+        elif op == "answer" and held[w]:
+            answer(w, held[w].pop(0))
+        elif op == "crash" and held[w]:
+            machine.failure(w, "process", held[w].pop(0), CRASH, now)
+        elif op == "back" and held[w]:
+            machine.giveback(w, "process", held[w].pop(0))
+        elif op == "lose":
+            machine.leave(w)
+            held[w] = []
+            machine.join(w, w.upper(), cap=100)
+        elif op == "tick":
+            now += 40  # past every lease
+            machine.tick(now)
+    # Then every worker keeps working honestly until the job is done.
+    for _ in range(10 * n * redundancy + 10):
+        for w in workers:
+            machine.credit(w, 2)
+            held[w] += [a.seq for a in machine.take(w, now)]
+            while held[w]:
+                answer(w, held[w].pop(0))
+        if machine.finished:
+            break
+    assert machine.finished
+    assert sorted(accepted) == list(range(n))
