@@ -9,6 +9,7 @@ is a `JobRefused` naming the rule, the file and, where there is one, the line.
 from __future__ import annotations
 
 import ast
+import dataclasses
 import difflib
 import hashlib
 import importlib.util
@@ -210,6 +211,21 @@ def _load_script(path: Path, node_limits: Limits, package_bytes: int) -> JobSpec
         has_final=defined["final"],
         files=(rel,),
     )
+
+
+def with_folder(spec: JobSpec, package_bytes: int = PACKAGE_BYTES) -> JobSpec:
+    """A script job that carries the folder it reads from, for a chief on another machine:
+    its ``source`` runs there, and finds there only what the package holds. Refused, with
+    the reason, when the folder is over the package size limit."""
+    if spec.kind != "script":
+        return spec
+    try:
+        files, _links = _list_files(spec.root, spec.options.name, package_bytes)
+    except JobRefused as exc:
+        raise JobRefused(exc.rule, exc.file, exc.line,
+                         f"a script sent to another chief carries its folder ({spec.root}), "
+                         f"since its source reads files there: {exc.detail}") from None
+    return dataclasses.replace(spec, files=files)
 
 
 def _default_name(path: Path) -> str:

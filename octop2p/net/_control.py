@@ -9,6 +9,7 @@ are length-prefixed msgpack, as on the sandbox pipes.
 
 from __future__ import annotations
 
+import errno
 import functools
 import logging
 import os
@@ -26,6 +27,9 @@ from sandbox._wire import FrameDecoder, WireError, pack
 log = logging.getLogger(__name__)
 
 MAX_REQUEST = 1 << 20
+CONTROL_BACKLOG = 512
+#: How long a client keeps trying a node whose control socket is busy.
+CONNECT_SECONDS = 10.0
 MAX_REPLY = (1 << 31) - 1
 
 
@@ -41,7 +45,9 @@ async def serve(api: NodeAPI, path: Path, *,
     finally:
         os.umask(old_umask)
     os.chmod(path, stat.S_IRUSR | stat.S_IWUSR)
-    sock.listen(16)
+    # Many CLI commands may connect at once (a script submitting jobs in parallel): a
+    # full backlog refuses them, and clients then retry (see ControlClient._send).
+    sock.listen(CONTROL_BACKLOG)
     listener = trio.SocketListener(sock)
     try:
         async with trio.open_nursery() as nursery:
@@ -143,21 +149,44 @@ class ControlClient:
                               "`octop2p node`") from None
         return client
 
-    async def _open(self) -> trio.SocketStream:
-        try:
-            return await trio.open_unix_socket(str(self.path))
-        except OSError as exc:
-            raise NoNodeError(f"no node runs in this home ({exc.strerror}); start one with "
-                              "`octop2p node`") from None
+    async def _send(self, request: bytes) -> trio.SocketStream:
+        """A stream that took ``request``. A node whose backlog is full refuses the
+        connection (or trio hands back a socket that never connected): try again for a
+        while, since the request has not reached the node and cannot have run."""
+        delay = 0.01
+        deadline = trio.current_time() + CONNECT_SECONDS
+        while True:
+            try:
+                stream = await trio.open_unix_socket(str(self.path))
+            except FileNotFoundError as exc:
+                raise NoNodeError(f"no node runs in this home ({exc.strerror}); start one "
+                                  "with `octop2p node`") from None
+            except OSError as exc:
+                if exc.errno not in (errno.EAGAIN, errno.ECONNREFUSED) or \
+                        trio.current_time() > deadline:
+                    raise NoNodeError(f"no node answers in this home ({exc.strerror}); "
+                                      "start one with `octop2p node`") from None
+                await trio.sleep(delay)
+                delay = min(delay * 2, 0.5)
+                continue
+            try:
+                await stream.send_all(request)
+                return stream
+            except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+                await stream.aclose()
+                if trio.current_time() > deadline:
+                    raise NoNodeError("the node's control socket refused the connection; "
+                                      "it may be overloaded") from None
+                await trio.sleep(delay)
+                delay = min(delay * 2, 0.5)
 
     async def call(self, cmd: str, **args: Any) -> Any:
         """Run a command on the node and return its result (or raise its error)."""
-        stream = await self._open()
+        stream = await self._send(pack(["call", cmd, args]))
         async with stream:
-            await stream.send_all(pack(["call", cmd, args]))
             try:
                 message = await _read_one(stream, MAX_REPLY)
-            except EOFError:
+            except (EOFError, trio.BrokenResourceError, trio.ClosedResourceError):
                 raise NoNodeError("the node closed the control connection") from None
         reply = message[1]
         if not reply.get("ok"):
@@ -166,9 +195,8 @@ class ControlClient:
 
     async def events(self) -> AsyncIterator[dict[str, Any]]:
         """Node events from now on."""
-        stream = await self._open()
+        stream = await self._send(pack(["call", "events", {}]))
         async with stream:
-            await stream.send_all(pack(["call", "events", {}]))
             decoder = FrameDecoder(MAX_REQUEST)
             while True:
                 data = await stream.receive_some(65536)

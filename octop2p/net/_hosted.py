@@ -8,6 +8,7 @@ events, and the job's record and folder in the store.
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import logging
@@ -61,7 +62,7 @@ PROGRESS_EVENT_SECONDS = 0.1
 def pack_package(spec: JobSpec) -> bytes:
     """The job's files as an uncompressed tar, in a fixed order (its hash names it)."""
     buf = io.BytesIO()
-    names = spec.files if spec.kind == "package" else (str(spec.script),)
+    names = spec.files  # a script's own name, or its folder's files (`with_folder`)
     with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
         for name in sorted(names):
             data = (spec.root / name).read_bytes()
@@ -110,10 +111,20 @@ class NetworkJob:
         self.job_id = job_id or secrets.token_bytes(16)
         # A submitted job keeps the submitter's exact bytes: their signature covers them.
         self.tar = tar if tar is not None else pack_package(spec)
-        self.package_hash = content_hash(self.tar)
-        self.package_envelope = package_envelope or Envelope.sign(
-            node.identity, EnvelopeKind.PACKAGE, self.job_id, 0, self.tar
+        envelope = package_envelope
+        self.worker_tar = self.tar
+        if spec.kind == "script":
+            # Donors get the script alone: its `source` runs here, on the chief, and a
+            # folder of data would only be re-read by every donor's import. This node
+            # signs that package, since it made it.
+            self.worker_tar = pack_package(dataclasses.replace(spec, files=(str(spec.script),)))
+            envelope = None
+        self.package_hash = content_hash(self.worker_tar)
+        self.package_envelope = envelope or Envelope.sign(
+            node.identity, EnvelopeKind.PACKAGE, self.job_id, 0, self.worker_tar
         )
+        # Who submitted the job (whose Cancel counts): the submitter's key, else ours.
+        self.submitter = (package_envelope or self.package_envelope).author
         self.record = JobRecord(self.job_id, spec.options.name)
         self.runner: JobRunner | None = None
         self._ports: dict[str, PeerPort] = {}  # donors working on this job
@@ -136,7 +147,7 @@ class NetworkJob:
             kind=JobKind.PACKAGE if self.spec.kind == "package" else JobKind.SCRIPT,
             script=self.spec.script,
             package=self.package_hash,
-            package_size=len(self.tar),
+            package_size=len(self.worker_tar),
             submitter=self.package_envelope.author,
             package_signature=self.package_envelope.signature,
             options=self._wire_options(),
@@ -331,7 +342,7 @@ class NetworkJob:
     def chunk(self, request: PackageRequest) -> PackageChunk | None:
         """A chunk of this job's package or results, if ``request`` names one of them."""
         for blob, digest in (
-            (self.tar, self.package_hash),
+            (self.worker_tar, self.package_hash),
             (self.record.results, self.results_hash),
         ):
             if blob is not None and digest == request.package:
@@ -371,7 +382,7 @@ class JobStore:
             "script": job.spec.script,
             "options": job.spec.options.to_dict(),
             "package": job.package_hash.hex(),
-            "submitter": job.package_envelope.author.hex(),
+            "submitter": job.submitter.hex(),
             "state": record.state.value,
             "started": record.started,
             "finished": record.finished,

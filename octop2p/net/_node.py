@@ -398,7 +398,7 @@ class Node:
             chiefed = self.jobs.get(message.job_id)
             if (
                 isinstance(chiefed, NetworkJob)
-                and chiefed.package_envelope.author == link.public_key
+                and chiefed.submitter == link.public_key
             ):
                 chiefed.cancel()  # only the job's submitter may stop it
             else:

@@ -22,6 +22,7 @@ from protocol import (
     HandshakeComplete,
     Heartbeat,
     Hello,
+    LocalProtocolError,
     Message,
     MessageReceived,
     ProtocolError,
@@ -132,7 +133,8 @@ class PeerLink:
         data = self.conn.data_to_send()
         if data:
             async with self._send_lock:
-                await self._send_all(data)
+                with trio.CancelScope(shield=True):  # see send_many
+                    await self._send_all(data)
 
     async def _send_all(self, data: bytes) -> None:
         """Write ``data``; a peer that stops taking bytes breaks the link (raises
@@ -163,28 +165,42 @@ class PeerLink:
 
     async def send_many(self, messages: Sequence[Message]) -> None:
         """Send messages in order, small ones in one write; raises LinkClosed if the link
-        is gone. Large payloads keep their own buffer (never copied)."""
+        is gone. Large payloads keep their own buffer (never copied).
+
+        Once the first message is sealed the cipher has moved on: the write must finish,
+        or every later record fails to decrypt on the other side. So it is shielded from
+        the caller's cancellation (a job that fails or is cancelled mid-send); a peer that
+        takes no bytes for SILENCE_SECONDS still breaks the link.
+        """
         if self._closed:
             raise LinkClosed(f"link to {self.short} is closed")
         try:
             async with self._send_lock:
-                pending: list[bytes] = []
-                size = 0
-                for message in messages:
-                    for part in self.conn.send_parts(message):
-                        if size and size + len(part) > _JOIN_BELOW:
-                            await self._send_all(b"".join(pending))
-                            pending, size = [], 0
-                        if len(part) > _JOIN_BELOW:
-                            await self._send_all(part)
-                        else:
-                            pending.append(part)
-                            size += len(part)
-                if pending:
-                    await self._send_all(b"".join(pending))
+                with trio.CancelScope(shield=True):
+                    await self._write_sealed(messages)
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
             self._closed = True
             raise LinkClosed(f"link to {self.short} broke: {exc}") from None
+        except LocalProtocolError as exc:
+            # The connection was closed under us (the peer's close, a failed record).
+            self._closed = True
+            raise LinkClosed(f"link to {self.short} is closed: {exc}") from None
+
+    async def _write_sealed(self, messages: Sequence[Message]) -> None:
+        pending: list[bytes] = []
+        size = 0
+        for message in messages:
+            for part in self.conn.send_parts(message):
+                if size and size + len(part) > _JOIN_BELOW:
+                    await self._send_all(b"".join(pending))
+                    pending, size = [], 0
+                if len(part) > _JOIN_BELOW:
+                    await self._send_all(part)
+                else:
+                    pending.append(part)
+                    size += len(part)
+        if pending:
+            await self._send_all(b"".join(pending))
 
     async def run(self, handler: Handler, hello: Hello) -> None:
         """Serve the link until it closes: say hello, read messages, send heartbeats."""
@@ -258,11 +274,29 @@ class PeerLink:
         return 0
 
     async def aclose(self, reason: str = "") -> None:
-        """Close the link (idempotent)."""
+        """Close the link (idempotent), telling the peer why in the protocol's
+        authenticated final record when the channel is up and the stream still writable."""
+        was_open = not self._closed
         self._closed = True
         self.closed_event.set()
         with trio.CancelScope(shield=True):
+            if was_open:
+                await self._say_goodbye(reason)
             try:
                 await self.stream.aclose()
+            except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+                pass
+
+    async def _say_goodbye(self, reason: str) -> None:
+        try:
+            final = self.conn.close(reason)
+        except ProtocolError:
+            return
+        if not final or self._send_lock.locked():
+            return  # a write is under way (or stalled): the final record cannot follow it
+        with trio.move_on_after(1):
+            try:
+                async with self._send_lock:
+                    await self.stream.send_all(final)
             except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
                 pass

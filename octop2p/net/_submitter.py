@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
-from octop2p.engine._package import load_job
+from octop2p.engine._package import load_job, with_folder
 from octop2p.engine._runner import Progress
 from octop2p.errors import JobRefused, NoNodeError, OctoError
 from octop2p.net._hosted import JobRecord, NetworkJob, pack_package
@@ -153,7 +153,7 @@ async def submit_remote(node: Node, path: Path, chief: str) -> RemoteJob:
     if len(links) != 1:
         raise NoNodeError(f"no linked peer with id {chief!r} (see `octop2p peers`)")
     link = links[0]
-    spec = load_job(path, node.limits)
+    spec = with_folder(load_job(path, node.limits))
     tar = pack_package(spec)
     job_id = secrets.token_bytes(16)
     envelope = Envelope.sign(node.identity, EnvelopeKind.PACKAGE, job_id, 0, tar)
