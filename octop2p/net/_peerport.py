@@ -104,13 +104,15 @@ class PeerPort:
         """A signed result (or failure) from the donor; the protocol checked the signature."""
         envelope = message.envelope
         seq = envelope.seq
-        expected = self._sent.pop(seq, None)
+        expected = self._sent.get(seq)
         phase = self.runner.machine.phase
         if expected is None or phase is None:
             return  # late, duplicate, or never sent to this worker: dropped
         if envelope.job_id != self.job_id or envelope.ref != expected:
+            # Dropped, and the fragment still waits for its real answer.
             log.warning("worker %s sent a result for another fragment; dropped", self.link.short)
             return
+        del self._sent[seq]
         work = Work(phase.kind, seq, b"")
         failure = message.failure
         if failure is not None:

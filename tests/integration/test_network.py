@@ -338,3 +338,45 @@ def test_member_sending_nonsense_options_loses_only_its_link(
     assert "closing the link" in w1.read_log() or "refus" in w1.read_log()
     proc = w1.cli("peers", "--json")
     assert proc.returncode == 0
+
+
+def _fast_then_slow(tmp_path: Path) -> Path:
+    """200 instant fragments, then 100 of 0.2 s. After the instant ones a donor's credit
+    window has grown, so many slow fragments queue in its inbox: their leases must not
+    run out while they wait there (wall_seconds = 2 makes leases short)."""
+    job = tmp_path / "fastslow"
+    job.mkdir()
+    (job / "Split.py").write_text("def splitter():\n    yield from range(300)\n")
+    (job / "Process.py").write_text(
+        "import time\n"
+        "def process(i):\n"
+        "    if i >= 200:\n"
+        "        time.sleep(0.2)\n"
+        "    return i\n"
+    )
+    (job / "Merge.py").write_text(
+        "def merger(result, results_dir):\n"
+        "    with open(results_dir / 'sum.txt', 'a') as f:\n"
+        "        f.write(f'{result}\\n')\n"
+    )
+    (job / "job.toml").write_text("[limits]\nwall_seconds = 2\n")
+    return job
+
+
+@pytest.mark.parametrize("donors", [1, 2])
+def test_fast_then_slow_fragments_finish(tmp_path: Path, donors: int) -> None:
+    homes = make_swarm(tmp_path, ["chief", *[f"w{i}" for i in range(donors)]])
+    nodes = [NodeProcess(homes[0], "--no-discovery", "--no-donate")]
+    try:
+        for home in homes[1:]:
+            nodes.append(NodeProcess(home, "--no-discovery", "--donate", "--cores", "1",
+                                     "--peer", nodes[0].address))
+        nodes[0].wait_for_peers(donors, donating=True)
+        out = tmp_path / "out"
+        proc = nodes[0].cli("submit", str(_fast_then_slow(tmp_path)), "-o", str(out),
+                            timeout=240)
+        assert proc.returncode == 0, proc.stderr + nodes[0].read_log()
+        assert (out / "sum.txt").read_text() == "".join(f"{i}\n" for i in range(300))
+    finally:
+        for node in nodes:
+            node.stop()

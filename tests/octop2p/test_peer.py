@@ -26,6 +26,7 @@ from protocol import (
 
 SECRET = bytes(range(32))
 CHIEF = NodeIdentity.generate()
+DONOR = NodeIdentity.generate()
 JOB = bytes(16)
 
 
@@ -39,8 +40,7 @@ async def linked(lockstep: bool = True) -> tuple[PeerLink, PeerLink]:
     """Two links past their handshake; with ``lockstep`` a write waits for the reader."""
     pair = trio.testing.lockstep_stream_pair() if lockstep else trio.testing.memory_stream_pair()
     a = PeerLink(pair[0], Connection(Role.INITIATOR, CHIEF, swarm_secret=SECRET), "a")
-    b = PeerLink(pair[1], Connection(Role.RESPONDER, NodeIdentity.generate(),
-                                     swarm_secret=SECRET), "b")
+    b = PeerLink(pair[1], Connection(Role.RESPONDER, DONOR, swarm_secret=SECRET), "b")
     async with trio.open_nursery() as nursery:
         nursery.start_soon(a.open)
         nursery.start_soon(b.open)

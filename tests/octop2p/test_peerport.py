@@ -1,0 +1,139 @@
+"""PeerPort on in-memory links: a chief's runner with one donor played by the test.
+
+No fork server runs: the runner's phase is begun by hand and no child is spawned, so
+the port is seen alone: fragments go out signed, in one write; results are bound to
+what was sent; a donor that lies, stalls or leaves loses its fragments to the queue."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trio
+import trio.testing
+
+from octop2p.engine._limits import Limits
+from octop2p.engine._package import load_job
+from octop2p.engine._runner import JobRunner
+from octop2p.engine._slot import MAX_SLOT_WINDOW
+from octop2p.net._peerport import PeerPort
+from protocol import (
+    Envelope,
+    EnvelopeKind,
+    Failure,
+    Fragment,
+    Hello,
+    NodeIdentity,
+    Result,
+    content_hash,
+)
+from tests.octop2p.test_peer import CHIEF, DONOR, JOB, linked, receive
+
+PACKAGE = content_hash(b"package")
+
+
+def runner(tmp_path: Path, redundancy: int = 1) -> JobRunner:
+    pkg = tmp_path / "job"
+    pkg.mkdir()
+    (pkg / "Split.py").write_text("def splitter():\n    yield 1\n")
+    (pkg / "Process.py").write_text("def process(x):\n    return x\n")
+    (pkg / "Merge.py").write_text("def merger(r, results_dir):\n    pass\n")
+    (pkg / "job.toml").write_text(f"redundancy = {redundancy}\n")
+    run = JobRunner(load_job(pkg, Limits()), None, work_dir=tmp_path,  # type: ignore[arg-type]
+                    layers=frozenset())
+    accepted: list[tuple[int, Any]] = []
+    run._begin("process", None, lambda seq, data: accepted.append((seq, data)))
+    run.accepted_list = accepted  # type: ignore[attr-defined]
+    return run
+
+
+def answer(donor: NodeIdentity, fragment: Fragment, payload: bytes,
+           failure: Failure | None = None, seq: int | None = None) -> Result:
+    env = fragment.envelope
+    return Result(envelope=Envelope.sign(
+        donor, EnvelopeKind.RESULT, JOB, env.seq if seq is None else seq, payload,
+        ref=env.digest), failure=failure)
+
+
+async def port_and_donor(run: JobRunner) -> tuple[PeerPort, Any, trio.Nursery, Any]:
+    chief_link, donor_link = await linked(lockstep=False)
+    chief_link.hello = Hello(name="d", software="t", cores=2, donating=True)
+    return PeerPort(run, chief_link, CHIEF, JOB, PACKAGE), donor_link, None, chief_link
+
+
+async def test_fragments_go_out_signed_and_results_are_merged(tmp_path: Path) -> None:
+    run = runner(tmp_path)
+    port, donor, _, _ = await port_and_donor(run)
+    donor_id = DONOR
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(port.serve)
+        run.machine.split([b"a", b"b", b"c"], True)
+        port.credit(3)
+        got = await receive(donor, 3)
+        assert [f.envelope.seq for f in got] == [0, 1, 2]  # type: ignore[union-attr]
+        for f in got:
+            f.envelope.verify(author=CHIEF.public_key, kind=EnvelopeKind.FRAGMENT,  # type: ignore[union-attr]
+                              job_id=JOB)
+            assert f.envelope.ref == PACKAGE  # type: ignore[union-attr]
+        # Answers for another fragment's digest, or a seq never sent, are dropped.
+        port.on_result(answer(donor_id, got[0], b"A", seq=7))  # type: ignore[arg-type]
+        wrong = Result(envelope=Envelope.sign(donor_id, EnvelopeKind.RESULT, JOB, 1, b"B",
+                                              ref=content_hash(b"other")))
+        port.on_result(wrong)
+        assert run.accepted_list == []  # type: ignore[attr-defined]
+        for f, data in zip(got, (b"A", b"B", b"C"), strict=True):
+            port.on_result(answer(donor_id, f, data))  # type: ignore[arg-type]
+        assert sorted(run.accepted_list) == [(0, b"A"), (1, b"B"), (2, b"C")]  # type: ignore[attr-defined]
+        assert run.machine.finished
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_donor_that_leaves_hands_its_fragments_back(tmp_path: Path) -> None:
+    run = runner(tmp_path)
+    port, donor, _, chief_link = await port_and_donor(run)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(port.serve)
+        run.machine.split([b"a", b"b"], True)
+        port.credit(2)
+        await receive(donor, 2)
+        assert run.machine.table.leased_to(port.worker) == [0, 1]
+        await donor.stream.aclose()  # the donor's machine went away
+        await chief_link.stream.aclose()
+        port.deliver(port.worker, [])  # wake the sender: it finds the link closed
+        await trio.testing.wait_all_tasks_blocked()
+        nursery.cancel_scope.cancel()
+    assert port.worker not in run.machine.workers
+    assert run.machine.table.queued == 2
+    assert run.machine.waiting() == "no worker in reach"
+
+
+async def test_a_donor_claiming_many_cores_gets_bounded_credits(tmp_path: Path) -> None:
+    run = runner(tmp_path)
+    chief_link, _donor = await linked(lockstep=False)
+    chief_link.hello = Hello(name="d", software="t", cores=4096, donating=True)
+    port = PeerPort(run, chief_link, CHIEF, JOB, PACKAGE)
+    port.credit(10**9)
+    assert run.machine.workers[port.worker].credits <= 64 * MAX_SLOT_WINDOW
+
+
+@pytest.mark.parametrize("traceback", ["", "Traceback: ValueError"])
+async def test_failures_from_a_donor(tmp_path: Path, traceback: str) -> None:
+    """A crash (no traceback) is retried; the job's own error fails the job."""
+    run = runner(tmp_path)
+    port, donor, _, _ = await port_and_donor(run)
+    donor_id = DONOR
+    failed: list[BaseException] = []
+    run.fail = failed.append  # type: ignore[method-assign]
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(port.serve)
+        run.machine.split([b"a"], True)
+        port.credit(1)
+        (f,) = await receive(donor, 1)
+        port.on_result(answer(donor_id, f, b"", Failure(  # type: ignore[arg-type]
+            message="boom", rule="memory" if not traceback else None, traceback=traceback)))
+        nursery.cancel_scope.cancel()
+    if traceback:
+        assert len(failed) == 1 and "boom" in str(failed[0])
+    else:
+        assert failed == [] and run.machine.table.queued == 1
