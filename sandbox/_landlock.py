@@ -179,16 +179,21 @@ def _add_path(ruleset_fd: int, path: str, rights: int, handled_fs: int) -> None:
         os.close(fd)
 
 
-def restrict(read_paths: Sequence[str], write_paths: Sequence[str]) -> int:
+def restrict(
+    read_paths: Sequence[str], write_paths: Sequence[str], *, max_abi: int | None = None
+) -> int:
     """Restrict this process for good: read `read_paths`, read-write `write_paths`.
 
     Every other file and folder, every TCP bind or connect (ABI 4+), every signal and
-    abstract Unix socket outside the sandbox (ABI 6+) is refused. Returns the ABI used;
-    raises `SandboxError` if Landlock is missing or a path cannot be opened.
+    abstract Unix socket outside the sandbox (ABI 6+) is refused. `max_abi` uses no
+    more than that ABI, as an older kernel would. Returns the ABI used; raises
+    `SandboxError` if Landlock is missing or a path cannot be opened.
     """
     abi, why = abi_status()
     if abi < 1:
         raise SandboxError(why, layer="landlock")
+    if max_abi is not None:
+        abi = min(abi, max_abi)
     fs, net, scoped = handled_rights(abi)
     attr = _RulesetAttr(fs, net, scoped)
     try:

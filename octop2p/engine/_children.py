@@ -25,7 +25,7 @@ import msgpack
 import trio
 
 import sandbox
-from sandbox._wire import FrameDecoder, WireError, pack
+from sandbox._wire import CHILD_REPLY, FrameDecoder, WireError, pack
 
 log = logging.getLogger(__name__)
 
@@ -198,7 +198,8 @@ class Child:
         self.pid = pid
         self._w = trio.lowlevel.FdStream(req_w)
         self._r = trio.lowlevel.FdStream(rep_r)
-        self._decoder = FrameDecoder(max_frame)
+        # Job code owns the reply pipe: bound what a frame decodes to, not only its bytes.
+        self._decoder = FrameDecoder(max_frame, CHILD_REPLY)
         self._inbox: deque[list[Any]] = deque()
         self.returncode: int | None = None
         self.dead = False
