@@ -212,3 +212,14 @@ def test_reply_pipe_bomb_fails_the_job_and_the_node_stays_small(
     hit.assert_named("protocol", limit="more than 65536 values")
     assert grown_mb < 300, f"the node grew by {grown_mb:.0f} MB"
 
+
+
+# --- a results folder of many empty files ------------------------------------------------
+
+
+def test_merger_that_makes_too_many_files_fails_the_job(node: Node, tmp_path: Path) -> None:
+    """Bytes are not the only cost: the node walks, packs and removes every entry."""
+    hit = attack(node, tmp_path, "many_merge_files")
+    hit.assert_named("merge output", limit="merge_output_files = 50")
+    # Checked between merge batches: at most the four results' 30 entries each got made.
+    assert len(hit.outcome.results) <= 4 * 29
