@@ -1,7 +1,8 @@
 """``octop2p doctor``: what this machine can offer a swarm, and why not more.
 
 It shows each sandbox layer and why one is off (`sandbox.probe`, the same check a node
-makes before donating), whether this node would run other people's code (every layer
+makes before donating), what an older kernel's Landlock lacks and which layer stands in
+for it (`sandbox.kernel_gaps`), whether this node would run other people's code (every layer
 works, or the owner set ``unconfined_trusted_swarm``), the address and port it listens
 on (the home's config.toml), and the machine's network interfaces with their addresses
 (where peers may find it). It reads the home and changes nothing.
@@ -48,6 +49,8 @@ class DoctorReport:
     listen_host: str
     port: int  # 0: any free port, chosen at start
     interfaces: tuple[Interface, ...]
+    # What this kernel's Landlock lacks against the newest ABI, and what stands in.
+    kernel_gaps: tuple[str, ...] = ()
 
     @property
     def missing(self) -> list[str]:
@@ -56,6 +59,11 @@ class DoctorReport:
 
     def donate_reason(self) -> str:
         """Why this node would or would not run other people's code, in a sentence."""
+        if not self.missing and self.kernel_gaps:
+            return (
+                "every sandbox layer works here; this kernel's Landlock is not the newest, "
+                "and other layers stand in for what it lacks (see the landlock line)"
+            )
         if not self.missing:
             return "every sandbox layer works here"
         missing = ", ".join(self.missing)
@@ -86,6 +94,7 @@ class DoctorReport:
             "unconfined_trusted_swarm": self.unconfined_trusted_swarm,
             "listen_host": self.listen_host,
             "home": str(self.home),
+            "kernel_gaps": list(self.kernel_gaps),
         }
 
 
@@ -128,4 +137,5 @@ def examine(home: Home) -> DoctorReport:
         listen_host=config.listen_host,
         port=config.listen_port,
         interfaces=interfaces(),
+        kernel_gaps=tuple(sandbox.kernel_gaps()),
     )

@@ -8,6 +8,7 @@ from ._confine import LayerStatus as LayerStatus
 from ._confine import clean_environ as clean_environ
 from ._confine import confine as confine
 from ._confine import probe as probe
+from ._landlock import kernel_gaps as kernel_gaps
 from ._policy import ALL_LAYERS as ALL_LAYERS
 from ._policy import Policy as Policy
 from ._policy import SandboxError as SandboxError

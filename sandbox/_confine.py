@@ -3,9 +3,11 @@
 `confine` runs in a freshly forked, single-threaded child, right before it imports job
 code. In order:
 
-1. unshare(CLONE_NEWUSER | CLONE_NEWNET): the child keeps its uid (it must still own
-   results_dir) but holds capabilities only in a namespace of its own, and sees a
-   network with nothing in it but a downed loopback: every connect fails.
+1. unshare(CLONE_NEWUSER | CLONE_NEWNET | CLONE_NEWIPC): the child keeps its uid (it
+   must still own results_dir) but holds capabilities only in a namespace of its own,
+   sees a network with nothing in it but a downed loopback (every connect fails), and
+   an empty set of SysV IPC objects and POSIX message queues (no other process's
+   shared memory, which it could otherwise attach by id since it has the same uid).
 2. Landlock: read-only access to the job folder and Python's own files, read-write only
    to results_dir (see `landlock_paths`); everything else on disk is refused.
 3. rlimits: address space, CPU time, file size, open files, core dumps, stack.
@@ -42,6 +44,7 @@ __all__ = [
 
 _CLONE_NEWUSER = 0x10000000
 _CLONE_NEWNET = 0x40000000
+_CLONE_NEWIPC = 0x08000000
 _PR_SET_NO_NEW_PRIVS = 38
 _PR_GET_NO_NEW_PRIVS = 39
 _PR_SET_DUMPABLE = 4
@@ -215,9 +218,13 @@ def _write_proc(path: str, text: str) -> None:
 
 
 def _unshare(*, userns: bool, netns: bool) -> None:
-    """Enter new user and/or network namespaces, keeping the uid and gid we had."""
+    """Enter new user and/or network namespaces, keeping the uid and gid we had.
+
+    An IPC namespace comes with either: it needs the same capability as the network
+    one, which the user namespace gives (or root has).
+    """
     uid, gid = os.getuid(), os.getgid()
-    flags = (_CLONE_NEWUSER if userns else 0) | (_CLONE_NEWNET if netns else 0)
+    flags = (_CLONE_NEWUSER if userns else 0) | (_CLONE_NEWNET if netns else 0) | _CLONE_NEWIPC
     if _libc.unshare(ctypes.c_int(flags)) != 0:
         err = ctypes.get_errno()
         if userns:
@@ -359,7 +366,7 @@ def confine(policy: Policy) -> None:
         _unshare(userns="userns" in layers, netns="netns" in layers)
     if "landlock" in layers:
         read, write = landlock_paths(policy)
-        _landlock.restrict(read, write)
+        _landlock.restrict(read, write, max_abi=policy.landlock_abi)
     if "rlimits" in layers:
         _apply_rlimits(policy, vm_size)
     if "nnp" in layers:

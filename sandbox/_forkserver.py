@@ -1,9 +1,9 @@
 """The fork server: one single-threaded process that forks every sandboxed child.
 
-The node starts it once (``python -m sandbox._forkserver FD``), never by forking its own
-trio process. It preloads the job runtime so that a child costs a ``fork()`` plus the
-confinement, not a fresh interpreter. It talks to the node over one ``SOCK_SEQPACKET``
-Unix socket, one msgpack message per packet:
+The node starts it once (``python -P -m sandbox._forkserver FD``, in ``/``), never by
+forking its own trio process. It preloads the job runtime so that a child costs a
+``fork()`` plus the confinement, not a fresh interpreter. It talks to the node over one
+``SOCK_SEQPACKET`` Unix socket, one msgpack message per packet:
 
 node -> server
     ``["spawn", id, spec]`` with two file descriptors attached (SCM_RIGHTS): the child's
@@ -190,6 +190,9 @@ def main(argv: list[str] | None = None) -> int:
     # trio starts processes from a worker thread. The node's death closes its end of
     # the control socket, which ends serve() and kills every child.
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the node decides when we stop
+    # The node starts us in "/" already; a start from elsewhere must not leave a folder
+    # of the user's as every child's working directory until it enters its job's.
+    os.chdir("/")
     sock = socket.socket(fileno=int(argv[1]))
     return serve(sock)
 

@@ -29,7 +29,7 @@ from collections.abc import Sequence
 
 from ._policy import SandboxError
 
-__all__ = ["abi_status", "describe_abi", "handled_rights", "restrict"]
+__all__ = ["abi_status", "describe_abi", "gaps", "handled_rights", "kernel_gaps", "restrict"]
 
 # Same numbers on every architecture: Landlock came after the syscall tables were unified.
 _SYS_CREATE_RULESET = 444
@@ -136,14 +136,42 @@ def handled_rights(abi: int) -> tuple[int, int, int]:
     return fs, net, scoped
 
 
+#: What each ABI added that matters to a job's host, and what stands in for it below.
+_ADDED: tuple[tuple[int, str, str], ...] = (
+    (2, "5.19", "no renaming or linking across folders of results_dir (a merger must write "
+                "each file where it stays)"),
+    (3, "6.2", "no TRUNCATE right: seccomp refuses truncate() by path instead"),
+    (4, "6.7", "no TCP rules: the network namespace and seccomp's socket ban stand in"),
+    (5, "6.10", "no IOCTL_DEV right: ioctl on the two devices a job may open (/dev/null, "
+                "/dev/urandom) is not confined"),
+    (6, "6.12", "no signal scoping: seccomp refuses kill() of other processes and fcntl "
+                "F_SETOWN, F_SETOWN_EX and F_SETSIG (signals sent on I/O) instead"),
+)
+
+
+def gaps(abi: int) -> list[str]:
+    """What Landlock `abi` lacks against the newest this code knows, and what stands in."""
+    return [f"{what} (Landlock ABI {needed}, Linux {linux})"
+            for needed, linux, what in _ADDED if abi < needed]
+
+
+def kernel_gaps() -> list[str]:
+    """`gaps` of this kernel's Landlock; none when it has no Landlock at all (probe()
+    reports that layer as missing, which is more than a gap)."""
+    abi, _why = abi_status()
+    return gaps(abi) if abi >= 1 else []
+
+
 def describe_abi(abi: int) -> str:
-    """What Landlock `abi` confines, in words, for probe() and `octop2p doctor`."""
+    """What Landlock `abi` confines, and what it lacks, for probe() and `octop2p doctor`."""
     parts = ["files"]
     if abi >= 4:
         parts.append("TCP bind/connect")
     if abi >= 6:
         parts.append("signals and abstract sockets")
-    return f"ABI {abi}: confines " + ", ".join(parts)
+    text = f"ABI {abi}: confines " + ", ".join(parts)
+    missing = gaps(abi)
+    return text + ("; this kernel lacks: " + "; ".join(missing) if missing else "")
 
 
 def _attr_size(abi: int) -> int:
@@ -179,16 +207,21 @@ def _add_path(ruleset_fd: int, path: str, rights: int, handled_fs: int) -> None:
         os.close(fd)
 
 
-def restrict(read_paths: Sequence[str], write_paths: Sequence[str]) -> int:
+def restrict(
+    read_paths: Sequence[str], write_paths: Sequence[str], *, max_abi: int | None = None
+) -> int:
     """Restrict this process for good: read `read_paths`, read-write `write_paths`.
 
     Every other file and folder, every TCP bind or connect (ABI 4+), every signal and
-    abstract Unix socket outside the sandbox (ABI 6+) is refused. Returns the ABI used;
-    raises `SandboxError` if Landlock is missing or a path cannot be opened.
+    abstract Unix socket outside the sandbox (ABI 6+) is refused. `max_abi` uses no
+    more than that ABI, as an older kernel would. Returns the ABI used; raises
+    `SandboxError` if Landlock is missing or a path cannot be opened.
     """
     abi, why = abi_status()
     if abi < 1:
         raise SandboxError(why, layer="landlock")
+    if max_abi is not None:
+        abi = min(abi, max_abi)
     fs, net, scoped = handled_rights(abi)
     attr = _RulesetAttr(fs, net, scoped)
     try:

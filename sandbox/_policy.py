@@ -75,6 +75,9 @@ class Policy:
     stack_bytes: int | None = None  # RLIMIT_STACK
     max_threads: int = 1  # 1: seccomp refuses every clone; >1: CLONE_THREAD allowed
     layers: frozenset[str] = ALL_LAYERS  # subset of ALL_LAYERS
+    # Use at most this Landlock ABI (None: all the kernel has): acts as an older kernel,
+    # so tests can show what the other layers hold there.
+    landlock_abi: int | None = None
 
     def __post_init__(self) -> None:
         # Checked here, not only in from_dict, so that a bad Policy fails where it is
@@ -89,6 +92,7 @@ class Policy:
         _int("nofile", self.nofile, 8)
         _int_or_none("stack_bytes", self.stack_bytes, 64 * 1024)
         _int("max_threads", self.max_threads, 1)
+        _int_or_none("landlock_abi", self.landlock_abi, 1)
         if not isinstance(self.layers, frozenset):
             raise SandboxError(f"sandbox policy: layers must be a frozenset, got {self.layers!r}")
         unknown = self.layers - ALL_LAYERS
@@ -109,6 +113,7 @@ class Policy:
             "nofile": self.nofile,
             "stack_bytes": self.stack_bytes,
             "max_threads": self.max_threads,
+            "landlock_abi": self.landlock_abi,
             # Listed in apply order so that a dumped policy reads like what happens.
             "layers": [name for name in LAYER_ORDER if name in self.layers],
         }

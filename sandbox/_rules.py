@@ -99,6 +99,12 @@ _CALL_RULES: tuple[tuple[re.Pattern[str], str], ...] = (
     (re.compile(r"\b(chroot|mount|umount2?|unshare|setns|pivot_root)\s*\("), "view"),
     (re.compile(r"\b(l?chmod|fchmod|l?chown|fchown|l?setxattr|fsetxattr|l?removexattr|"
                 r"fremovexattr)\s*\("), "metadata"),
+    # fcntl(fd, F_SETOWN, pid) makes the kernel signal pid on I/O: a signal all the same.
+    (re.compile(r"\bF_SETOWN(_EX)?\b|\bF_SETSIG\b"), "signal"),
+    (re.compile(r"\b(shm(get|at|ctl|dt)|msg(get|snd|rcv|ctl)|sem(get|op|timedop|ctl)|"
+                r"mq_\w+)\s*\("), "ipc"),
+    (re.compile(r"\b(l?utimes?|utimensat|futimesat|futimens)\s*\("), "times"),
+    (re.compile(r"\btruncate\s*\("), "truncate"),
 )
 
 # ctypes straight to the kernel: `libc.syscall(SYS_socket, ...)` reads as `socket(...)`.
@@ -126,10 +132,17 @@ _MESSAGES = {
             "the system",
     "metadata": "tried to change a file's permissions, owner or extended attributes: jobs "
                 "may not (shutil.copyfile copies a file's data without them)",
+    "ipc": "tried to use System V shared memory, message queues or semaphores: jobs share "
+           "no memory with other processes",
+    "times": "tried to set a file's access or modification time: jobs may not (a file they "
+             "write gets the current time)",
+    "truncate": "tried to truncate a file by its path: jobs may shorten only a file they "
+                "opened for writing (f.truncate())",
 }
 _MERGE_OUTPUT = "wrote more output than "
 # Keys of _MESSAGES that are messages, not rules: the rule they report under.
-_RULE_OF = {"signal": RULE_PROCESSES, "view": RULE_SANDBOX, "metadata": RULE_FILES}
+_RULE_OF = {"signal": RULE_PROCESSES, "view": RULE_SANDBOX, "metadata": RULE_FILES,
+            "ipc": RULE_PROCESSES, "times": RULE_FILES, "truncate": RULE_FILES}
 
 
 def _value(limits: Limits | None, key: str) -> object:

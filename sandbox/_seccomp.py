@@ -59,7 +59,11 @@ _X86_64 = {
     "chmod": 90, "fchmod": 91, "fchmodat": 268, "fchmodat2": 452, "chown": 92, "fchown": 93,
     "lchown": 94, "fchownat": 260, "setxattr": 188, "lsetxattr": 189, "fsetxattr": 190,
     "removexattr": 197, "lremovexattr": 198, "fremovexattr": 199, "setxattrat": 463,
-    "removexattrat": 466,
+    "removexattrat": 466, "shmget": 29, "shmat": 30, "shmctl": 31, "shmdt": 67, "msgget": 68,
+    "msgsnd": 69, "msgrcv": 70, "msgctl": 71, "semget": 64, "semop": 65, "semctl": 66,
+    "semtimedop": 220, "mq_open": 240, "mq_unlink": 241, "mq_timedsend": 242,
+    "mq_timedreceive": 243, "mq_notify": 244, "mq_getsetattr": 245, "fcntl": 72,
+    "utime": 132, "utimes": 235, "utimensat": 280, "futimesat": 261, "truncate": 76,
 }
 _AARCH64 = {
     "socket": 198, "socketpair": 199, "execve": 221, "execveat": 281, "clone": 220,
@@ -81,7 +85,11 @@ _AARCH64 = {
     "capset": 91, "capget": 90, "fchmod": 52, "fchmodat": 53, "fchmodat2": 452,
     "fchown": 55, "fchownat": 54, "setxattr": 5, "lsetxattr": 6, "fsetxattr": 7,
     "removexattr": 14, "lremovexattr": 15, "fremovexattr": 16, "setxattrat": 463,
-    "removexattrat": 466,
+    "removexattrat": 466, "shmget": 194, "shmat": 196, "shmctl": 195, "shmdt": 197,
+    "msgget": 186, "msgsnd": 189, "msgrcv": 188, "msgctl": 187, "semget": 190, "semop": 193,
+    "semctl": 191, "semtimedop": 192, "mq_open": 180, "mq_unlink": 181, "mq_timedsend": 182,
+    "mq_timedreceive": 183, "mq_notify": 184, "mq_getsetattr": 185, "fcntl": 25,
+    "utimensat": 88, "truncate": 45,
 }
 ARCHES: dict[str, Arch] = {
     "x86_64": Arch("x86_64", 0xC000003E, True, _X86_64),
@@ -89,7 +97,8 @@ ARCHES: dict[str, Arch] = {
 }
 
 #: Refused with EPERM whatever their arguments. A name missing from an architecture's
-#: table (fork, vfork, chmod, chown, iopl, ioperm on aarch64) does not exist there.
+#: table (fork, vfork, chmod, chown, iopl, ioperm, utime, utimes, futimesat on aarch64;
+#: ipc and fcntl64, which only 32-bit tables have) does not exist there.
 DENY: tuple[str, ...] = (
     # network: every socket, of every family. The child's two pipes are pipes.
     "socket", "socketpair",
@@ -107,6 +116,17 @@ DENY: tuple[str, ...] = (
     "chmod", "fchmod", "fchmodat", "fchmodat2", "chown", "fchown", "lchown", "fchownat",
     "setxattr", "lsetxattr", "fsetxattr", "removexattr", "lremovexattr", "fremovexattr",
     "setxattrat", "removexattrat",
+    # file times: Landlock does not guard them either, and a job could backdate (or
+    # date ahead) any file of its uid. truncate by path: Landlock ABI 2 and older let
+    # it through on read-only files. ftruncate, on a file the job could open for
+    # writing, stays allowed: a merger may shorten its own output.
+    "utime", "utimes", "utimensat", "futimesat", "truncate",
+    # SysV IPC and POSIX message queues. The child has an IPC namespace of its own;
+    # this is the second lock, for when that layer is off: without either, a job could
+    # attach another process's 0600 shared-memory segment of the same uid and read it.
+    "shmget", "shmat", "shmctl", "shmdt", "msgget", "msgsnd", "msgrcv", "msgctl",
+    "semget", "semop", "semtimedop", "semctl", "ipc", "mq_open", "mq_unlink",
+    "mq_timedsend", "mq_timedreceive", "mq_notify", "mq_getsetattr",
     # large kernel attack surface that job code has no use for.
     "keyctl", "add_key", "request_key", "bpf", "perf_event_open", "io_uring_setup",
     "io_uring_enter", "io_uring_register", "userfaultfd",
@@ -130,6 +150,11 @@ SELF_OR_ZERO: tuple[str, ...] = (
 #: and ioprio_set(IOPRIO_WHO_PROCESS, who) with who 0 or us; PRIO_USER would renice
 #: every process of the uid.
 WHICH_PROCESS: tuple[tuple[str, int], ...] = (("setpriority", 0), ("ioprio_set", 1))
+#: fcntl commands refused: F_SETOWN, F_SETSIG, F_SETOWN_EX. With O_ASYNC the kernel
+#: then sends SIGIO (or any signal F_SETSIG names, SIGKILL included) to the owner, and
+#: checks only that the uids match: kill()'s pid rule above would not see it, and
+#: Landlock scopes such signals only from ABI 6 (Linux 6.12).
+FCNTL_DENIED: tuple[int, ...] = (8, 10, 15)
 
 _CLONE_THREAD = 0x00010000
 # A thread may not ask for new namespaces either (the kernel refuses most of these
@@ -245,6 +270,14 @@ def build_filter(machine: str, *, pid: int, threads: bool) -> list[Insn]:
         a.jeq(nr, "arg0_self_or_zero")
     for name, which in WHICH_PROCESS:
         a.jeq(arch.numbers[name], f"which_{which}")
+    a.jeq(arch.numbers["fcntl"], "fcntl")
+    a.ret(_RET_ALLOW)
+
+    # fcntl's command is an unsigned int: the kernel ignores the high word, so do we.
+    a.label("fcntl")
+    a.load(_arg_lo(1))
+    for command in FCNTL_DENIED:
+        a.jeq(command, "eperm")
     a.ret(_RET_ALLOW)
 
     a.label("clone")

@@ -25,7 +25,7 @@ import msgpack
 import trio
 
 import sandbox
-from sandbox._wire import FrameDecoder, WireError, pack
+from sandbox._wire import CHILD_REPLY, FrameDecoder, WireError, pack
 
 log = logging.getLogger(__name__)
 
@@ -60,8 +60,12 @@ def fork_server_command(fd: int) -> list[str]:
     if getattr(sys, "frozen", False):
         # In a PyInstaller bundle sys.executable is the bundle, which cannot run `-m`;
         # its entry point (packaging/entry.py) routes this flag to the fork server.
+        # Its sys.path is the bundle's own, never the working directory.
         return [sys.executable, "--octop2p-fork-server", str(fd)]
-    return [sys.executable, "-m", "sandbox._forkserver", str(fd)]
+    # -P: `python -m` would put the working directory first in sys.path, and every
+    # sys.path entry is a folder job code may read (Landlock's read set): the node's
+    # working directory, with whatever the user keeps there, is no place for a job.
+    return [sys.executable, "-P", "-m", "sandbox._forkserver", str(fd)]
 
 
 class ForkServer:
@@ -92,6 +96,7 @@ class ForkServer:
                     pass_fds=(theirs.fileno(),),
                     stdin=subprocess.DEVNULL,
                     env=env,
+                    cwd="/",  # nothing of the node's working directory reaches a child
                     check=False,
                     task_status=task_status,
                 )
@@ -193,7 +198,8 @@ class Child:
         self.pid = pid
         self._w = trio.lowlevel.FdStream(req_w)
         self._r = trio.lowlevel.FdStream(rep_r)
-        self._decoder = FrameDecoder(max_frame)
+        # Job code owns the reply pipe: bound what a frame decodes to, not only its bytes.
+        self._decoder = FrameDecoder(max_frame, CHILD_REPLY)
         self._inbox: deque[list[Any]] = deque()
         self.returncode: int | None = None
         self.dead = False

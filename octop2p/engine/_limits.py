@@ -48,6 +48,9 @@ class Limits:
     wall_seconds: int = 120  # per fragment
     max_fragments: int = 1_000_000  # keeps a splitter finite
     merge_output_mb: int = 1024
+    # Files and folders the merger may leave in results_dir: the node walks, packs and
+    # removes them all, about 10 us each here, and walks them every half second.
+    merge_output_files: int = 10_000
     recursion_depth: int = 1000
     threads: int = 1  # concurrency inside one sandboxed process
 

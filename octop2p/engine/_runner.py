@@ -13,7 +13,6 @@ and ``finalize``, or a MapReduce job's ``final``. Job code never runs in this pr
 from __future__ import annotations
 
 import logging
-import os
 import shutil
 import time
 from collections.abc import Callable
@@ -29,6 +28,7 @@ from octop2p.engine._limits import Limits
 from octop2p.engine._machine import JobMachine, WorkFailure
 from octop2p.engine._package import JobSpec
 from octop2p.engine._reorder import CausalBuffer
+from octop2p.engine._results import output_usage
 from octop2p.engine._scheduler import Verdict
 from octop2p.engine._slot import (
     MAX_BATCH,
@@ -474,7 +474,7 @@ class JobRunner:
         self._report()
 
     def _check_output_quota(self, *, throttled: bool = False) -> None:
-        """The merger's output, summed over results_dir, stays under merge_output_mb.
+        """The merger's output stays under merge_output_mb and merge_output_files.
 
         Walking results_dir after every merge batch would put a folder walk on the hot
         path: ``throttled`` checks at most every QUOTA_SECONDS (RLIMIT_FSIZE bounds each
@@ -485,13 +485,14 @@ class JobRunner:
             return
         self._quota_checked = now
         limit = self.limits.merge_output_mb << 20
-        total = 0
-        for dirpath, _dirs, files in os.walk(self.results_dir):
-            for name in files:
-                try:
-                    total += os.lstat(os.path.join(dirpath, name)).st_size
-                except FileNotFoundError:
-                    pass
+        most = self.limits.merge_output_files
+        total, entries = output_usage(self.results_dir, stop_after=most)
+        if entries > most:
+            raise JobFailed(
+                message=f"the merger made more than {most} files and folders in results_dir; "
+                f"this job's limit is {most} (merge_output_files = {most})",
+                rule="merge output",
+            )
         if total > limit:
             raise JobFailed(
                 message=f"the merger wrote {total} bytes to results_dir; this job's limit is "

@@ -10,6 +10,8 @@ import textwrap
 from pathlib import Path
 from subprocess import CompletedProcess, run
 
+import pytest
+
 from sandbox import ALL_LAYERS
 from tests.conftest import ROOT, run_cli
 
@@ -109,3 +111,44 @@ def test_a_bad_config_is_a_usage_error_naming_the_line(tmp_path: Path) -> None:
     proc = run_cli("doctor", "--home", home, timeout=60)
     assert proc.returncode == 2
     assert "config.toml:2" in proc.stderr and "listen_port" in proc.stderr
+
+
+def test_an_older_landlock_is_named_with_what_stands_in(tmp_path: Path) -> None:
+    """A kernel before 6.12 (Landlock ABI 5): no signal scoping, seccomp stands in."""
+    code = textwrap.dedent("""
+        import sys
+        from sandbox import _landlock
+        _landlock.abi_status = lambda: (5, "")
+        from octop2p.cli import main
+        main(sys.argv[1:])
+    """)
+
+    def doctor(*args: str) -> CompletedProcess[str]:
+        return run(
+            [sys.executable, "-c", code, "doctor", "--home", str(tmp_path / "h"), *args],
+            capture_output=True, text=True, timeout=60, cwd=ROOT,
+        )
+
+    report = json.loads(doctor("--json").stdout)
+    landlock = report["sandbox"]["landlock"]
+    if not landlock["available"]:
+        pytest.skip(f"no Landlock here: {landlock['detail']}")
+    assert landlock["detail"].startswith("ABI 5: confines files, TCP bind/connect; ")
+    [signals] = report["kernel_gaps"]  # ABI 5 lacks only the scopes of ABI 6
+    assert "F_SETOWN" in signals and "Linux 6.12" in signals
+    assert signals in landlock["detail"]
+    human = doctor().stderr
+    assert "no signal scoping: seccomp refuses kill()" in human
+    assert "other layers stand in for what it lacks" in human
+    assert report["donate_ok"] is True  # seccomp covers the gap: fit to donate
+
+
+def test_a_current_kernel_lacks_nothing_that_is_known(tmp_path: Path) -> None:
+    from sandbox import _landlock
+
+    abi = _landlock.abi_status()[0]
+    report = doctor_json(tmp_path / "home")
+    assert report["kernel_gaps"] == _landlock.gaps(abi)
+    assert _landlock.gaps(7) == _landlock.gaps(6) == []
+    assert [gap.split(":")[0] for gap in _landlock.gaps(2)] == [
+        "no TRUNCATE right", "no TCP rules", "no IOCTL_DEV right", "no signal scoping"]

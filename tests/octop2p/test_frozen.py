@@ -20,7 +20,8 @@ ENTRY = Path(__file__).resolve().parents[2] / "packaging" / "entry.py"
 
 
 def test_plain_python_runs_the_module() -> None:
-    assert fork_server_command(7) == [sys.executable, "-m", "sandbox._forkserver", "7"]
+    # -P: the working directory stays out of sys.path, so out of what jobs may read.
+    assert fork_server_command(7) == [sys.executable, "-P", "-m", "sandbox._forkserver", "7"]
 
 
 def test_frozen_app_passes_the_flag_to_itself(monkeypatch: pytest.MonkeyPatch) -> None:

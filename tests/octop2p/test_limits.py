@@ -46,6 +46,7 @@ def test_defaults_are_the_contracts() -> None:
         "wall_seconds": 120,
         "max_fragments": 1_000_000,
         "merge_output_mb": 1024,
+        "merge_output_files": 10_000,
         "recursion_depth": 1000,
         "threads": 1,
     }
