@@ -255,6 +255,7 @@ class Child:
 
     async def aclose(self) -> None:
         """Close the pipes and make sure the process is gone."""
+        self.dead = True
         with trio.CancelScope(shield=True):
             await self._w.aclose()
             await self._r.aclose()

@@ -128,7 +128,6 @@ class JobRunner:
         self._failure: BaseException | None = None
         self._scope: trio.CancelScope | None = None
         self.watchers: trio.Nursery | None = None  # thread counters, while the job runs
-        self._quota_checked = 0.0
         self._phase_started = time.monotonic()
         self._accept: Callable[[int, Any], None] = lambda seq, data: None
         self._load: Callable[[int], Any] | None = None
@@ -229,7 +228,22 @@ class JobRunner:
             raise exc.failure.error(f"the {role} child, while loading the job") from None
         if self.limits.threads > 1 and self.watchers is not None:
             self.watchers.start_soon(self._watch_threads, child, role)
+        if role == "merge" and self.watchers is not None:
+            self.watchers.start_soon(self._watch_output, child)
         return child
+
+    async def _watch_output(self, child: Any) -> None:
+        """While a merge child lives, its output is summed every QUOTA_SECONDS (off the
+        event loop): a merger that floods results_dir within one call is stopped there,
+        not only between calls. RLIMIT_FSIZE bounds each file meanwhile."""
+        while not child.dead:
+            await trio.sleep(QUOTA_SECONDS)
+            try:
+                await trio.to_thread.run_sync(self._check_output_quota)
+            except JobFailed as exc:
+                await child.kill()
+                self.fail(exc)
+                return
 
     async def _watch_threads(self, child: Any, role: str) -> None:
         found = await watch_threads(child.pid, self.limits.threads)
@@ -403,7 +417,6 @@ class JobRunner:
                                  timeout=self.limits.wall_seconds)
                 pacer.record(len(batch), time.monotonic() - started)
                 self.progress.done += len(batch)
-                self._check_output_quota(throttled=True)
                 self._report()
             await self._call(child, ["finalize"], "finalize", timeout=self.limits.wall_seconds)
             self._check_output_quota()
@@ -473,17 +486,9 @@ class JobRunner:
         self.progress.done = 1
         self._report()
 
-    def _check_output_quota(self, *, throttled: bool = False) -> None:
-        """The merger's output stays under merge_output_mb and merge_output_files.
-
-        Walking results_dir after every merge batch would put a folder walk on the hot
-        path: ``throttled`` checks at most every QUOTA_SECONDS (RLIMIT_FSIZE bounds each
-        file meanwhile); the check after finalize and final is always made.
-        """
-        now = time.monotonic()
-        if throttled and now - self._quota_checked < QUOTA_SECONDS:
-            return
-        self._quota_checked = now
+    def _check_output_quota(self) -> None:
+        """The merger's output stays under merge_output_mb and merge_output_files
+        (checked while it runs, and always after finalize and final)."""
         limit = self.limits.merge_output_mb << 20
         most = self.limits.merge_output_files
         total, entries = output_usage(self.results_dir, stop_after=most)

@@ -176,3 +176,21 @@ def test_dns_lookup_is_refused_as_network(tmp_path: Path) -> None:
     proc = run_cli("run", script, "-o", tmp_path / "out")
     assert proc.returncode == 1
     assert "lookup.py:4" in proc.stderr and "(rule: network)" in proc.stderr
+
+
+def test_a_merger_flooding_results_dir_in_one_call_is_stopped_in_that_call(
+        tmp_path: Path) -> None:
+    """The file quota is watched while the merger runs: one call that makes files and
+    then keeps the child busy is killed there, not after wall_seconds."""
+    pkg = make_package(tmp_path / "job", "def process(fragment):\n    return fragment\n", n=1,
+                       merge=(
+        "import time\n"
+        "def merger(result, results_dir):\n"
+        "    for i in range(400):\n"
+        "        (results_dir / f'f{i}').write_text('x')\n"
+        "    time.sleep(100)\n"
+    ))
+    (pkg / "job.toml").write_text("[limits]\nmerge_output_files = 50\n")
+    proc = run_cli("run", pkg, "-w", "1", "-o", tmp_path / "out", timeout=60)
+    assert proc.returncode == 1, proc.stderr
+    assert "more than 50 files" in proc.stderr and "(rule: merge output)" in proc.stderr
