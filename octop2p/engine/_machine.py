@@ -249,7 +249,7 @@ class JobMachine:
         except FragmentFailed:
             verdict = Verdict.ACCEPT  # no agreement at all: report the failure we have
         if verdict is Verdict.ACCEPT:
-            raise failure.error()
+            raise failure.error(f"{_CODE.get(kind, kind)} on fragment {seq}")
         if verdict is Verdict.WAIT:
             self._note(f"{where} failed ({failure.message}); checking it on another worker")
 
@@ -299,6 +299,9 @@ class JobMachine:
     def drain_log(self) -> list[str]:
         lines, self.log = self.log, []
         return lines
+
+
+_CODE = {"process": "process()", "map": "mapfn", "reduce": "reducefn"}
 
 
 def _seqs(seqs: list[int]) -> str:
