@@ -99,6 +99,9 @@ class JobMachine:
         self._past: dict[str, int] = {}  # accepted results of workers that left, per voter
         self.phase: Phase | None = None
         self.log: list[str] = []
+        #: The content digest of the last accepted result and the voters that agreed on
+        #: it: the job's provenance, for its manifest.
+        self.last_accepted: tuple[bytes, list[str]] = (b"", [])
 
     # --- phases --------------------------------------------------------------------------
 
@@ -210,7 +213,7 @@ class JobMachine:
             return Verdict.DUPLICATE  # a late answer from a phase that is over
         table = phase.table
         table.refresh(worker, now)
-        digest = content_digest(data) if self.redundancy > 1 else b""
+        digest = content_digest(data)
         try:
             verdict = table.vote(worker, seq, digest)
         except FragmentFailed as exc:
@@ -221,6 +224,7 @@ class JobMachine:
             w = self.workers.get(worker)
             if w is not None:
                 w.accepted += 1
+            self.last_accepted = (digest, table.agreed)
         return verdict
 
     def failure(self, worker: str, kind: str, seq: int, failure: WorkFailure,

@@ -122,6 +122,9 @@ class JobRunner:
         self.on_progress = on_progress or (lambda p: None)
         self.on_output = on_output or (lambda where, text: None)
         self.on_log = on_log or (lambda line: log.info("job %s: %s", spec.options.name, line))
+        #: Called for every accepted result: (kind, seq, content digest, agreeing voters).
+        self.on_accepted: Callable[[str, int, bytes, list[str]], None] = (
+            lambda kind, seq, digest, voters: None)
         self.changed = _Changed()
         self.progress = Progress(phase="starting")
         self._ports: dict[str, WorkerPort] = {}
@@ -165,6 +168,8 @@ class JobRunner:
             for d in done:
                 if self.machine.result(worker, d.kind, d.seq, d.payload, now) is Verdict.ACCEPT:
                     self._accept(d.seq, d.payload)
+                    digest, voters = self.machine.last_accepted
+                    self.on_accepted(d.kind, d.seq, digest, voters)
                     accepted = True
                 if d.out:
                     self._emit_out(f"{d.kind} {d.seq}", d.out)

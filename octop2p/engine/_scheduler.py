@@ -82,6 +82,7 @@ class FragmentTable:
         self._by_worker: dict[str, set[int]] = {}  # worker -> seqs it holds a lease on
         self.exhausted = False
         self.done = 0
+        self.agreed: list[str] = []  # the voters behind the last accepted result
 
     # --- fragments -----------------------------------------------------------------------
 
@@ -233,6 +234,7 @@ class FragmentTable:
         agreeing = frag.votes.setdefault(digest, set())
         agreeing.add(voter)
         if len(agreeing) >= self.redundancy:
+            self.agreed = sorted(agreeing)
             del self._live[seq]
             for other in list(frag.leases):
                 self._end_lease(frag, other)  # their answers will be duplicates
