@@ -63,7 +63,6 @@ class Worker:
     voter: str
     cap: int  # credits it may hold at most (credits make the chief pull the splitter)
     credits: int = 0
-    accepted: int = 0
 
 
 def content_digest(data: bytes | list[bytes]) -> bytes:
@@ -96,7 +95,8 @@ class JobMachine:
         # killed after wall_seconds on one fragment: twice that, plus slack, means lost.
         self.lease_seconds = lease_seconds or 2.0 * limits.wall_seconds + 10.0
         self.workers: dict[str, Worker] = {}
-        self._past: dict[str, int] = {}  # accepted results of workers that left, per voter
+        self._counts: dict[str, int] = {}  # accepted results each voter agreed on
+        self.accepted = 0  # fragments and tasks accepted, every phase
         self.phase: Phase | None = None
         self.log: list[str] = []
         #: The content digest of the last accepted result and the voters that agreed on
@@ -170,7 +170,6 @@ class JobMachine:
         w = self.workers.pop(worker, None)
         if w is None:
             return []
-        self._past[w.voter] = self._past.get(w.voter, 0) + w.accepted
         if self.phase is None:
             return []
         seqs = self.table.release(worker)
@@ -221,9 +220,9 @@ class JobMachine:
                 message=f"{kind} {seq}: {exc.attempts} workers returned {exc.attempts} results "
                 f"and no {self.redundancy} of them agreed", rule="redundancy") from None
         if verdict is Verdict.ACCEPT:
-            w = self.workers.get(worker)
-            if w is not None:
-                w.accepted += 1
+            self.accepted += 1
+            for voter in table.agreed:
+                self._counts[voter] = self._counts.get(voter, 0) + 1
             self.last_accepted = (digest, table.agreed)
         return verdict
 
@@ -290,11 +289,9 @@ class JobMachine:
         return ""
 
     def counts(self) -> dict[str, int]:
-        """Accepted results per voter, over the whole job."""
-        out = dict(self._past)
-        for w in self.workers.values():
-            out[w.voter] = out.get(w.voter, 0) + w.accepted
-        return out
+        """Accepted results per voter (each voter of an agreeing quorum counts), over
+        the whole job."""
+        return dict(self._counts)
 
     def _note(self, line: str) -> None:
         if len(self.log) < MAX_LOG:

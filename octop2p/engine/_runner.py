@@ -140,7 +140,7 @@ class JobRunner:
     @property
     def accepted(self) -> int:
         """Fragments and tasks accepted, every phase."""
-        return sum(self.machine.counts().values())
+        return self.machine.accepted
 
     # --- what ports call -----------------------------------------------------------------
 

@@ -150,12 +150,12 @@ def test_a_failing_merger_then_a_healthy_job_keeps_the_links_sound(swarm: Swarm,
         "    if count == 300:\n"
         "        raise RuntimeError('merger gives up at 300')\n"))
     good = job(tmp_path, "good", "    return i + 1\n", n=200)
-    for way in ("chief", "--chief"):
+    for way in ("--chief", "chief"):
         failed = swarm.submit(way, bad, tmp_path / f"bad-{way}")
         assert failed.returncode == 1 and "merger gives up at 300" in failed.stderr, way
         ok = swarm.submit(way, good, tmp_path / f"good-{way}", "--json")
         assert ok.returncode == 0, ok.stderr
-        report = json.loads(ok.stdout.strip().splitlines()[-1])
+        report = json.loads(ok.stdout.strip().splitlines()[-1])  # the chief's, at the end
         assert (tmp_path / f"good-{way}" / "out.txt").read_text() == "".join(
             f"{i + 1}\n" for i in range(200))
     logs = swarm.logs()
