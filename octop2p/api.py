@@ -114,6 +114,12 @@ class NodeAPI:
         self.node.set_donating(on, cores)
         return self.node.info()
 
+    async def cmd_forgive(self, node: str) -> dict[str, Any]:
+        """Lift a quarantine: the node may work for this node's jobs again."""
+        if not self.node.forgive(node):
+            raise UsageError(f"node {node} is not quarantined here (see `octop2p peers`)")
+        return {"forgiven": node}
+
     async def cmd_running(self) -> list[dict[str, Any]]:
         return [
             {"job": r.job_id, "name": r.name, "chief": r.chief, "started": r.started,

@@ -89,6 +89,8 @@ class JobOptions:
     name: str
     ordered: bool = True  # merge in fragment order (split/merge jobs)
     redundancy: int = 1  # distinct workers per fragment
+    verify: str = "none"  # "adaptive": replicate until a worker has earned trust
+    spot_checks: int = 5  # adaptive: percent of a trusted worker's fragments checked
     requires: tuple[str, ...] = ()  # modules a worker must be able to import
     partitions: int | None = None  # MapReduce reduce tasks; None: the engine picks
     map_batch: int | None = None  # source keys per map task; None: the engine picks
@@ -100,6 +102,8 @@ class JobOptions:
             "name": self.name,
             "ordered": self.ordered,
             "redundancy": self.redundancy,
+            "verify": self.verify,
+            "spot_checks": self.spot_checks,
             "requires": list(self.requires),
             "partitions": self.partitions,
             "map_batch": self.map_batch,
@@ -223,6 +227,23 @@ def _requires(value: object) -> tuple[str, ...]:
     return tuple(value)
 
 
+VERIFY_MODES = ("none", "adaptive")
+
+
+def _verify(value: object) -> str:
+    if value not in VERIFY_MODES:
+        raise OptionError("verify", f"expected one of {', '.join(map(repr, VERIFY_MODES))}, "
+                          f"got {value!r}")
+    return str(value)
+
+
+def _percent(value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 100:
+        raise OptionError("spot_checks", f"expected a whole percent from 0 to 100, got "
+                          f"{value!r}")
+    return value
+
+
 def _bool(key: str, value: object) -> bool:
     if not isinstance(value, bool):
         raise OptionError(key, f"expected true or false, got {_kind(value)} ({value!r})")
@@ -235,6 +256,8 @@ def _checked(data: Mapping[str, object]) -> dict[str, Any]:
         "name": _name,
         "ordered": lambda v: _bool("ordered", v),
         "redundancy": lambda v: _int("redundancy", v),
+        "verify": _verify,
+        "spot_checks": _percent,
         "requires": _requires,
         # None is how a script (or a peer's message) says "the engine picks".
         "partitions": lambda v: None if v is None else _int("partitions", v),

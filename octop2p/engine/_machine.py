@@ -75,6 +75,35 @@ def content_digest(data: bytes | list[bytes]) -> bytes:
 
 
 @dataclass
+class Trust:
+    """What a chief knows of its workers' honesty: handed in when a job starts, read
+    back as it runs (see docs/security.md, "Results you can trust").
+
+    Under ``verify = "adaptive"`` a voter's results are replicated on another node until
+    it has ``trust_after`` verified agreements; after that it runs single copies, and
+    ``spot_share`` of them are checked anyway. A voter whose result loses a vote is
+    quarantined: it gets no more work.
+    """
+
+    verify: str = "none"
+    trust_after: int = 10
+    spot_share: float = 0.05
+    salt: bytes = b""  # makes the choice of spot checks this job's own
+    agreed: dict[str, int] = field(default_factory=dict)  # verified agreements per voter
+    trusted: set[str] = field(default_factory=set)  # trusted whatever (the chief's node)
+    banned: dict[str, str] = field(default_factory=dict)  # quarantined voter -> why
+    caught: list[tuple[str, str]] = field(default_factory=list)  # newly: (voter, why)
+
+    def is_trusted(self, voter: str) -> bool:
+        return voter in self.trusted or self.agreed.get(voter, 0) >= self.trust_after
+
+    def spot_check(self, seq: int, phase: str) -> bool:
+        h = hashlib.blake2b(self.salt + phase.encode() + seq.to_bytes(8, "big"),
+                            digest_size=8).digest()
+        return int.from_bytes(h, "big") < self.spot_share * 2**64
+
+
+@dataclass
 class Phase:
     kind: str  # "process", "map" or "reduce"
     table: FragmentTable
@@ -85,7 +114,7 @@ class JobMachine:
     """The rules of one job (see the module docstring)."""
 
     def __init__(self, limits: Limits, *, redundancy: int = 1, max_attempts: int = 3,
-                 lease_seconds: float | None = None) -> None:
+                 lease_seconds: float | None = None, trust: Trust | None = None) -> None:
         if redundancy < 1:
             raise ValueError("redundancy must be at least 1")
         self.limits = limits
@@ -97,6 +126,11 @@ class JobMachine:
         self.workers: dict[str, Worker] = {}
         self._counts: dict[str, int] = {}  # accepted results each voter agreed on
         self.accepted = 0  # fragments and tasks accepted, every phase
+        #: Who may be caught and quarantined, and how adaptive replication decides; None
+        #: in `octop2p run`, where slots that disagree show a job that is not
+        #: deterministic, not a dishonest machine.
+        self.trust = trust
+        self._unchecked: dict[str, int] = {}  # single-copy results merged, per voter
         self.phase: Phase | None = None
         self.log: list[str] = []
         #: The content digest of the last accepted result and the voters that agreed on
@@ -112,6 +146,10 @@ class JobMachine:
         if items is not None:
             table.add(items)
             table.mark_exhausted()
+        if self.trust is not None and self.trust.verify == "adaptive":
+            trust = self.trust
+            table.quorum_for = lambda voter, seq: (
+                1 if trust.is_trusted(voter) and not trust.spot_check(seq, kind) else 2)
         self.phase = Phase(kind, table)
 
     @property
@@ -155,7 +193,11 @@ class JobMachine:
     # --- workers -------------------------------------------------------------------------
 
     def join(self, worker: str, voter: str, cap: int) -> None:
-        """A worker is ready to take fragments of this job (once per worker)."""
+        """A worker is ready to take fragments of this job (once per worker); one of a
+        quarantined voter gets nothing."""
+        if self.trust is not None and voter in self.trust.banned:
+            self._note(f"worker {worker} is quarantined: {self.trust.banned[voter]}")
+            return
         if worker not in self.workers:
             self.workers[worker] = Worker(worker, voter, max(1, cap))
 
@@ -224,7 +266,42 @@ class JobMachine:
             for voter in table.agreed:
                 self._counts[voter] = self._counts.get(voter, 0) + 1
             self.last_accepted = (digest, table.agreed)
+            if self.trust is not None:
+                self._judge(kind, seq)
         return verdict
+
+    def _judge(self, kind: str, seq: int) -> None:
+        """After an accepted result: agreeing voters earn trust, dissenters are caught."""
+        trust = self.trust
+        assert trust is not None
+        table = self.table
+        if table.quorum_of_last > 1:
+            for voter in table.agreed:
+                trust.agreed[voter] = trust.agreed.get(voter, 0) + 1
+        else:
+            (voter,) = table.agreed
+            self._unchecked[voter] = self._unchecked.get(voter, 0) + 1
+        for voter, wrong in table.dissent:
+            # A failure that others did not see is no proof of cheating (a missing
+            # module, a smaller machine): only a different result is.
+            if wrong[:1] != b"!" and voter not in trust.banned:
+                self._catch(voter, f"returned a wrong result for {kind} {seq} "
+                            f"({len(table.agreed)} other node(s) agreed on another)")
+
+    def _catch(self, voter: str, why: str) -> None:
+        trust = self.trust
+        assert trust is not None
+        trust.banned[voter] = why
+        trust.caught.append((voter, why))
+        self._note(f"node {voter} {why}: it is quarantined and gets no more work")
+        for worker in [w.id for w in self.workers.values() if w.voter == voter]:
+            self.leave(worker)
+        merged = self._unchecked.get(voter, 0)
+        if merged:
+            raise JobFailed(
+                message=f"node {voter} {why}, and {merged} of its results in this job were "
+                "merged without a check (it had earned trust), so these results cannot be "
+                "trusted; the node is now quarantined: run the job again", rule="verify")
 
     def failure(self, worker: str, kind: str, seq: int, failure: WorkFailure,
                 now: float) -> None:

@@ -25,7 +25,7 @@ import trio
 from octop2p.engine._children import ChildDied, ChildProtocolError, ChildReported, ForkServer
 from octop2p.engine._groups import collapse_groups
 from octop2p.engine._limits import Limits
-from octop2p.engine._machine import JobMachine, WorkFailure
+from octop2p.engine._machine import JobMachine, Trust, WorkFailure
 from octop2p.engine._package import JobSpec
 from octop2p.engine._reorder import CausalBuffer
 from octop2p.engine._results import output_usage
@@ -110,6 +110,7 @@ class JobRunner:
         on_progress: Callable[[Progress], None] | None = None,
         on_output: OutputSink | None = None,
         on_log: Callable[[str], None] | None = None,
+        trust: Trust | None = None,
     ) -> None:
         self.spec = spec
         self.limits: Limits = spec.options.limits
@@ -118,7 +119,7 @@ class JobRunner:
         self.results_dir = work_dir / "results"
         self.layers = layers
         self.partitions = spec.options.partitions or partitions or 2
-        self.machine = JobMachine(self.limits, redundancy=spec.options.redundancy)
+        self.machine = JobMachine(self.limits, redundancy=spec.options.redundancy, trust=trust)
         self.on_progress = on_progress or (lambda p: None)
         self.on_output = on_output or (lambda where, text: None)
         self.on_log = on_log or (lambda line: log.info("job %s: %s", spec.options.name, line))

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import enum
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -39,6 +40,7 @@ class _Fragment:
     holders: dict[str, str] = field(default_factory=dict)  # worker -> voter, ever leased
     voted: set[str] = field(default_factory=set)  # voters that answered
     votes: dict[bytes, set[str]] = field(default_factory=dict)  # digest -> voters
+    quorum: int = 0  # agreeing voters it needs; 0: the table's redundancy
 
     def busy_voters(self) -> set[str]:
         """Voters that hold a copy now or already answered: none may take another."""
@@ -83,6 +85,11 @@ class FragmentTable:
         self.exhausted = False
         self.done = 0
         self.agreed: list[str] = []  # the voters behind the last accepted result
+        self.dissent: list[tuple[str, bytes]] = []  # (voter, digest) that answered otherwise
+        self.quorum_of_last = 1  # the quorum the last accepted result had
+        #: Decides a fragment's quorum when its first copy goes out (adaptive
+        #: replication: 1 for a trusted voter, more for a new one or a spot check).
+        self.quorum_for: Callable[[str, int], int] | None = None
 
     # --- fragments -----------------------------------------------------------------------
 
@@ -124,8 +131,11 @@ class FragmentTable:
         """Copies still to hand out of the queued fragments."""
         return sum(self._needed(f) - len(f.leases) for f in self._queue)
 
+    def _quorum(self, frag: _Fragment) -> int:
+        return frag.quorum or self.redundancy
+
     def _needed(self, frag: _Fragment) -> int:
-        return self.redundancy - frag.best()
+        return self._quorum(frag) - frag.best()
 
     def blocked(self, voters: set[str]) -> int | None:
         """The first queued fragment that none of ``voters`` may take, if any."""
@@ -144,7 +154,9 @@ class FragmentTable:
             frag = self._queue.popleft()
             if frag.seq not in self._live:
                 continue
-            if self.redundancy > 1 and voter in frag.busy_voters():
+            if not frag.holders and self.quorum_for is not None:
+                frag.quorum = self.quorum_for(voter, frag.seq)
+            if self._quorum(frag) > 1 and voter in frag.busy_voters():
                 skipped.append(frag)  # redundancy: needs a different voter
                 continue
             frag.leases[worker] = now + self.lease_seconds
@@ -233,14 +245,18 @@ class FragmentTable:
         frag.voted.add(voter)
         agreeing = frag.votes.setdefault(digest, set())
         agreeing.add(voter)
-        if len(agreeing) >= self.redundancy:
+        quorum = self._quorum(frag)
+        if len(agreeing) >= quorum:
             self.agreed = sorted(agreeing)
+            self.dissent = sorted((v, d) for d, vs in frag.votes.items() if d != digest
+                                  for v in vs)
+            self.quorum_of_last = quorum
             del self._live[seq]
             for other in list(frag.leases):
                 self._end_lease(frag, other)  # their answers will be duplicates
             self.done += 1
             return Verdict.ACCEPT
-        if len(frag.voted) >= self.redundancy + self.max_attempts:
+        if len(frag.voted) >= quorum + self.max_attempts:
             raise FragmentFailed(seq, len(frag.voted), "got disagreeing results")
         self._requeue(frag)
         return Verdict.WAIT

@@ -25,6 +25,7 @@ import trio
 
 from octop2p.engine._groups import collapse_groups
 from octop2p.engine._local import LocalPort
+from octop2p.engine._machine import Trust
 from octop2p.engine._package import JobSpec
 from octop2p.engine._results import pack
 from octop2p.engine._runner import JobRunner, Progress
@@ -127,6 +128,8 @@ class NetworkJob:
         self.submitter = (package_envelope or self.package_envelope).author
         self.record = JobRecord(self.job_id, spec.options.name)
         self.runner: JobRunner | None = None
+        self.trust: Trust | None = None
+        self._agreed_before: dict[str, int] = {}
         self._ports: dict[str, PeerPort] = {}  # donors working on this job
         self._offered: set[str] = set()  # peers told about this job on their current link
         self._journalled = 0.0
@@ -173,10 +176,15 @@ class NetworkJob:
         work_dir = job_dir / "work"
         work_dir.mkdir(parents=True, exist_ok=True)
         local = self.node.local_slots()
+        options = self.spec.options
+        self.trust = self.node.reputation.trust(
+            own=str(self.node.id), verify=options.verify,
+            spot_share=options.spot_checks / 100, salt=self.job_id)
+        self._agreed_before = dict(self.trust.agreed)
         self.runner = runner = JobRunner(
             self.spec, self.node.forkserver, work_dir=work_dir, layers=self.node.layers,
             partitions=max(2, 2 * local), on_progress=self._on_progress,
-            on_output=self._on_output, on_log=self._on_log)
+            on_output=self._on_output, on_log=self._on_log, trust=self.trust)
         if local:
             # The node's own cores vote as one node: redundancy asks for distinct machines.
             node_id = str(self.node.id)
@@ -199,6 +207,7 @@ class NetworkJob:
             record.error = f"octop2p failed while running this job: {exc!r} (see the node's log)"
         finally:
             self._nursery = None
+            self._fold_trust()
             record.finished = time.time()
             shutil.rmtree(work_dir, ignore_errors=True)
             shutil.rmtree(job_dir / "submitted", ignore_errors=True)
@@ -276,11 +285,25 @@ class NetworkJob:
         )
 
     async def _progress_events(self) -> None:
-        """Send the latest progress that `_on_progress` held back, so none goes stale."""
+        """Send the latest progress that `_on_progress` held back, so none goes stale;
+        report nodes caught returning wrong results."""
         while True:
             await trio.sleep(PROGRESS_EVENT_SECONDS)
             if self._progress_due and self.record.progress is not None:
                 self._emit_progress(self.record.progress)
+            if self.trust is not None and self.trust.caught:
+                self._fold_trust()
+
+    def _fold_trust(self) -> None:
+        """What this job learnt of its workers goes into the node's reputation."""
+        if self.trust is None:
+            return
+        for node, why in self.node.reputation.absorb(self.trust, self._agreed_before):
+            log.warning("job %s: node %s %s; it is quarantined (`octop2p peers --forgive "
+                        "%s` lifts it)", self.record.name, node, why, node)
+            self.node.emit("quarantined", id=node, reason=why, job=self.record.id_hex)
+        self._agreed_before = dict(self.trust.agreed)
+        self.node.save_reputation()
 
     def _on_output(self, where: str, text: str) -> None:
         if where == "final" or where.startswith("merge"):
@@ -296,6 +319,8 @@ class NetworkJob:
             return
         if self.runner is None or link.peer_id in self._offered:
             return  # too early to take work requests; `run` offers to every link
+        if self.node.reputation.quarantined(link.peer_id):
+            return  # caught returning wrong results: it gets no work from us
         self._offered.add(link.peer_id)
         try:
             await link.send(self.job_info())

@@ -10,6 +10,7 @@ control socket, the CLI and the GUI use.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import socket
@@ -34,6 +35,7 @@ from octop2p.net import _discovery
 from octop2p.net._donor import WorkerService
 from octop2p.net._hosted import JobRecord, JobStore, NetworkJob
 from octop2p.net._peer import LinkClosed, PeerLink
+from octop2p.net._reputation import Reputation
 from octop2p.net._submitter import RemoteJob, accept_submission, answer_status, submit_remote
 from protocol import (
     MAX_FAILED_ATTEMPTS,
@@ -79,6 +81,8 @@ class PeerView:
     trusted: bool
     name: str = ""
     connected: bool = True
+    quarantined: bool = False  # caught returning wrong results: given no work
+    reason: str = ""  # why it is quarantined
 
 
 @dataclass
@@ -136,6 +140,7 @@ class Node:
         self._tmp: tempfile.TemporaryDirectory[str] | None = None
         self.started = trio.Event()
         self.home: Any = None  # the Home, when the node has one: members are pinned there
+        self.reputation = Reputation(None)  # read from the state folder at start
         self._job_code_failures = 0
 
     # --- running -------------------------------------------------------------------------
@@ -180,6 +185,7 @@ class Node:
             base = Path(self._tmp.name)
         else:
             base = self.settings.state_dir
+        self.reputation = Reputation(base / "reputation.json")
         self.jobs_dir = base / "jobs"
         self.package_cache = base / "packages"
         for folder in (self.jobs_dir, self.package_cache):
@@ -535,6 +541,18 @@ class Node:
                             connected=False,
                         )
                     )
+        return self._with_quarantine(out)
+
+    def _with_quarantine(self, peers: list[PeerView]) -> list[PeerView]:
+        """Mark quarantined peers, and list those not in sight as well."""
+        shown = {p.id for p in peers}
+        out = [dataclasses.replace(p, quarantined=True, reason=why)
+               if (why := self.reputation.quarantined(p.id)) else p for p in peers]
+        for node, entry in self.reputation.nodes.items():
+            if entry["quarantined"] and node not in shown:
+                out.append(PeerView(id=node, address="", cores=0, donating=False,
+                                    trusted=False, connected=False, quarantined=True,
+                                    reason=entry["quarantined"]))
         return out
 
     def local_slots(self) -> int:
@@ -562,6 +580,19 @@ class Node:
         self.emit("donating", on=on, cores=self.cores)
         if self._nursery is not None:
             self._nursery.start_soon(self._announce)
+
+    def save_reputation(self) -> None:
+        """Write the reputation file soon, off the event loop."""
+        if self._nursery is not None:
+            self._nursery.start_soon(trio.to_thread.run_sync, self.reputation.save)
+
+    def forgive(self, node: str) -> bool:
+        """Lift a quarantine the owner judged wrong; False if ``node`` had none."""
+        lifted = self.reputation.forgive(node)
+        if lifted:
+            log.info("the owner forgave node %s: it may work for this node's jobs again", node)
+            self.save_reputation()
+        return lifted
 
     def announce_soon(self) -> None:
         """Tell every peer this node's donation state now, not at the next heartbeat."""

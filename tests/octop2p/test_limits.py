@@ -38,7 +38,7 @@ options_st = st.builds(
 
 
 def test_defaults_are_the_contracts() -> None:
-    # JOBS.md 1c, the [limits] table.
+    # docs/jobs.md, the [limits] table.
     assert Limits().to_dict() == {
         "fragment_bytes": 8_388_608,
         "memory_mb": 512,
@@ -53,10 +53,13 @@ def test_defaults_are_the_contracts() -> None:
     opts = JobOptions(name="x")
     assert (opts.ordered, opts.redundancy, opts.requires) == (True, 1, ())
     assert (opts.partitions, opts.map_batch, opts.limits) == (None, None, Limits())
+    assert (opts.verify, opts.spot_checks) == ("none", 5)
     assert set(OPTION_KEYS) == {
         "name",
         "ordered",
         "redundancy",
+        "verify",
+        "spot_checks",
         "requires",
         "partitions",
         "map_batch",

@@ -307,3 +307,100 @@ def test_every_fragment_is_accepted_exactly_once(n: int, redundancy: int, ops: l
             break
     assert machine.finished
     assert sorted(accepted) == list(range(n))
+
+
+# --- verified results: adaptive replication and quarantine ------------------------------
+
+
+def _adaptive(trust_after: int = 2, spot: float = 0.0, **kw: Any) -> JobMachine:
+    from octop2p.engine._machine import Trust
+    machine = JobMachine(LIMITS, trust=Trust(verify="adaptive", trust_after=trust_after,
+                                             spot_share=spot, **kw))
+    machine.begin("process")
+    return machine
+
+
+def _run_one(machine: JobMachine, answers: dict[str, bytes], now: float = 1) -> list[str]:
+    """Every worker takes what it can and answers; returns who took the fragment."""
+    took = []
+    for worker, data in answers.items():
+        machine.credit(worker, 1)
+        for a in machine.take(worker, now):
+            took.append(worker)
+            machine.result(worker, "process", a.seq, data, now)
+    return took
+
+
+def test_adaptive_replicates_until_trust_is_earned_then_runs_single_copies() -> None:
+    machine = _adaptive(trust_after=2)
+    machine.join("a", "A", cap=100)
+    machine.join("b", "B", cap=100)
+    machine.split([b"%d" % i for i in range(6)], True)
+    assert _run_one(machine, {"a": b"r", "b": b"r"}) == ["a", "b"]  # fragment 0, twice
+    assert _run_one(machine, {"a": b"r", "b": b"r"}) == ["a", "b"]  # fragment 1, twice
+    assert machine.trust is not None and machine.trust.agreed == {"A": 2, "B": 2}
+    # Both are trusted now: one copy each.
+    assert _run_one(machine, {"a": b"r", "b": b"r"}) == ["a", "b"]
+    assert machine.table.done == 4
+
+
+def test_adaptive_spot_checks_a_trusted_node() -> None:
+    machine = _adaptive(trust_after=0, spot=1.0)  # trusted, but every fragment checked
+    machine.join("a", "A", cap=100)
+    machine.join("b", "B", cap=100)
+    machine.split([b"0"], True)
+    assert _run_one(machine, {"a": b"r", "b": b"r"}) == ["a", "b"]
+    assert machine.finished
+
+
+def test_adaptive_trusts_the_chiefs_own_node_from_the_start() -> None:
+    machine = _adaptive(trusted={"CHIEF"})
+    machine.join("local-0", "CHIEF", cap=100)
+    machine.split([b"0"], True)
+    assert _run_one(machine, {"local-0": b"r"}) == ["local-0"]
+    assert machine.finished
+
+
+@pytest.mark.parametrize("mode", ["redundancy", "adaptive"])
+def test_a_node_that_lies_is_outvoted_and_quarantined(mode: str) -> None:
+    from octop2p.engine._machine import Trust
+    trust = Trust(verify="adaptive" if mode == "adaptive" else "none", trust_after=5)
+    machine = JobMachine(LIMITS, redundancy=2 if mode == "redundancy" else 1, trust=trust)
+    machine.begin("process")
+    for w in ("liar", "h1", "h2"):
+        machine.join(w, w.upper(), cap=100)
+    machine.split([b"0"], True)
+    _run_one(machine, {"liar": b"evil", "h1": b"good"})
+    assert not machine.finished
+    _run_one(machine, {"h2": b"good"})
+    assert machine.finished and machine.last_accepted[1] == ["H1", "H2"]
+    assert "LIAR" in trust.banned and "wrong result for process 0" in trust.banned["LIAR"]
+    assert "liar" not in machine.workers  # no more work for it
+    machine.join("liar2", "LIAR", cap=100)  # nor for another worker of the same node
+    assert "liar2" not in machine.workers
+
+
+def test_a_caught_node_whose_unchecked_results_were_merged_fails_the_job() -> None:
+    machine = _adaptive(trust_after=0, spot=0.0)
+    machine.join("liar", "LIAR", cap=100)
+    machine.split([b"0", b"1"], False)
+    _run_one(machine, {"liar": b"evil"})  # trusted: merged unchecked
+    assert machine.table.done == 1
+    machine.trust.spot_share = 1.0  # type: ignore[union-attr] # the next one is checked
+    machine.join("h1", "H1", cap=100)
+    machine.join("h2", "H2", cap=100)
+    _run_one(machine, {"liar": b"evil", "h1": b"good"})
+    with pytest.raises(JobFailed, match="cannot be trusted") as failed:
+        _run_one(machine, {"h2": b"good"})
+    assert failed.value.rule == "verify"
+
+
+def test_slots_that_disagree_in_a_local_run_are_not_quarantined() -> None:
+    machine = JobMachine(LIMITS, redundancy=2)  # `octop2p run`: no Trust
+    machine.begin("process")
+    for w in ("local-0", "local-1", "local-2"):
+        machine.join(w, w, cap=100)
+    machine.split([b"0"], True)
+    _run_one(machine, {"local-0": b"x", "local-1": b"y"})
+    _run_one(machine, {"local-2": b"x"})
+    assert machine.finished and set(machine.workers) == {"local-0", "local-1", "local-2"}
