@@ -65,7 +65,7 @@ class Task(StrEnum):
 
 
 class JobKind(StrEnum):
-    """The two kinds of job (JOBS.md section 1)."""
+    """The two kinds of job (docs/jobs.md)."""
 
     PACKAGE = "package"  #: a Split.py / Process.py / Merge.py folder
     SCRIPT = "script"  #: a MapReduce script (octo.py style)

@@ -94,7 +94,7 @@ class NodeSettings:
     cores: int = field(default_factory=lambda: os.cpu_count() or 1)
     limits: Limits = field(default_factory=Limits)
     name: str = field(default_factory=socket.gethostname)
-    # The chief's own cores count for its jobs only while it donates (JOBS.md); a temporary
+    # The chief's own cores count for its jobs only while it donates (docs/jobs.md); a temporary
     # node that `submit` starts runs its owner's job on its owner's cores.
     own_jobs_local: bool = False
     unconfined_trusted_swarm: bool = False
@@ -511,10 +511,12 @@ class Node:
         """Local worker slots for jobs this node is chief of."""
         return self.cores if (self.donating or self.settings.own_jobs_local) else 0
 
-    def set_donating(self, on: bool, cores: int | None = None) -> None:
-        """The owner switched donation on or off (consent: off stops others' work now)."""
-        if cores is not None:
-            self.cores = max(1, cores)
+    def set_donating(self, on: bool, cores: int | None = None, by: str = "the owner") -> None:
+        """The owner switched donation on or off (consent: off stops others' work now).
+
+        ``by`` says who asked (the app, a command), for the log: the owner can see who
+        changed what their machine gives.
+        """
         if (
             on
             and not sandbox.ALL_LAYERS <= self.layers
@@ -524,6 +526,11 @@ class Node:
                 "this machine cannot apply every sandbox layer (see `octop2p "
                 "doctor`), so it will not run other people's code"
             )
+        if cores is not None and max(1, cores) != self.cores:
+            log.info("cores changed from %d to %d by %s", self.cores, max(1, cores), by)
+            self.cores = max(1, cores)
+        if on != self.donating:
+            log.info("donation switched %s by %s", "on" if on else "off", by)
         self.donating = on
         if not on:
             self.worker.stop_all()
