@@ -132,7 +132,7 @@ def _register_submit(ctx: _Ctx) -> None:
         the_home, sub = _home(home), Submission()
         try:
             result = trio.run(lambda: body(the_home, job.resolve(), chief, no_wait, out,
-                                           ctx.err, ctx.progress_cls, sub))
+                                           ctx.err, ctx.progress_cls, sub, as_json))
         except BaseException as exc:
             if not isinstance(most_relevant(exc), KeyboardInterrupt):
                 raise

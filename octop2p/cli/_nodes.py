@@ -106,11 +106,14 @@ async def start_node(nursery: trio.Nursery, node: Node, config_path: Path) -> No
 async def node_api(home: Home, *, temporary_ok: bool = True) -> AsyncIterator[Any]:
     """The API of the node running in ``home``, or of a temporary in-process one."""
     try:
-        yield await ControlClient.connect(home.control_socket)
-        return
+        client = await ControlClient.connect(home.control_socket)
     except NoNodeError:
         if not temporary_ok:
             raise
+    else:
+        # Yielded outside the try: a NoNodeError of the caller's is not "no node here".
+        yield client
+        return
     with home.lock():
         config = Config.load(home)
         # A temporary node listens on any free port and stops with this command.

@@ -54,7 +54,7 @@ async def serve_script(
         err.print(f"    octop2p client {_advertised_host(host)}:{node.port} --code {code}")
         if as_json:
             echo_json({"event": "serving", "code": str(code), "port": node.port, "job": job})
-        nursery.start_soon(_watch, events, job, err, nursery.cancel_scope)
+        nursery.start_soon(_watch, events, job, err, as_json)
         final = await api.call("wait", job=job)
         nursery.cancel_scope.cancel()
         if final["state"] != "done":
@@ -66,11 +66,12 @@ async def serve_script(
             "workers": final["workers"]}
 
 
-async def _watch(events: Any, job: str, err: Any, scope: trio.CancelScope) -> None:
+async def _watch(events: Any, job: str, err: Any, as_json: bool) -> None:
     """The job's prints; and stop once the code is retired: no client can join any more."""
     async for event in events:
         if event.get("event") == "output" and event.get("job") == job:
-            _print_output(err, event.get("where", ""), event.get("text", ""))
+            if not (as_json and event.get("where") == "final"):  # stdout holds JSON lines
+                _print_output(err, event.get("where", ""), event.get("text", ""))
         elif event.get("event") == "job_code_retired":
             raise OctoError(
                 f"{event.get('failures')} wrong codes were tried, so this code is retired and "

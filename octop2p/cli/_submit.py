@@ -44,14 +44,19 @@ async def submit(
     err: Any,
     progress_cls: Any,
     sub: Submission,
+    as_json: bool = False,
 ) -> dict[str, Any]:
-    """Submit and (unless ``no_wait``) follow ``job``; returns the `--json` object."""
+    """Submit and (unless ``no_wait``) follow ``job``; returns the `--json` object.
+
+    With ``as_json`` what `final` prints stays off stdout (it is in output.txt), as
+    with `octop2p run --json`: stdout holds the one JSON object.
+    """
     async with node_api(home) as api:
         sub.temporary = isinstance(api, NodeAPI)
         if chief is not None:
             await _find_chief(api, chief, err)
         async with trio.open_nursery() as nursery:
-            printer = _Printer(err)
+            printer = _Printer(err, quiet_final=as_json)
             # Listen before submitting: the splitter prints within milliseconds.
             await nursery.start(printer.follow, api)
             status = await api.call("submit", path=str(job), chief=chief)
@@ -113,8 +118,9 @@ class _Printer:
     """Node events of one job, shown as `octop2p run` shows them: the progress bar, what
     `final` prints on stdout, every other print on stderr prefixed with its role."""
 
-    def __init__(self, err: Any) -> None:
+    def __init__(self, err: Any, quiet_final: bool = False) -> None:
         self.err = err
+        self.quiet_final = quiet_final
         self.job: str | None = None
         self.progress: Any = None
         self.early: list[dict[str, Any]] = []  # events before the job's id was known
@@ -140,7 +146,7 @@ class _Printer:
         if event.get("job") != self.job:
             return
         kind = event.get("event")
-        if kind == "output":
+        if kind == "output" and not (self.quiet_final and event.get("where") == "final"):
             _print_output(self.err, event.get("where", ""), event.get("text", ""))
         elif kind == "warning":
             self.err.print(f"[yellow]warning:[/] {event.get('text', '')}")

@@ -378,6 +378,7 @@ class Node:
             cores=self.cores,
             donating=self.donating,
             sandbox=tuple(sorted(self.layers)),
+            listen_port=self.port,
         )
 
     # --- messages ------------------------------------------------------------------------
@@ -482,7 +483,7 @@ class Node:
         out = [
             PeerView(
                 id=link.peer_id,
-                address=link.address,
+                address=_listen_address(link),
                 cores=link.cores,
                 donating=link.donating,
                 trusted=True,
@@ -595,3 +596,12 @@ def _address(stream: trio.SocketStream) -> str:
         return f"{host}:{port}"
     except OSError:
         return "?"
+
+
+def _listen_address(link: PeerLink) -> str:
+    """Where a peer accepts links: for one that dialled us, its host and the port its
+    Hello names, not the ephemeral source port of its connection."""
+    if link.conn.role is Role.RESPONDER and link.hello is not None and link.hello.listen_port:
+        host = link.address.rpartition(":")[0]
+        return f"{host}:{link.hello.listen_port}"
+    return link.address
