@@ -19,7 +19,7 @@ from typing import Any
 import trio
 from PySide6.QtCore import QObject, Signal
 
-from octop2p._config import Config
+from octop2p._config import Config, set_keys
 from octop2p._home import Home
 from octop2p.engine._package import load_job
 from octop2p.engine._results import deliver_bytes
@@ -28,7 +28,7 @@ from protocol import CodeError, SwarmCode
 
 from ._host import NodeHandle, open_node
 from ._power import Decision, IdleMonitor, PowerState, decide, read_power
-from ._settings import GuiSettings
+from ._settings import NODE_KEYS, GuiSettings
 from ._store import JobBook, JobView
 
 log = logging.getLogger(__name__)
@@ -132,8 +132,10 @@ class NodeBridge(QObject):
     async def _load(self, handle: NodeHandle) -> None:
         info = await handle.api.call("info")
         if not handle.in_process:
-            # A separate `octop2p node`: the app starts from that node's donation state.
-            self.settings = replace(self.settings, donate=bool(info["donating"]))
+            # A separate `octop2p node`: the app shows that node's real donation and
+            # never widens it on its own (consent is the owner's, given to that node).
+            self.settings = replace(self.settings, donate=bool(info["donating"]),
+                                    cores=max(1, int(info["cores"])))
         self._applied = (bool(info["donating"]), int(info["cores"]))
         self._set_info(info)
         self.connected.emit({**info, "mode": handle.mode, "home": str(self.home.path)})
@@ -372,6 +374,14 @@ class NodeBridge(QObject):
         """The owner changed a donation setting (``donate``, ``cores``, ``cpu_percent``,
         ``idle_only``, ``idle_minutes``, ``pause_on_battery``): save it, apply it now."""
         self.save_settings(**changes)
+        node_changes = {k: getattr(self.settings, k) for k in changes if k in NODE_KEYS}
+        if node_changes:
+            # The owner's choice is the node's setting: config.toml, where `octop2p node`
+            # reads it too.
+            try:
+                set_keys(self.home, **node_changes)
+            except (OSError, OctoError) as exc:
+                self.error.emit(f"could not save the settings: {exc}")
         self._refused = None
         self._donate_error = ""
         self._spawn(self._apply_policy)
@@ -404,7 +414,8 @@ class NodeBridge(QObject):
         wanted = (decision.on, decision.cores)
         if wanted != self._applied and wanted != self._refused:
             try:
-                info = await self.handle.api.call("donate", on=decision.on, cores=decision.cores)
+                info = await self.handle.api.call("donate", on=decision.on, cores=decision.cores,
+                                                  by=f"the app ({decision.reason.lower()})")
             except OctoError as exc:
                 # The node refused (it lacks sandbox layers): say why, and do not retry
                 # the same change every few seconds.

@@ -83,7 +83,9 @@ class DonatePanel(Card):
         self.cpu.setPageStep(10)
         self.cpu.setAccessibleName("CPU time percentage")
         cpu_row.addWidget(self.cpu, 1)
-        self.cpu_value = QLabel("100 %")
+        # The owner's values from the start, also while no node answers.
+        self.cpu.setValue(bridge.settings.cpu_percent)
+        self.cpu_value = QLabel(f"{self.cpu.value()} %")
         self.cpu_value.setMinimumWidth(44)
         self.cpu_value.setAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
         cpu_row.addWidget(self.cpu_value)

@@ -21,7 +21,7 @@ import trio
 from octop2p._config import Config
 from octop2p._home import Home
 from octop2p.api import NodeAPI
-from octop2p.cli._net import build_node
+from octop2p.cli._nodes import build_node, start_node
 from octop2p.errors import NoNodeError
 from octop2p.net._control import ControlClient
 from octop2p.net._control import serve as serve_control
@@ -71,7 +71,8 @@ async def open_node(home: Home, *, donate: bool, cores: int,
         # donation is consent to run other people's jobs.
         node = build_node(home, config, own_jobs_local=True)
         async with trio.open_nursery() as nursery:
-            await nursery.start(node.serve)
+            # A port in use or a bad address: one line naming the setting to change.
+            await start_node(nursery, node, home.config_path)
             api = NodeAPI(node)
             await nursery.start(serve_control, api, home.control_socket)
             log.info("node %s runs in the app (home %s, port %d)", node.id, home.path,

@@ -25,6 +25,8 @@ from octop2p._home import Home, toml_string, write_atomic
 log = logging.getLogger(__name__)
 
 FILE_NAME = "gui.toml"
+#: Settings that belong to the node: kept in config.toml, not in gui.toml.
+NODE_KEYS = ("donate", "cores", "cpu_percent")
 THEMES = ("system", "dark", "light")
 
 
@@ -65,6 +67,9 @@ class GuiSettings:
         except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
             log.warning("ignoring %s: %s", path, exc)
             return base
+        # The donation itself (on, cores, CPU share) is the node's setting, in
+        # config.toml: an older gui.toml's copy must not override the owner's choice.
+        data = {k: v for k, v in data.items() if k not in NODE_KEYS}
         return base.updated(data, source=str(path))
 
     def updated(self, changes: dict[str, Any], *, source: str = "the app") -> GuiSettings:
@@ -82,6 +87,8 @@ class GuiSettings:
         """Write ``gui.toml`` atomically (0600, as every file in the home)."""
         lines = ["# octop2p desktop app settings (written by the app; safe to edit)."]
         for f in dataclasses.fields(self):
+            if f.name in NODE_KEYS:
+                continue  # config.toml's (see `save_node_keys`)
             value = getattr(self, f.name)
             if isinstance(value, bool):
                 text = "true" if value else "false"

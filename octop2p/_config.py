@@ -322,3 +322,29 @@ def _checked(data: Mapping[str, object], limits: Limits) -> dict[str, Any]:
             raise _unknown(str(key), CONFIG_KEYS, None)
         checked[key] = checkers[key](value)
     return checked
+
+
+def set_keys(home: Home, **values: bool | int | str) -> None:
+    """Set top-level keys of ``home``'s config.toml in place, keeping its comments.
+
+    A key's line (or its commented default, ``# key = ...``) is replaced; a key with
+    neither is added before the first table. The result is checked before it is written.
+    """
+    path = home.config_path
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except FileNotFoundError:
+        lines = default_toml().splitlines()
+    for key, value in values.items():
+        new = f"{key} = {_toml_value(value)}"
+        pattern = re.compile(rf"^\s*#?\s*{re.escape(key)}\s*=")
+        table = next((i for i, line in enumerate(lines) if line.lstrip().startswith("[")),
+                     len(lines))
+        found = next((i for i in range(table) if pattern.match(lines[i])), None)
+        if found is None:
+            lines.insert(table, new)
+        else:
+            lines[found] = new
+    text = "\n".join(lines) + "\n"
+    Config().replace(tomllib.loads(text))  # never write a file the node could not read
+    write_atomic(path, text.encode("utf-8"))

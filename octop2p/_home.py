@@ -39,7 +39,7 @@ from typing import Any
 
 import platformdirs
 
-from octop2p.errors import OctoError
+from octop2p.errors import UsageError
 from protocol import CodeError, KeyFileError, NodeId, NodeIdentity, SwarmCode
 
 __all__ = [
@@ -61,7 +61,7 @@ HOME_ENV = "OCTOP2P_HOME"
 _PUBLIC_KEY_BYTES = 32
 
 
-class HomeError(OctoError):
+class HomeError(UsageError):
     """The node's home folder cannot be used."""
 
 

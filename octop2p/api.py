@@ -68,6 +68,9 @@ class NodeAPI:
         """Node events from now on (peers up/down, job progress, job done, output)."""
         receive = self.node.subscribe()
         async with receive:
+            # Says "subscribed": a client that waits for it misses no event of a job it
+            # submits next (the splitter's first prints come within milliseconds).
+            yield {"event": "subscribed"}
             async for event in receive:
                 yield event
 
@@ -78,14 +81,20 @@ class NodeAPI:
         return found
 
     async def cmd_info(self) -> dict[str, Any]:
-        return self.node.info()
+        # local_slots: the cores this node gives its own jobs (0 unless it donates, or is
+        # a temporary node of `submit`), for "no donating worker in reach".
+        return self.node.info() | {"local_slots": self.node.local_slots()}
 
     async def cmd_peers(self) -> list[dict[str, Any]]:
         return [vars(p) | {} for p in self.node.peers()]
 
     async def cmd_submit(self, path: str, chief: str | None = None) -> dict[str, Any]:
         record = await self.node.submit(Path(path), chief=chief)
-        return job_status(self.node, record)
+        found = self.node.job(record.id_hex)
+        spec = getattr(found, "spec", None)
+        # "Limit lowered" and option warnings, as `octop2p run` prints them.
+        warnings = list(getattr(spec, "warnings", ()) or ())
+        return job_status(self.node, record) | {"warnings": warnings}
 
     async def cmd_status(self, job: str | None = None) -> Any:
         if job is None:
@@ -101,7 +110,13 @@ class NodeAPI:
         found = self._job(job)
         record = found.record
         if record.results is None:
-            raise OctoError(f"job {record.id_hex} has no results ({record.state.value})")
+            state = record.state.value
+            if state not in FINISHED:
+                raise UsageError(
+                    f"job {record.id_hex} is still {state}: it has no results yet; "
+                    f"follow it with `octop2p status {record.id_hex}` and fetch it once done"
+                )
+            raise OctoError(f"job {record.id_hex} {state}, so it has no results: {record.error}")
         return {"job": record.id_hex, "name": record.name, "tarball": record.results,
                 "output": "".join(record.output)}
 
@@ -110,8 +125,17 @@ class NodeAPI:
         await found.done.wait()
         return job_status(self.node, found.record)
 
-    async def cmd_donate(self, on: bool, cores: int | None = None) -> dict[str, Any]:
-        self.node.set_donating(on, cores)
+    async def cmd_donate(
+        self, on: bool, cores: int | None = None, by: str = "", persist: bool = False
+    ) -> dict[str, Any]:
+        """Switch donation; ``by`` names who did (for the node's log), ``persist`` writes
+        the change to the node's config.toml (the owner's choice, not a pause)."""
+        self.node.set_donating(on, cores, by=by or "a control-socket client")
+        home = getattr(self.node, "home", None)
+        if persist and home is not None:
+            from octop2p._config import set_keys
+
+            set_keys(home, donate=self.node.donating, cores=self.node.cores)
         return self.node.info()
 
     async def cmd_forgive(self, node: str) -> dict[str, Any]:
@@ -129,3 +153,23 @@ class NodeAPI:
 
     async def cmd_recent_events(self) -> list[dict[str, Any]]:
         return list(self.node.recent_events)
+
+
+NO_WORKER = (
+    "no donating worker in reach: switch donation on here (`octop2p node --donate`) "
+    "or ask a swarm member to"
+)
+
+
+def no_worker_reason(info: dict[str, Any], peers: list[dict[str, Any]]) -> str:
+    """Why a job chiefed by the node ``info`` describes cannot start, or "".
+
+    From ``info`` and ``peers`` replies of the API: no local slots and no trusted,
+    donating peer means nothing will ever take a fragment.
+    """
+    slots = info.get("local_slots")
+    if slots is None:
+        slots = info.get("cores", 0) if info.get("donating") else 0
+    if slots or any(p.get("trusted") and p.get("donating") for p in peers):
+        return ""
+    return NO_WORKER

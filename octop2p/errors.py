@@ -2,7 +2,7 @@
 
 As in borg, the class docstring is the user-facing description of the kind of error
 (`OctoError.description()`), and each instance carries the specific message. The CLI
-prints `str(exc)` and exits with `exc.exit_code` (JOBS.md section 3).
+prints `str(exc)` and exits with `exc.exit_code` (README, "Exit codes"; docs/jobs.md).
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ __all__ = [
     "NoNodeError",
     "OctoError",
     "UsageError",
+    "error_for_code",
 ]
 
 
@@ -33,6 +34,8 @@ class OctoError(Exception):
     """octop2p could not do what was asked."""
 
     exit_code: ClassVar[int] = 1
+    #: The job this error is about, when there is one (for `--json` and the hint).
+    job: str | None = None
 
     def __init__(self, message: str = "") -> None:
         super().__init__(message)
@@ -106,3 +109,13 @@ class Interrupted(OctoError):
     """Interrupted by the user."""
 
     exit_code = 130
+
+
+def error_for_code(message: str, exit_code: int) -> OctoError:
+    """An error with ``exit_code``, as the control socket carries it across processes."""
+    kinds: dict[int, type[OctoError]] = {
+        UsageError.exit_code: UsageError,
+        NoNodeError.exit_code: NoNodeError,
+        Interrupted.exit_code: Interrupted,
+    }
+    return kinds.get(exit_code, OctoError)(message)

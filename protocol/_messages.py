@@ -65,7 +65,7 @@ class Task(StrEnum):
 
 
 class JobKind(StrEnum):
-    """The two kinds of job (JOBS.md section 1)."""
+    """The two kinds of job (docs/jobs.md)."""
 
     PACKAGE = "package"  #: a Split.py / Process.py / Merge.py folder
     SCRIPT = "script"  #: a MapReduce script (octo.py style)
@@ -170,6 +170,9 @@ class Hello(Message):
     features: tuple[str, ...] = spec(Seq(Text(32), 32), default=())
     sandbox: tuple[str, ...] = spec(Seq(Text(32), 16), default=())  #: layers it applies
     modules: tuple[str, ...] = spec(Seq(Text(100), 4096), default=())  #: for `requires`
+    #: the TCP port this node accepts peers on (0: unknown); optional, so that a peer's
+    #: address shows where it listens, not the source port of the link it dialled
+    listen_port: int = spec(UInt(65535), default=0, optional=True)
 
 
 @message(2)
@@ -404,7 +407,7 @@ def decode_head(data: bytes, max_blob: int = MAX_PAYLOAD) -> PendingHead:
     cls = _REGISTRY.get((raw[0], raw[1]))
     if cls is None:
         raise RemoteProtocolError(f"unknown message type {raw[0]} version {raw[1]}")
-    if len(raw) != 2 + len(cls._SCHEMA):
+    if not cls._REQUIRED <= len(raw) - 2 <= len(cls._SCHEMA):
         raise RemoteProtocolError(
             f"{cls.__name__} has {len(cls._SCHEMA)} fields, the peer sent {len(raw) - 2}"
         )

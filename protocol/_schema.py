@@ -365,9 +365,13 @@ class OptionMap(Kind):
         return f"map ≤{self.max_entries} of str → scalar, [scalar] or {{str → scalar}}"
 
 
-def spec(kind: Kind, **kwargs: Any) -> Any:
-    """A dataclass field whose values are of `kind`."""
-    return dataclasses.field(metadata={"kind": kind}, **kwargs)
+def spec(kind: Kind, *, optional: bool = False, **kwargs: Any) -> Any:
+    """A dataclass field whose values are of `kind`.
+
+    ``optional``: a field added to a message later, at its end, with a default; a peer
+    that does not know it may leave it out, and the receiver takes the default.
+    """
+    return dataclasses.field(metadata={"kind": kind, "optional": optional}, **kwargs)
 
 
 S = TypeVar("S", bound="Struct")
@@ -381,6 +385,8 @@ class Struct:
     _NAMES: ClassVar[tuple[str, ...]] = ()
     _DECODERS: ClassVar[tuple[Callable[[Any, bytes | None], Any], ...]] = ()
     _ENCODERS: ClassVar[tuple[Callable[[Any, list[bytes]], Any], ...]] = ()
+    _REQUIRED: ClassVar[int] = 0  # fields before the first optional one (see `spec`)
+    _DEFAULTS: ClassVar[tuple[Any, ...]] = ()  # of the optional fields, in order
 
     def __post_init__(self) -> None:
         where = type(self).__name__
@@ -415,6 +421,11 @@ class Struct:
                 fields[name] = decode(item, blob)
         except Invalid as e:
             raise e.at(name) from None
+        given = len(raw) - offset
+        if given < len(cls._NAMES):  # optional fields the peer left out
+            for name, default in zip(cls._NAMES[given:], cls._DEFAULTS[given - cls._REQUIRED:],
+                                     strict=True):
+                fields[name] = default
         obj._validate()
         return obj
 
@@ -429,6 +440,11 @@ def struct(cls: type[S]) -> type[S]:
     cls._NAMES = tuple(name for name, _ in cls._SCHEMA)
     cls._DECODERS = tuple(kind.decode for _, kind in cls._SCHEMA)
     cls._ENCODERS = tuple(kind.encode for _, kind in cls._SCHEMA)
+    optional = [f.metadata.get("optional", False) for f in fields]
+    cls._REQUIRED = optional.index(True) if True in optional else len(fields)
+    if not all(optional[cls._REQUIRED:]):
+        raise TypeError(f"{cls.__name__}: optional fields must come last")
+    cls._DEFAULTS = tuple(f.default for f in fields[cls._REQUIRED:])
     return cls
 
 

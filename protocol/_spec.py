@@ -19,7 +19,10 @@ SPEC_PATH = Path(__file__).with_name("SPEC.md")
 def _fields_table(cls: type[Struct]) -> list[str]:
     rows = ["| # | field | kind |", "|---|---|---|"]
     for number, (name, kind) in enumerate(cls._SCHEMA):
-        rows.append(f"| {number} | `{name}` | {kind.describe()} |")
+        note = ""
+        if number >= cls._REQUIRED:
+            note = f" (optional, default {cls._DEFAULTS[number - cls._REQUIRED]!r})"
+        rows.append(f"| {number} | `{name}` | {kind.describe()}{note} |")
     return rows
 
 

@@ -52,7 +52,7 @@ RULE_WALL = "wall time"
 RULE_SECCOMP = "seccomp"
 RULE_SANDBOX = "sandbox"  # refused by the sandbox, but we cannot tell which rule
 
-Limits = Mapping[str, object]  # the job's [limits] table, JOBS.md section 1c
+Limits = Mapping[str, object]  # the job's [limits] table, docs/jobs.md, "job.toml"
 
 _STDLIB = os.path.realpath(sysconfig.get_paths()["stdlib"]) + os.sep
 # The runtime's own frames (its stand-in for os.system, say) are never the job's line.
@@ -250,7 +250,7 @@ def describe_exception(
 ) -> tuple[str | None, str]:
     """(rule, message) for an exception raised by job code in a confined child.
 
-    `limits` is the job's [limits] table (JOBS.md 1c), used to name the limit that was
+    `limits` is the job's [limits] table (docs/jobs.md, "job.toml"), used to name the limit that was
     hit; the rule is None for an ordinary error of the job's own.
     """
     if isinstance(exc, MemoryError):

@@ -19,6 +19,7 @@ import importlib
 import importlib.util
 import io
 import json
+import linecache
 import mmap
 import os
 import pickle
@@ -111,21 +112,13 @@ def error_info(
         rule, message = exc.rule, str(exc)
     else:
         rule, message = describe_exception(exc, limits=limits)
-    frames = [
-        f for f in traceback.extract_tb(exc.__traceback__)
-        if not f.filename.startswith(_SANDBOX_DIR) and "<frozen importlib" not in f.filename
-    ]
+    root = os.path.realpath(job_dir)
+    frames = _user_frames(exc, root)
     file: str | None = None
     line: int | None = None
-    root = os.path.realpath(job_dir)
     for frame in reversed(frames):
-        if not os.path.isabs(frame.filename):
-            # "<string>": code from exec() (a pickle's payload, say) has no file; realpath
-            # would put it in the working directory, the job's folder.
-            continue
-        path = os.path.realpath(frame.filename)
-        if path.startswith(root + os.sep):
-            file, line = os.path.relpath(path, root), frame.lineno
+        if _in_job(frame.filename, root):
+            file, line = frame.filename, frame.lineno
             break
     if isinstance(exc, SyntaxError) and exc.filename:
         path = os.path.realpath(exc.filename)
@@ -133,8 +126,39 @@ def error_info(
             file, line = os.path.relpath(path, root), exc.lineno
     text = "Traceback (most recent call last):\n" if frames else ""
     text += "".join(traceback.format_list(frames))
-    text += "".join(traceback.format_exception_only(type(exc), exc))
+    if not isinstance(exc, JobCodeError):
+        # A JobCodeError's message is the error line the user sees; its class name
+        # (sandbox._runtime.JobCodeError) would only be noise.
+        text += "".join(traceback.format_exception_only(type(exc), exc))
     return {"rule": rule, "message": message, "traceback": text, "file": file, "line": line}
+
+
+def _in_job(filename: str, root: str) -> bool:
+    """True for a frame's file name made relative to the job's folder (see below)."""
+    return not os.path.isabs(filename) and not filename.startswith("<")
+
+
+def _user_frames(exc: BaseException, root: str) -> list[traceback.FrameSummary]:
+    """The frames the user can act on: from the first one in the job's own files on,
+    without the runtime's own, with the job's files named relative to its folder (the
+    child runs a copy in a temporary or cache folder the user never sees)."""
+    frames: list[traceback.FrameSummary] = []
+    for frame in traceback.extract_tb(exc.__traceback__):
+        if frame.filename.startswith(_SANDBOX_DIR) or "<frozen importlib" in frame.filename:
+            continue
+        if os.path.isabs(frame.filename):
+            path = os.path.realpath(frame.filename)
+            if path.startswith(root + os.sep):
+                # The unstripped line: the ~~^~~ markers count columns from its start.
+                raw = linecache.getline(frame.filename, frame.lineno or 0) or frame.line
+                frame = traceback.FrameSummary(
+                    os.path.relpath(path, root), frame.lineno, frame.name, line=raw,
+                    end_lineno=frame.end_lineno, colno=frame.colno, end_colno=frame.end_colno,
+                )
+        # "<string>": code from exec() (a pickle's payload, say) has no file of the job.
+        if frames or _in_job(frame.filename, root):
+            frames.append(frame)
+    return frames
 
 
 def _system_refused(command: object) -> int:

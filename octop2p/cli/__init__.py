@@ -1,4 +1,8 @@
-"""The ``octop2p`` command line. Human output goes to stderr, ``--json`` to stdout."""
+"""The ``octop2p`` command line.
+
+Results and tables go to stdout, progress and messages to stderr; ``--json`` puts one
+JSON object on stdout (JSON lines for `node` and `server`, which stream).
+"""
 
 from __future__ import annotations
 
@@ -84,8 +88,10 @@ def _report_error(exc: OctoError, as_json: bool) -> None:
         sys.stderr.flush()
     err.print(f"[bold red]error:[/] {exc}", markup=True, highlight=False)
     if as_json:
-        payload: dict[str, Any] = {"state": "failed", "error": str(exc)}
-        for key in ("rule", "file", "line", "traceback"):
+        state = "interrupted" if isinstance(exc, Interrupted) else "failed"
+        payload: dict[str, Any] = {"state": state, "error": str(exc),
+                                   "exit_code": exc.exit_code}
+        for key in ("job", "rule", "file", "line", "traceback"):
             if getattr(exc, key, None) is not None:
                 payload[key] = getattr(exc, key)
         click.echo(json.dumps(payload))
@@ -172,9 +178,11 @@ def run(
     job: Path, workers: int | None, out: Path | None, home: Path | None, as_json: bool, verbose: int
 ) -> None:
     """Run JOB on this machine with local sandboxed workers (no network, no daemon)."""
+    from octop2p.cli._submit import check_job_path
     from octop2p.engine._local import prepare, run_local
 
     _setup_logging(verbose)
+    check_job_path(job, out)
     spec = prepare(job)
     for warning in spec.warnings:
         err.print(f"[yellow]warning:[/] {warning}")
@@ -229,23 +237,26 @@ def doctor(home: Path | None, as_json: bool, verbose: int) -> None:
     if as_json:
         click.echo(json.dumps(report.to_json()))
         return
-    err.print("[bold]sandbox layers[/]")
+    out = Console(highlight=False, soft_wrap=True)  # the report is the result: stdout
+    out.print("[bold]sandbox layers[/]")
+    out.print(f"  {'STATE':4} {'LAYER':9} DETAIL")
     for name, st in report.sandbox.items():
         mark = "[green]ok [/]" if st.available else "[red]off[/]"
-        err.print(f"  {mark}  {name:9} {st.detail}")
+        out.print(f"  {mark}  {name:9} {st.detail}")
     verdict = "[green]yes[/]" if report.donate_ok else "[red]no[/]"
     switched = "on" if report.donate else "off (`octop2p node --donate`, or donate = true)"
-    err.print(f"[bold]would donate[/]  {verdict}: {report.donate_reason()}")
-    err.print(f"[bold]donation[/]      {switched}")
+    out.print(f"[bold]would donate[/]  {verdict}: {report.donate_reason()}")
+    out.print(f"[bold]donation[/]      {switched}")
     port = report.port or "any free port"
-    err.print(
+    out.print(
         f"[bold]listens on[/]    {report.listen_host}:{port} "
         f"(listen_host, listen_port in {report.home / 'config.toml'})"
     )
-    err.print("[bold]interfaces[/]")
+    out.print("[bold]interfaces[/]")
+    out.print(f"  {'INDEX':>5}  {'NAME':<12} ADDRESSES")
     for interface in report.interfaces:
         addresses = ", ".join(interface.addresses) or "no address"
-        err.print(f"  {interface.index:>3}  {interface.name:<12} {addresses}")
+        out.print(f"  {interface.index:>5}  {interface.name:<12} {addresses}")
 
 
 def _register_node_commands() -> None:

@@ -1,109 +1,75 @@
 """CLI commands that involve a node: node, submit, status, jobs, fetch, cancel, peers,
-id, swarm, server and client. Registered on the ``octop2p`` group by ``cli.py``."""
+id, swarm, server and client. Registered on the ``octop2p`` group by ``cli/__init__.py``.
+
+Only click is imported here: each command imports the node, trio and the protocol when
+it runs (from ``_nodes``, ``_submit``, ``_octo``), so that `octop2p --version` and
+`octop2p run` start quickly.
+"""
 
 from __future__ import annotations
 
-import functools
-import json
-import logging
-import signal
 import sys
-import time
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 import click
-import trio
 
-from octop2p._config import Config, parse_address
-from octop2p._home import Home
-from octop2p.api import FINISHED, NodeAPI
-from octop2p.engine._results import default_out, deliver_bytes
-from octop2p.errors import JobFailed, NoNodeError, OctoError, UsageError
-from octop2p.net._control import ControlClient
-from octop2p.net._control import serve as serve_control
-from octop2p.net._node import Node, NodeSettings
-from octop2p.net._peer import LinkClosed
-from protocol import CodeError, JobCode, NodeId, SwarmCode
-
-log = logging.getLogger(__name__)
+from octop2p.cli._out import DOCS_SWARM, echo_json, jobs_table, peers_table
+from octop2p.errors import Interrupted
 
 
-def settings_from(home: Home, config: Config, **extra: Any) -> NodeSettings:
-    """Node settings from a home's config (flags already applied to ``config``)."""
-    values: dict[str, Any] = dict(
-        listen_host=config.listen_host,
-        listen_port=config.listen_port,
-        peers=config.peers,
-        discovery=config.discovery,
-        donate=config.donate,
-        cores=config.cores,
-        limits=config.limits,
-        name=config.name,
-        unconfined_trusted_swarm=config.unconfined_trusted_swarm,
-        state_dir=home.path,
-    )
-    values.update(extra)
-    return NodeSettings(**values)
+def build_node(*args: Any, **kwargs: Any) -> Any:
+    """A node for a home (see `octop2p.cli._nodes.build_node`)."""
+    from octop2p.cli._nodes import build_node as build
+
+    return build(*args, **kwargs)
 
 
-def build_node(home: Home, config: Config, **extra: Any) -> Node:
-    """A node for ``home``: its identity, its swarm, its config."""
-    identity = home.load_or_create_identity()
-    node = Node(identity, home.swarm(), settings_from(home, config, **extra))
-    node.home = home
-    return node
+def _home(home: Path | None) -> Any:
+    from octop2p._home import Home
+
+    return Home.locate(home)
 
 
-@asynccontextmanager
-async def node_api(home: Home, *, temporary_ok: bool = True) -> AsyncIterator[Any]:
-    """The API of the node running in ``home``, or of a temporary in-process one."""
-    try:
-        yield await ControlClient.connect(home.control_socket)
-        return
-    except NoNodeError:
-        if not temporary_ok:
-            raise
-    with home.lock():
-        config = Config.load(home)
-        # A temporary node listens on any free port and stops with this command.
-        node = build_node(home, config, listen_port=0, donate=False, own_jobs_local=True)
-        async with trio.open_nursery() as nursery:
-            await nursery.start(node.serve)
-            try:
-                yield NodeAPI(node)
-            finally:
-                nursery.cancel_scope.cancel()
+def _call(home: Path | None, cmd: str, temporary: bool = False, **args: Any) -> Any:
+    import trio
+
+    from octop2p.cli._nodes import call
+
+    return trio.run(lambda: call(_home(home), cmd, temporary, **args))
 
 
-def _address(text: str, what: str, lowest: int) -> tuple[str, int]:
-    try:
-        return parse_address(text, what, lowest)
-    except ValueError as exc:
-        raise UsageError(str(exc)) from None
+def _is_terminal() -> bool:
+    return sys.stdin.isatty() and sys.stderr.isatty()
 
 
-def _run(fn: Any, *args: Any, **kwargs: Any) -> Any:
-    return trio.run(functools.partial(fn, *args, **kwargs))
+class _Ctx:
+    """What every command shares: the group, the decorators, the console, the logging."""
+
+    def __init__(self, main: click.Group, common_options: Any, handle_errors: Any, err: Any,
+                 setup_logging: Any, progress_cls: Any) -> None:
+        self.main, self.common, self.handle = main, common_options, handle_errors
+        self.err, self.setup_logging, self.progress_cls = err, setup_logging, progress_cls
 
 
-def _echo_json(data: Any) -> None:
-    click.echo(json.dumps(data, default=str))
-
-
-def register(
-    main: click.Group,
-    common_options: Any,
-    handle_errors: Any,
-    err: Any,
-    setup_logging: Any,
-    progress_cls: Any,
-) -> None:
+def register(main: click.Group, common_options: Any, handle_errors: Any, err: Any,
+             setup_logging: Any, progress_cls: Any) -> None:
     """Add the node commands to the ``octop2p`` group."""
+    ctx = _Ctx(main, common_options, handle_errors, err, setup_logging, progress_cls)
+    _register_node(ctx)
+    _register_submit(ctx)
+    _register_jobs(ctx)
+    _register_peers(ctx)
+    from octop2p.cli._swarm import register_swarm
 
-    @main.command()
+    register_swarm(ctx)
+    from octop2p.cli._octo_commands import register_octo
+
+    register_octo(ctx)
+
+
+def _register_node(ctx: _Ctx) -> None:
+    @ctx.main.command()
     @click.option(
         "--listen", help="HOST:PORT to listen on (default from config.toml: 0.0.0.0:7878)."
     )
@@ -111,24 +77,22 @@ def register(
     @click.option("--donate/--no-donate", default=None, help="Run others' fragments (consent).")
     @click.option("--cores", type=click.IntRange(min=1), help="Cores to donate.")
     @click.option("--no-discovery", is_flag=True, help="Do not use mDNS on the LAN.")
-    @common_options
-    @handle_errors
-    def node(
-        listen: str | None,
-        peers: tuple[str, ...],
-        donate: bool | None,
-        cores: int | None,
-        no_discovery: bool,
-        home: Path | None,
-        as_json: bool,
-        verbose: int,
-    ) -> None:
-        """Run a headless node: discover peers, donate CPU if told to, be chief of jobs."""
-        setup_logging(max(verbose, 1))
-        the_home = Home.locate(home)
+    @ctx.common
+    @ctx.handle
+    def node(listen: str | None, peers: tuple[str, ...], donate: bool | None,
+             cores: int | None, no_discovery: bool, home: Path | None, as_json: bool,
+             verbose: int) -> None:
+        """Run a headless node: discover peers, donate CPU if told to, be chief of jobs.
+
+        With --json, one JSON line ({"node": ...}) once the node listens.
+        """
+        from octop2p.cli._nodes import run_node
+        from octop2p.cli._octo import address
+
+        ctx.setup_logging(max(verbose, 1))
         overrides: dict[str, Any] = {}
         if listen:
-            host, port = _address(listen, "--listen", 0)
+            host, port = address(listen, "--listen", 0)
             overrides.update(listen_host=host, listen_port=port)
         if peers:
             overrides["peers"] = peers
@@ -138,471 +102,188 @@ def register(
             overrides["cores"] = cores
         if no_discovery:
             overrides["discovery"] = False
-        with the_home.lock():
-            Config.write_default(the_home)
-            config = Config.load(the_home, **overrides)
-            _run(_serve_node, the_home, config, as_json, err)
+        run_node(_home(home), overrides, as_json, ctx.err)
 
-    @main.command()
+
+def _register_submit(ctx: _Ctx) -> None:
+    @ctx.main.command()
     @click.argument("job", type=click.Path(path_type=Path))
-    @click.option("--chief", help="Submit to this node (id) instead of the local one.")
-    @click.option("--no-wait", is_flag=True, help="Print the job id and return at once.")
+    @click.option("--chief", help="Id (or prefix) of a linked node to be the job's chief.")
+    @click.option("--no-wait", is_flag=True, help="Submit, print the job id and return.")
     @click.option("-o", "--out", type=click.Path(path_type=Path), help="Where the results go.")
-    @common_options
-    @handle_errors
-    def submit(
-        job: Path,
-        chief: str | None,
-        no_wait: bool,
-        out: Path | None,
-        home: Path | None,
-        as_json: bool,
-        verbose: int,
-    ) -> None:
-        """Submit JOB to the local node (a temporary one if none runs); show progress."""
-        setup_logging(verbose)
-        _run(
-            _submit,
-            Home.locate(home),
-            job.resolve(),
-            chief,
-            no_wait,
-            out,
-            as_json,
-            err,
-            progress_cls,
-        )
+    @ctx.common
+    @ctx.handle
+    def submit(job: Path, chief: str | None, no_wait: bool, out: Path | None,
+               home: Path | None, as_json: bool, verbose: int) -> None:
+        """Submit JOB to the local node (a temporary one if none runs); show progress.
 
-    @main.command()
+        Prints the job's id at once, and what it waits for while no worker takes it.
+        Ctrl-C asks (on a terminal) whether to cancel the job or leave it running.
+        With --json, one JSON object on stdout when the command ends.
+        """
+        import trio
+
+        from octop2p.cli._submit import Submission, check_job_path
+        from octop2p.cli._submit import submit as body
+        from octop2p.engine._groups import most_relevant
+
+        ctx.setup_logging(verbose)
+        check_job_path(job, out)
+        the_home, sub = _home(home), Submission()
+        try:
+            result = trio.run(lambda: body(the_home, job.resolve(), chief, no_wait, out,
+                                           ctx.err, ctx.progress_cls, sub, as_json))
+        except BaseException as exc:
+            if not isinstance(most_relevant(exc), KeyboardInterrupt):
+                raise
+            _interrupted(the_home, sub, as_json, ctx.err)
+        if as_json:
+            echo_json(result)
+
+
+def _interrupted(home: Any, sub: Any, as_json: bool, err: Any) -> None:
+    """Ctrl-C on `submit`: the job may go on without us; say how to reach it."""
+    from octop2p.cli._submit import say_where
+
+    if sub.job is None:
+        raise Interrupted("interrupted before the job was submitted")
+    if sub.temporary:
+        exc = Interrupted(
+            f"interrupted: job {sub.job} stopped with the temporary node of this command; "
+            f"start `octop2p node` first for jobs that outlive `submit` ({DOCS_SWARM})"
+        )
+    else:
+        cancel = False
+        if not as_json and _is_terminal():
+            err.print()
+            answer = click.prompt(
+                f"job {sub.job} is still running: [c]ancel it or [l]eave it running?",
+                type=click.Choice(["c", "l"]), default="l", err=True)
+            cancel = answer == "c"
+        if cancel:
+            _call(home.path, "cancel", job=sub.job)
+            exc = Interrupted(f"interrupted: job {sub.job} cancelled")
+        else:
+            exc = Interrupted(
+                f"interrupted: job {sub.job} ({sub.name}) keeps running on the node; "
+                f"{say_where(sub.job)}"
+            )
+    exc.job = sub.job
+    raise exc
+
+
+def _register_jobs(ctx: _Ctx) -> None:
+    @ctx.main.command()
     @click.argument("job_id", required=False)
-    @common_options
-    @handle_errors
+    @ctx.common
+    @ctx.handle
     def status(job_id: str | None, home: Path | None, as_json: bool, verbose: int) -> None:
-        """State of one job (or all), with progress."""
-        setup_logging(verbose)
-        result = _run(_call, Home.locate(home), "status", job=job_id)
+        """State of one job (or all), with progress and what a job waits for."""
+        ctx.setup_logging(verbose)
+        result = _statuses(home, job_id)
         if as_json:
-            _echo_json(result)
+            echo_json(result[0] if job_id else result)
         else:
-            _print_jobs(err, result if isinstance(result, list) else [result])
+            jobs_table(result)
 
-    @main.command()
-    @common_options
-    @handle_errors
+    @ctx.main.command()
+    @ctx.common
+    @ctx.handle
     def jobs(home: Path | None, as_json: bool, verbose: int) -> None:
-        """Every job of the local node."""
-        setup_logging(verbose)
-        result = _run(_call, Home.locate(home), "status", job=None)
+        """Every job of the local node, as a table (one JSON object with --json)."""
+        ctx.setup_logging(verbose)
+        result = _statuses(home, None)
         if as_json:
-            _echo_json({"jobs": result})
+            echo_json({"jobs": result})
         else:
-            _print_jobs(err, result)
+            jobs_table(result)
 
-    @main.command()
+    @ctx.main.command()
     @click.argument("job_id")
     @click.option("-o", "--out", type=click.Path(path_type=Path), help="Where the results go.")
-    @common_options
-    @handle_errors
-    def fetch(
-        job_id: str, out: Path | None, home: Path | None, as_json: bool, verbose: int
-    ) -> None:
-        """Results of a finished job."""
-        setup_logging(verbose)
-        result = _run(_call, Home.locate(home), "results", job=job_id)
-        path = deliver_bytes(
-            result["tarball"],
-            out or default_out(result["name"]),
-            job_name=result["name"],
-            job_id=result["job"],
-        )
-        err.print(f"results of {result['name']} in {path}")
-        if as_json:
-            _echo_json({"job": result["job"], "results": str(path)})
+    @ctx.common
+    @ctx.handle
+    def fetch(job_id: str, out: Path | None, home: Path | None, as_json: bool,
+              verbose: int) -> None:
+        """Results of a finished job (exit code 2 while it still runs)."""
+        from octop2p.engine._results import check_out, default_out, deliver_bytes
 
-    @main.command()
+        ctx.setup_logging(verbose)
+        if out is not None:
+            check_out(out)
+        result = _call(home, "results", job=job_id)
+        path = deliver_bytes(result["tarball"], out or default_out(result["name"]),
+                             job_name=result["name"], job_id=result["job"])
+        ctx.err.print(f"results of {result['name']} in {path}")
+        if as_json:
+            echo_json({"job": result["job"], "name": result["name"], "results": str(path)})
+
+    @ctx.main.command()
     @click.argument("job_id")
-    @common_options
-    @handle_errors
+    @ctx.common
+    @ctx.handle
     def cancel(job_id: str, home: Path | None, as_json: bool, verbose: int) -> None:
         """Stop a job."""
-        setup_logging(verbose)
-        result = _run(_call, Home.locate(home), "cancel", job=job_id)
+        ctx.setup_logging(verbose)
+        result = _call(home, "cancel", job=job_id)
         if as_json:
-            _echo_json(result)
+            echo_json(result)
         else:
-            err.print(f"cancelling {result['name']} ({result['job']})")
+            ctx.err.print(f"cancelling {result['name']} ({result['job']})")
 
-    @main.command()
-    @common_options
-    @handle_errors
+
+def _statuses(home: Path | None, job_id: str | None) -> list[dict[str, Any]]:
+    """Jobs as `status` shows them, with what a job that has not started waits for."""
+    import trio
+
+    from octop2p.api import no_worker_reason
+    from octop2p.cli._nodes import node_api
+
+    async def ask() -> list[dict[str, Any]]:
+        async with node_api(_home(home), temporary_ok=False) as api:
+            result = await api.call("status", job=job_id)
+            jobs = result if isinstance(result, list) else [result]
+            idle = [j for j in jobs if j["state"] in ("queued", "running")
+                    and not j["fragments_done"] and j["phase"] != "remote"]
+            if idle:
+                reason = no_worker_reason(await api.call("info"), await api.call("peers"))
+                for j in idle:
+                    j["waiting"] = j.get("waiting") or reason
+            return jobs
+
+    return trio.run(ask)
+
+
+def _register_peers(ctx: _Ctx) -> None:
+    @ctx.main.command()
+    @ctx.common
+    @ctx.handle
     def peers(home: Path | None, as_json: bool, verbose: int) -> None:
-        """Peers seen: id, address, cores, donating, trusted."""
-        setup_logging(verbose)
-        result = _run(_call, Home.locate(home), "peers", temporary=False)
+        """Peers seen: id, address, cores, donating, trusted (a table on stdout)."""
+        ctx.setup_logging(verbose)
+        result = _call(home, "peers")
         if as_json:
-            _echo_json(
-                {
-                    "peers": [
-                        {k: p[k] for k in ("id", "address", "cores", "donating", "trusted")}
-                        for p in result
-                    ]
-                }
-            )
-            return
-        if not result:
-            err.print("no peers seen yet")
-        for p in result:
-            err.print(
-                f"{p['id']}  {p['address']:21}  {p['cores']:3} cores  "
-                f"{'donating' if p['donating'] else 'not donating':12}  "
-                f"{'trusted' if p['trusted'] else 'untrusted'}  {p['name']}"
-            )
+            keys = ("id", "address", "cores", "donating", "trusted", "name")
+            echo_json({"peers": [{k: p.get(k) for k in keys} for p in result]})
+        elif not result:
+            ctx.err.print("no peers seen yet")
+        else:
+            peers_table(result)
 
-    @main.command("id")
-    @common_options
-    @handle_errors
+    @ctx.main.command("id")
+    @ctx.common
+    @ctx.handle
     def id_(home: Path | None, as_json: bool, verbose: int) -> None:
         """This node's id: a short, human-checkable fingerprint of its public key."""
-        setup_logging(verbose)
-        identity = Home.locate(home).load_or_create_identity()
+        from protocol import NodeId
+
+        ctx.setup_logging(verbose)
+        identity = _home(home).load_or_create_identity()
         node_id = str(NodeId.from_public_key(identity.public_key))
         if as_json:
-            _echo_json({"id": node_id})
+            echo_json({"id": node_id})
         else:
             click.echo(node_id)
 
-    @main.group()
-    def swarm() -> None:
-        """Make, join and show the swarm: the nodes that cooperate."""
 
-    @swarm.command("create")
-    @click.option("--force", is_flag=True, help="Replace the swarm this node is in.")
-    @common_options
-    @handle_errors
-    def swarm_create(force: bool, home: Path | None, as_json: bool, verbose: int) -> None:
-        """Make a new swarm and print its join code (give it only to people you trust)."""
-        setup_logging(verbose)
-        the_home = Home.locate(home)
-        if the_home.swarm() is not None and not force:
-            raise UsageError(
-                "this node is already in a swarm (`octop2p swarm show`); use --force to replace it"
-            )
-        code = SwarmCode.generate()
-        the_home.save_swarm(code)
-        _show_swarm(code, as_json, err, created=True)
-
-    @swarm.command("join")
-    @click.argument("code")
-    @common_options
-    @handle_errors
-    def swarm_join(code: str, home: Path | None, as_json: bool, verbose: int) -> None:
-        """Join the swarm whose join code is CODE."""
-        setup_logging(verbose)
-        try:
-            parsed = SwarmCode.parse(code)
-        except CodeError as exc:
-            raise UsageError(str(exc)) from None
-        Home.locate(home).save_swarm(parsed)
-        _show_swarm(parsed, as_json, err, created=False)
-
-    @swarm.command("show")
-    @common_options
-    @handle_errors
-    def swarm_show(home: Path | None, as_json: bool, verbose: int) -> None:
-        """Show this node's swarm and its join code."""
-        setup_logging(verbose)
-        code = Home.locate(home).swarm()
-        if code is None:
-            raise UsageError(
-                "this node is in no swarm: `octop2p swarm create` or `octop2p swarm join CODE`"
-            )
-        _show_swarm(code, as_json, err, created=False)
-
-    @main.command()
-    @click.argument("script", type=click.Path(path_type=Path))
-    @click.option("--listen", default="0.0.0.0:7878", show_default=True, help="HOST:PORT.")
-    @click.option("-o", "--out", type=click.Path(path_type=Path), help="Where the results go.")
-    @common_options
-    @handle_errors
-    def server(
-        script: Path, listen: str, out: Path | None, home: Path | None, as_json: bool, verbose: int
-    ) -> None:
-        """The octo.py way: be chief of SCRIPT and wait for clients; prints a one-time code."""
-        setup_logging(verbose)
-        _run(_server, Home.locate(home), script.resolve(), listen, out, as_json, err)
-
-    @main.command()
-    @click.argument("host")
-    @click.option("--code", help="The one-time code `octop2p server` printed.")
-    @click.option("--cores", type=click.IntRange(min=1), help="Worker processes.")
-    @common_options
-    @handle_errors
-    def client(
-        host: str,
-        code: str | None,
-        cores: int | None,
-        home: Path | None,
-        as_json: bool,
-        verbose: int,
-    ) -> None:
-        """The octo.py way: work for the server at HOST until its job is done."""
-        setup_logging(verbose)
-        job_code = None
-        if code is not None:
-            try:
-                job_code = JobCode.parse(code)
-            except CodeError as exc:
-                raise UsageError(str(exc)) from None
-        _run(_client, Home.locate(home), host, job_code, cores, err)
-
-
-# --- command bodies -------------------------------------------------------------------------
-
-
-async def _serve_node(home: Home, config: Config, as_json: bool, err: Any) -> None:
-    node = build_node(home, config)
-    if node.swarm is None:
-        err.print(
-            "[yellow]warning:[/] this node is in no swarm, so it works alone; "
-            "`octop2p swarm create` or `octop2p swarm join CODE`"
-        )
-    async with trio.open_nursery() as nursery:
-        await nursery.start(node.serve)
-        await nursery.start(serve_control, NodeAPI(node), home.control_socket)
-        info = node.info()
-        err.print(
-            f"node {info['id']} listening on port {info['port']}; donating: "
-            f"{'yes, ' + str(info['cores']) + ' cores' if info['donating'] else 'no'}"
-        )
-        if as_json:
-            _echo_json({"node": info})
-        with trio.open_signal_receiver(signal.SIGTERM, signal.SIGHUP) as signals:
-            async for _ in signals:
-                err.print("stopping")
-                nursery.cancel_scope.cancel()
-                break
-
-
-async def _call(home: Home, cmd: str, temporary: bool = False, **args: Any) -> Any:
-    async with node_api(home, temporary_ok=temporary) as api:
-        return await api.call(cmd, **args)
-
-
-async def _submit(
-    home: Home,
-    job: Path,
-    chief: str | None,
-    no_wait: bool,
-    out: Path | None,
-    as_json: bool,
-    err: Any,
-    progress_cls: Any,
-) -> None:
-    async with node_api(home) as api:
-        if chief is not None:
-            await _wait_for_peer(api, chief)
-        status = await api.call("submit", path=str(job), chief=chief)
-        job_id = status["job"]
-        if no_wait:
-            err.print(f"submitted {status['name']} as job {job_id}")
-            if as_json:
-                _echo_json({"job": job_id, "state": status["state"]})
-            return
-        with progress_cls(enabled=True) as progress:
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(_follow, api, job_id, progress, as_json, nursery.cancel_scope)
-                final = await api.call("wait", job=job_id)
-                nursery.cancel_scope.cancel()
-        if final["state"] != "done":
-            if as_json:
-                _echo_json({"job": job_id, "state": final["state"], "error": final["error"]})
-            raise _job_failed(final)
-        path = await _deliver(api, job_id, out, echo_output=not as_json)
-        workers = ", ".join(f"{w[:7]} {n}" for w, n in final["workers"].items())
-        err.print(f"[green]done:[/] {final['name']}; results in {path} (workers: {workers})")
-        if as_json:
-            _echo_json(
-                {
-                    "job": job_id,
-                    "state": final["state"],
-                    "results": str(path),
-                    "workers": final["workers"],
-                }
-            )
-
-
-async def _wait_for_peer(api: Any, chief: str, timeout: float = 10) -> None:
-    """A temporary node needs a moment to find and link the chief named by --chief."""
-    with trio.move_on_after(timeout):
-        while not any(
-            p["id"].startswith(chief.upper()) and p["trusted"] for p in await api.call("peers")
-        ):
-            await trio.sleep(0.2)
-
-
-async def _follow(api: Any, job_id: str, progress: Any, as_json: bool, scope: Any) -> None:
-    """Show a job's progress from node events (and poll, for events missed)."""
-    from octop2p.engine._runner import Progress
-
-    started = time.monotonic()
-    async for event in api.events():
-        if event.get("job") != job_id:
-            continue
-        if event["event"] == "progress":
-            progress.update(
-                Progress(
-                    phase=event["phase"],
-                    done=event["done"],
-                    total=event["total"],
-                    workers=event["workers"],
-                    started=started,
-                )
-            )
-        elif event["event"] == "job" and event.get("state") in FINISHED:
-            return
-
-
-def _job_failed(final: dict[str, Any]) -> JobFailed:
-    """The node's report of a failed job, as the error to show (already worded in full)."""
-    exc = JobFailed(final["error"] or f"the job ended {final['state']}", final.get("traceback", ""))
-    exc.rule = final.get("rule")  # for --json; the message already names it
-    return exc
-
-
-def _print_jobs(err: Any, jobs: list[dict[str, Any]]) -> None:
-    if not jobs:
-        err.print("no jobs")
-    for j in jobs:
-        total = j["fragments_total"]
-        done = f"{j['fragments_done']}/{total if total is not None else '?'}"
-        err.print(
-            f"{j['job'][:12]}  {j['name']:20}  {j['state']:9}  {j['phase']:9} {done:>12}  "
-            f"workers: {len(j['workers'])}  {j['error']}"
-        )
-
-
-def _show_swarm(code: SwarmCode, as_json: bool, err: Any, *, created: bool) -> None:
-    if as_json:
-        _echo_json({"code": str(code), "swarm": code.swarm_id.hex()})
-        return
-    if created:
-        err.print(
-            "A new swarm. Give this join code only to people whose machines may run "
-            "your jobs and whose jobs yours may run:"
-        )
-    click.echo(str(code))
-
-
-async def _server(
-    home: Home, script: Path, listen: str, out: Path | None, as_json: bool, err: Any
-) -> None:
-    host, port = _address(listen, "--listen", 0)
-    code = JobCode.generate()
-    identity = home.load_or_create_identity()
-    from octop2p.engine._limits import Limits
-
-    node = Node(
-        identity,
-        home.swarm(),
-        NodeSettings(
-            listen_host=host,
-            listen_port=port,
-            discovery=False,
-            donate=False,
-            own_jobs_local=False,
-            limits=Limits(),
-            state_dir=None,
-        ),
-        job_code=code,
-    )
-    async with trio.open_nursery() as nursery:
-        await nursery.start(node.serve)
-        api = NodeAPI(node)
-        status = await api.call("submit", path=str(script))
-        err.print(f"serving {status['name']} on port {node.port}. On each client machine run:")
-        err.print(f"    octop2p client {_advertised_host(host)}:{node.port} --code {code}")
-        if as_json:
-            _echo_json({"code": str(code), "port": node.port, "job": status["job"]})
-        final = await api.call("wait", job=status["job"])
-        if final["state"] != "done":
-            nursery.cancel_scope.cancel()
-            raise _job_failed(final)
-        path = await _deliver(api, status["job"], out, echo_output=True)
-        err.print(f"[green]done:[/] results in {path}")
-        nursery.cancel_scope.cancel()
-
-
-async def _deliver(api: Any, job_id: str, out: Path | None, *, echo_output: bool) -> Path:
-    """Fetch a finished job's results, print what it printed, write them to ``out``."""
-    results = await api.call("results", job=job_id)
-    if echo_output and results.get("output"):
-        sys.stdout.write(results["output"])
-        sys.stdout.flush()
-    return deliver_bytes(
-        results["tarball"],
-        out or default_out(results["name"]),
-        job_name=results["name"],
-        job_id=job_id,
-    )
-
-
-def _advertised_host(host: str) -> str:
-    if host in ("0.0.0.0", "", "::"):
-        import socket
-
-        return socket.gethostname()
-    return host
-
-
-async def _client(
-    home: Home, host: str, job_code: JobCode | None, cores: int | None, err: Any
-) -> None:
-    from octop2p.engine._limits import Limits
-
-    identity = home.load_or_create_identity()
-    swarm = home.swarm() if job_code is None else None
-    if swarm is None and job_code is None:
-        raise UsageError("give the server's one-time code with --code, or join its swarm")
-    # The owner consented by running `client`: donate, to this server only, then exit.
-    node = Node(
-        identity,
-        swarm,
-        NodeSettings(
-            listen_host="127.0.0.1",
-            listen_port=0,
-            discovery=False,
-            donate=True,
-            cores=cores or NodeSettings().cores,
-            limits=Limits(),
-            state_dir=None,
-        ),
-        job_code=job_code,
-    )
-    h, p = _address(host, "HOST", 1)
-    events = node.subscribe()
-    async with trio.open_nursery() as nursery:
-        await nursery.start(node.serve)
-        try:
-            link = await node.connect(h, p)
-        except (OSError, OctoError, LinkClosed) as exc:
-            raise NoNodeError(f"could not join the server at {h}:{p}: {exc}") from None
-        err.print(f"connected to {link.short} at {h}:{p}; working until its job is done")
-        started = False
-        with trio.CancelScope() as scope:
-            nursery.start_soon(_cancel_when, link.closed_event, scope)
-            async for event in events:
-                if event["event"] == "working":
-                    if event["running"]:
-                        started = True
-                        err.print(f"working on {event['name']}")
-                    elif started:
-                        break  # the job is over (the chief said so, or it failed)
-        if not started:
-            raise NoNodeError(f"the server at {h}:{p} closed the link before giving any work")
-        err.print(f"[green]done:[/] the job of {link.short} is over")
-        nursery.cancel_scope.cancel()
-
-
-async def _cancel_when(event: trio.Event, scope: trio.CancelScope) -> None:
-    await event.wait()
-    scope.cancel()
+__all__ = ["build_node", "register"]

@@ -1,6 +1,7 @@
 """A job's options and limits: `Limits`, `JobOptions`, read from job.toml or a script.
 
-Options come from two places (JOBS.md section 1c): a `job.toml` in the job's folder, and,
+Options come from two places (docs/jobs.md, "job.toml: options and limits"): a `job.toml`
+in the job's folder, and,
 for a MapReduce script, literal assignments at the script's module level
 (`redundancy = 2`, `limits = {"memory_mb": 256}`). Scripts are read with `ast` and
 `ast.literal_eval`, never run: job code runs only in sandboxed children.
@@ -322,7 +323,7 @@ def _read_toml(path: Path) -> tuple[dict[str, Any], str]:
             RULE_OPTIONS,
             file,
             int(found.group(1)) if found else None,
-            f"not valid TOML: {exc}; see JOBS.md section 1c for an example",
+            f"not valid TOML: {exc}; see docs/jobs.md#jobtoml-options-and-limits for an example",
         ) from exc
     try:
         return _checked(data), text
@@ -404,7 +405,7 @@ def read_options(
         ignored, owner, kind = _SCRIPT_ONLY, "MapReduce scripts", "split/merge package"
     else:
         ignored, owner, kind = _PACKAGE_ONLY, "split/merge packages", "MapReduce script"
-        # JOBS.md 1c: job.toml serves both kinds; the script's own assignments, being
+        # docs/jobs.md, "job.toml": job.toml serves both kinds; the script's own assignments, being
         # the more specific place, win key by key (and limit by limit).
         rel, tree = script
         own, lines = _script_options(tree, rel)

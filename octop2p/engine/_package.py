@@ -1,7 +1,7 @@
 """Loading a job and refusing a bad one before any of it runs: `load_job`.
 
 A job is a split/process/merge package (a folder) or a MapReduce script (one .py
-file), as JOBS.md section 1 describes. The node never runs job code itself, so every
+file), as docs/jobs.md describes. The node never runs job code itself, so every
 check here is static: the files, their syntax tree (`ast`), and job.toml. Each refusal
 is a `JobRefused` naming the rule, the file and, where there is one, the line.
 """
@@ -245,7 +245,8 @@ def _require_package_files(root: Path) -> None:
     if len(missing) == len(_PACKAGE_FILES):
         detail = (
             "no Split.py, Process.py or Merge.py here: a job folder needs all three "
-            "(JOBS.md 1a); to run a MapReduce script, give the path of its .py file"
+            "(docs/jobs.md#a-split--process--merge-package); to run a MapReduce script, "
+            "give the path of its .py file"
         )
     else:
         are = "is" if len(missing) == 1 else "are"

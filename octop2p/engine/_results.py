@@ -1,4 +1,4 @@
-"""Packing a job's results folder and delivering it where the user asked (JOBS.md OUT).
+"""Packing a job's results folder and delivering it where the user asked (docs/jobs.md, "Results").
 
 OUT ending in ``.tar.gz`` receives the tarball; anything else is a folder the results are
 unpacked into. A folder is only ever replaced if octop2p wrote it (it carries a marker
@@ -31,10 +31,18 @@ def check_out(out: Path) -> None:
         if out.is_dir():
             raise UsageError(f"{out} is a folder; a .tar.gz OUT must be a file path")
         if not out.parent.is_dir():
-            raise UsageError(f"the folder for {out} does not exist")
+            raise UsageError(
+                f"the folder {out.parent} for -o {out} does not exist; create it first, "
+                "or choose another -o (docs/jobs.md#results)"
+            )
         return
     if out.exists() and not out.is_dir():
         raise UsageError(f"{out} exists and is not a folder")
+    if not out.exists() and not out.parent.is_dir():
+        raise UsageError(
+            f"the folder {out.parent} for -o {out} does not exist; create it first, "
+            "or choose another -o (docs/jobs.md#results)"
+        )
     if out.is_dir() and any(out.iterdir()) and not (out / MARKER).exists():
         raise UsageError(
             f"{out} exists, is not empty and was not written by octop2p; "

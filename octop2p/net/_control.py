@@ -21,7 +21,7 @@ from typing import Any
 import trio
 
 from octop2p.api import NodeAPI
-from octop2p.errors import JobFailed, JobRefused, NoNodeError, OctoError, UsageError
+from octop2p.errors import JobFailed, JobRefused, NoNodeError, OctoError, error_for_code
 from sandbox._wire import FrameDecoder, WireError, pack
 
 log = logging.getLogger(__name__)
@@ -126,9 +126,8 @@ def _rebuild(reply: dict[str, Any]) -> OctoError:
     if kind == "JobFailed":
         return JobFailed(reply.get("message", reply["error"]), reply.get("traceback", ""),
                          reply.get("rule"), reply.get("file"), reply.get("line"))
-    if reply.get("exit_code") == 2:
-        return UsageError(reply["error"])
-    return OctoError(reply["error"])
+    # Keep the node's exit code (69: no peer reachable, 2: usage), not a generic 1.
+    return error_for_code(reply["error"], int(reply.get("exit_code") or 1))
 
 
 class ControlClient:

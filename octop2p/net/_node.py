@@ -98,7 +98,7 @@ class NodeSettings:
     cores: int = field(default_factory=lambda: os.cpu_count() or 1)
     limits: Limits = field(default_factory=Limits)
     name: str = field(default_factory=socket.gethostname)
-    # The chief's own cores count for its jobs only while it donates (JOBS.md); a temporary
+    # The chief's own cores count for its jobs only while it donates (docs/jobs.md); a temporary
     # node that `submit` starts runs its owner's job on its owner's cores.
     own_jobs_local: bool = False
     unconfined_trusted_swarm: bool = False
@@ -384,6 +384,7 @@ class Node:
             cores=self.cores,
             donating=self.donating,
             sandbox=tuple(sorted(self.layers)),
+            listen_port=self.port,
         )
 
     # --- messages ------------------------------------------------------------------------
@@ -518,7 +519,7 @@ class Node:
         out = [
             PeerView(
                 id=link.peer_id,
-                address=link.address,
+                address=_listen_address(link),
                 cores=link.cores,
                 donating=link.donating,
                 trusted=True,
@@ -559,10 +560,12 @@ class Node:
         """Local worker slots for jobs this node is chief of."""
         return self.cores if (self.donating or self.settings.own_jobs_local) else 0
 
-    def set_donating(self, on: bool, cores: int | None = None) -> None:
-        """The owner switched donation on or off (consent: off stops others' work now)."""
-        if cores is not None:
-            self.cores = max(1, cores)
+    def set_donating(self, on: bool, cores: int | None = None, by: str = "the owner") -> None:
+        """The owner switched donation on or off (consent: off stops others' work now).
+
+        ``by`` says who asked (the app, a command), for the log: the owner can see who
+        changed what their machine gives.
+        """
         if (
             on
             and not sandbox.ALL_LAYERS <= self.layers
@@ -572,6 +575,11 @@ class Node:
                 "this machine cannot apply every sandbox layer (see `octop2p "
                 "doctor`), so it will not run other people's code"
             )
+        if cores is not None and max(1, cores) != self.cores:
+            log.info("cores changed from %d to %d by %s", self.cores, max(1, cores), by)
+            self.cores = max(1, cores)
+        if on != self.donating:
+            log.info("donation switched %s by %s", "on" if on else "off", by)
         self.donating = on
         if not on:
             self.worker.stop_all()
@@ -654,3 +662,12 @@ def _address(stream: trio.SocketStream) -> str:
         return f"{host}:{port}"
     except OSError:
         return "?"
+
+
+def _listen_address(link: PeerLink) -> str:
+    """Where a peer accepts links: for one that dialled us, its host and the port its
+    Hello names, not the ephemeral source port of its connection."""
+    if link.conn.role is Role.RESPONDER and link.hello is not None and link.hello.listen_port:
+        host = link.address.rpartition(":")[0]
+        return f"{host}:{link.hello.listen_port}"
+    return link.address

@@ -44,8 +44,9 @@ def test_donate_switch_makes_the_node_donate(started: Any, qtbot: Any) -> None:
         return
     qtbot.waitUntil(lambda: node_call(qtbot, app, "info")["donating"], timeout=10_000)
     qtbot.waitUntil(lambda: panel.status.text().startswith("Donating"), timeout=10_000)
-    assert app.bridge.settings.donate  # saved in gui.toml for the next start
-    assert "donate = true" in (app.bridge.home.path / "gui.toml").read_text()
+    assert app.bridge.settings.donate  # saved in the node's config.toml for the next start
+    assert "donate = true" in (app.bridge.home.path / "config.toml").read_text()
+    assert "\ndonate =" not in (app.bridge.home.path / "gui.toml").read_text()
     qtbot.mouseClick(panel.switch, Qt.MouseButton.LeftButton)
     qtbot.waitUntil(lambda: not node_call(qtbot, app, "info")["donating"], timeout=10_000)
 

@@ -96,19 +96,22 @@ def test_settings_round_trip_and_fall_back_to_config(tmp_path: Path) -> None:
     changed.save(home)
     assert oct((home.path / "gui.toml").stat().st_mode & 0o777) == "0o600"
     again = GuiSettings.load(home, config)
-    assert again == changed
+    # The donation is the node's setting: config.toml's, never gui.toml's.
+    assert again == dataclasses.replace(changed, donate=True)
+    assert "\ndonate =" not in (home.path / "gui.toml").read_text()
 
 
 def test_bad_settings_are_skipped_not_fatal(tmp_path: Path, caplog: pytest.LogCaptureFixture
                                             ) -> None:
     home = Home.locate(tmp_path / "home")
     home.create()
-    (home.path / "gui.toml").write_text('cpu_percent = 500\ntheme = "purple"\nwat = 1\n'
-                                        'idle_minutes = 3\ndonate = "yes"\n')
+    (home.path / "gui.toml").write_text('idle_minutes = 500\ntheme = "purple"\nwat = 1\n'
+                                        'pause_on_battery = false\ndonate = true\n')
     settings = GuiSettings.load(home)
-    assert settings.cpu_percent == 100 and settings.theme == "system"
-    assert settings.idle_minutes == 3 and settings.donate is False
-    assert "unknown setting" in caplog.text and "1 to 100 percent" in caplog.text
+    assert settings.idle_minutes == 5 and settings.theme == "system"
+    assert settings.pause_on_battery is False
+    assert settings.donate is False  # a donation only config.toml can switch on
+    assert "unknown setting" in caplog.text and "1 to 240 minutes" in caplog.text
     (home.path / "gui.toml").write_text("this is = not toml [")
     assert GuiSettings.load(home) == GuiSettings()
 

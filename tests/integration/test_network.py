@@ -166,7 +166,11 @@ def test_server_and_client_with_the_seed_wordcount(tmp_path: Path) -> None:
         server.kill()
     assert server.returncode == 0, stderr
     local = run_cli("run", EXAMPLES / "wordcount.py", "-o", tmp_path / "local")
-    assert stdout == local.stdout and stdout.count("\n") > 100
+    # --json: JSON lines only ("serving" came first), the job's output is in output.txt.
+    done = json.loads(stdout)
+    assert done["event"] == "done" and done["state"] == "done"
+    output = (tmp_path / "out" / "output.txt").read_text()
+    assert output == local.stdout and output.count("\n") > 100
 
 
 def test_wrong_code_client_gets_nothing(tmp_path: Path) -> None:

@@ -6,6 +6,8 @@ import json
 import socket
 from pathlib import Path
 
+import pytest
+
 from protocol import (
     Connection,
     HandshakeComplete,
@@ -148,8 +150,18 @@ def test_job_code_is_retired_after_too_many_wrong_guesses(tmp_path: Path) -> Non
             wrong = JobCode(str((int(right.digits) + 1 + guess) % 10**11).zfill(11))
             conn = Connection(Role.INITIATOR, NodeIdentity.generate(), job_code=wrong)
             assert not _handshake(port, conn)
+        # The code is retired: the server says so and stops, so even the right code is
+        # refused (no one is listening any more).
+        assert server.wait(timeout=30) == 1
+        assert server.stderr is not None
+        err = server.stderr.read()
+        assert f"{MAX_FAILED_ATTEMPTS} wrong codes were tried, so this code is retired" in err
+        assert "start `octop2p server` again for a new code" in err
+        assert server.stdout is not None
+        assert json.loads(server.stdout.read())["exit_code"] == 1  # one object at the end
         conn = Connection(Role.INITIATOR, NodeIdentity.generate(), job_code=right)
-        assert not _handshake(port, conn)  # even the right code is now refused
+        with pytest.raises(ConnectionRefusedError):
+            _handshake(port, conn)
     finally:
         server.kill()
         server.wait()

@@ -79,7 +79,7 @@ def test_a_missing_layer_is_shown_with_why_and_stops_donation(tmp_path: Path) ->
         "detail": "LSM list lacks landlock",
     }
     assert report["donate_ok"] is False
-    human = doctor().stderr
+    human = doctor().stdout  # the report is the command's result
     assert "off  landlock  LSM list lacks landlock" in human
     assert "would donate  no: landlock missing" in human
 
@@ -91,11 +91,11 @@ def test_human_output(tmp_path: Path) -> None:
     proc = run_cli("doctor", "--home", home, timeout=60)
     assert proc.returncode == 0, proc.stderr
     for layer in ALL_LAYERS:
-        assert f" {layer} " in proc.stderr
-    assert "would donate" in proc.stderr
-    assert "127.0.0.1:17879" in proc.stderr
-    assert "lo " in proc.stderr and "127.0.0.1/8" in proc.stderr
-    assert proc.stdout == ""  # human output goes to stderr
+        assert f" {layer} " in proc.stdout
+    assert "would donate" in proc.stdout
+    assert "127.0.0.1:17879" in proc.stdout
+    assert "lo " in proc.stdout and "127.0.0.1/8" in proc.stdout
+    assert proc.stderr == ""  # the report is the result: stdout (issue 14)
 
 
 def test_the_home_is_only_read(tmp_path: Path) -> None:

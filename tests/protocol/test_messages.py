@@ -174,3 +174,16 @@ def test_well_formed_garbage_is_a_remote_error(type_id: int, version: int, field
         decode_message(raw_head(type_id, version, *fields))
     except RemoteProtocolError:
         pass
+
+
+def test_optional_field_may_be_left_out_by_an_older_peer() -> None:
+    """Hello.listen_port came later: a Hello without it decodes with port 0, one with
+    it keeps it, and a Hello short of a required field is still refused."""
+    old = decode_message(raw_head(1, 1, "n", "octop2p", 2, True, [], [], []))
+    assert isinstance(old, Hello) and old.listen_port == 0 and old.cores == 2
+    new = decode_message(raw_head(1, 1, "n", "octop2p", 2, True, [], [], [], 7878))
+    assert isinstance(new, Hello) and new.listen_port == 7878
+    with pytest.raises(RemoteProtocolError, match="has 8 fields, the peer sent 6"):
+        decode_message(raw_head(1, 1, "n", "octop2p", 2, True, [], []))
+    with pytest.raises(RemoteProtocolError, match="listen_port: 70000 is outside"):
+        decode_message(raw_head(1, 1, "n", "octop2p", 2, True, [], [], [], 70000))

@@ -1,0 +1,286 @@
+"""What a new user meets on the command line (issue 14), through the real `octop2p`
+command in a subprocess: the message, the stream it goes to, the exit code, and exactly
+one JSON object where --json is given."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import EXAMPLES, ROOT, run_cli
+from tests.integration.nodes import NodeProcess, make_swarm
+
+RUN_KEYS = {"job", "name", "state", "results", "fragments", "seconds", "workers"}
+
+
+def _package(folder: Path, *, merge_print: bool = True, limits: str = "") -> Path:
+    """A small package that prints from its splitter and its merger."""
+    folder.mkdir()
+    (folder / "Split.py").write_text(
+        "def splitter():\n    print('splitting')\n    for i in range(3):\n        yield i\n"
+    )
+    (folder / "Process.py").write_text("def process(fragment):\n    return fragment * 2\n")
+    body = "print('merged', result)" if merge_print else "pass"
+    (folder / "Merge.py").write_text(f"def merger(result, results_dir):\n    {body}\n")
+    if limits:
+        (folder / "job.toml").write_text(f"[limits]\n{limits}\n")
+    return folder
+
+
+def _one_json(stdout: str) -> dict:
+    """stdout must be exactly one JSON object (json.loads fails on "Extra data")."""
+    return json.loads(stdout)
+
+
+@pytest.fixture
+def idle_node(tmp_path: Path):
+    """A node in a swarm of its own that does not donate: nothing can run its jobs."""
+    (home,) = make_swarm(tmp_path, ["a"])
+    node = NodeProcess(home, "--no-discovery")
+    yield node
+    node.stop()
+
+
+@pytest.fixture
+def donor(tmp_path: Path):
+    (home,) = make_swarm(tmp_path, ["d"])
+    node = NodeProcess(home, "--no-discovery", "--donate", "--cores", "1")
+    yield node
+    node.stop()
+
+
+def _submit(node: NodeProcess, *args: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "octop2p", "submit", *args, "--home", str(node.home)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+
+
+def _read_until(proc: subprocess.Popen[str], pattern: str, timeout: float) -> str:
+    """stderr of ``proc`` until a line matches ``pattern``."""
+    assert proc.stderr is not None
+    seen = ""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        line = proc.stderr.readline()
+        if not line:
+            break
+        seen += line
+        if re.search(pattern, line):
+            return seen
+    raise AssertionError(f"no line matching {pattern!r} in:\n{seen}")
+
+
+# --- item 1 and 4: submit is never silent; Ctrl-C leaves the job and says where it is --
+
+
+def test_submit_says_what_it_waits_for_and_ctrl_c_leaves_the_job(idle_node) -> None:
+    proc = _submit(idle_node, str(EXAMPLES / "primes"))
+    try:
+        started = time.monotonic()
+        seen = _read_until(proc, r"^waiting: ", timeout=20)
+        # Shared CI machines are slow to start Python; the check itself comes at 0.3 s.
+        assert time.monotonic() - started < 15
+        job = re.search(r"submitted primes as job ([0-9a-f]{32})", seen)
+        assert job, seen
+        assert "no donating worker in reach: switch donation on here " \
+               "(`octop2p node --donate`) or ask a swarm member to" in seen
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=20)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130
+    job_id = job.group(1)
+    assert f"job {job_id} (primes) keeps running on the node" in err
+    assert f"`octop2p fetch {job_id}`" in err and f"`octop2p cancel {job_id}`" in err
+    assert out == ""
+    status = idle_node.cli("status", job_id[:8], "--json")
+    assert status.returncode == 0, status.stderr
+    shown = _one_json(status.stdout)
+    assert shown["state"] == "running"
+    assert shown["waiting"].startswith("no donating worker in reach")
+    table = idle_node.cli("jobs")
+    assert table.stdout.splitlines()[0].split() == [
+        "JOB", "NAME", "STATE", "PHASE", "FRAGMENTS", "WORKERS", "NOTE"]
+    assert "waiting: no donating worker in reach" in table.stdout
+
+
+def test_submit_interrupted_with_json_is_one_object(idle_node) -> None:
+    proc = _submit(idle_node, str(EXAMPLES / "primes"), "--json")
+    try:
+        _read_until(proc, r"^waiting: ", timeout=20)
+        proc.send_signal(signal.SIGINT)
+        out, _ = proc.communicate(timeout=20)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130
+    shown = _one_json(out)
+    assert shown["state"] == "interrupted" and len(shown["job"]) == 32
+
+
+# --- item 5 and 7: output contracts; submit prints what run prints ----------------------
+
+
+def test_submit_prints_like_run_and_json_has_runs_keys(donor, tmp_path: Path) -> None:
+    job = _package(tmp_path / "pk", limits="memory_mb = 999999")
+    ran = run_cli("run", job, "-w", "1", "-o", tmp_path / "r1", "--json")
+    sub = donor.cli("submit", str(job), "-o", str(tmp_path / "r2"), "--json")
+    assert ran.returncode == 0 and sub.returncode == 0, sub.stderr
+    ran_obj, sub_obj = _one_json(ran.stdout), _one_json(sub.stdout)
+    assert set(ran_obj) == RUN_KEYS and set(sub_obj) == RUN_KEYS
+    assert sub_obj["name"] == "pk" and sub_obj["fragments"] == 3 and sub_obj["seconds"] > 0
+    for err in (ran.stderr, sub.stderr):
+        assert "splitter: splitting" in err
+        assert "merger: merged 4" in err
+        assert "warning: limits.memory_mb = 999999 is above this node's limit" in err
+    assert re.search(r"submitted pk as job [0-9a-f]{32}", sub.stderr)
+    plain = donor.cli("submit", str(job), "-o", str(tmp_path / "r2"))
+    assert plain.returncode == 0 and plain.stdout == ""  # merger prints: stderr only
+    # A script's `final` prints go to stdout, as with run; with --json only the object.
+    script = EXAMPLES / "wordcount.py"
+    counted = donor.cli("submit", str(script), "-o", str(tmp_path / "w1"))
+    local = run_cli("run", script, "-o", tmp_path / "w2", cwd=EXAMPLES)
+    assert counted.returncode == 0 and counted.stdout.count("\n") > 100
+    assert sorted(counted.stdout.splitlines()) == sorted(local.stdout.splitlines())
+    quiet = donor.cli("submit", str(script), "-o", str(tmp_path / "w1"), "--json")
+    assert set(_one_json(quiet.stdout)) == RUN_KEYS
+
+
+def test_failed_submit_json_is_one_object(donor, tmp_path: Path) -> None:
+    job = tmp_path / "boom.py"
+    job.write_text(
+        "source = {'a': 'x'}\n\ndef mapfn(k, v):\n    yield v, 1\n\n"
+        "def reducefn(k, vs):\n    return k, 1 / 0\n"
+    )
+    proc = donor.cli("submit", str(job), "--json", "-o", str(tmp_path / "o"))
+    assert proc.returncode == 1
+    shown = _one_json(proc.stdout)
+    assert shown["state"] == "failed" and len(shown["job"]) == 32
+    assert "ZeroDivisionError" in shown["error"]
+    # The user's own file and line; no temporary folder, no engine frame.
+    assert 'File "boom.py", line 7, in reducefn' in proc.stderr
+    assert "/tmp" not in proc.stderr.split("error:")[0]
+    assert "collections" not in proc.stderr and "JobCodeError" not in proc.stderr
+
+
+def test_tables_go_to_stdout_with_a_header(tmp_path: Path) -> None:
+    homes = make_swarm(tmp_path, ["a", "b"])
+    a = NodeProcess(homes[0], "--no-discovery", "--donate", "--cores", "1")
+    b = NodeProcess(homes[1], "--no-discovery", "--peer", a.address)
+    try:
+        b.wait_for_peers(1)
+        a.wait_for_peers(1)
+        peers = a.cli("peers")
+        assert peers.returncode == 0
+        lines = peers.stdout.splitlines()
+        assert lines[0].split() == ["ID", "ADDRESS", "CORES", "DONATING", "TRUSTED", "NAME"]
+        assert b.id in peers.stdout and "not donating" in peers.stdout
+        donating = b.cli("peers")
+        assert [line for line in donating.stdout.splitlines() if " donating " in line]
+        # b dialled a: a shows b at the port b listens on, not its ephemeral source port.
+        assert f"127.0.0.1:{b.port}" in peers.stdout
+    finally:
+        a.stop()
+        b.stop()
+    doctor = run_cli("doctor", "--home", homes[0])
+    assert doctor.returncode == 0
+    assert "sandbox layers" in doctor.stdout and "LAYER" in doctor.stdout
+    assert "INDEX" in doctor.stdout and doctor.stderr == ""
+
+
+# --- item 6: exit codes ----------------------------------------------------------------
+
+
+def test_exit_codes_follow_the_readme(idle_node, tmp_path: Path) -> None:
+    unknown = idle_node.cli("submit", str(EXAMPLES / "primes"), "--chief", "ZZZZZZZ", "--json")
+    assert unknown.returncode == 69, unknown.stderr
+    assert _one_json(unknown.stdout)["exit_code"] == 69
+    for command in ("run", "submit"):
+        missing = run_cli(command, tmp_path / "nope", "--home", idle_node.home)
+        assert missing.returncode == 2
+        assert "nope: no such file or folder" in missing.stderr
+        assert "docs/jobs.md#a-split--process--merge-package" in missing.stderr
+        no_parent = run_cli(command, EXAMPLES / "primes", "-o", tmp_path / "no" / "out",
+                            "--home", idle_node.home)
+        assert no_parent.returncode == 2
+        assert f"the folder {tmp_path / 'no'} for -o" in no_parent.stderr
+        assert not (tmp_path / "no").exists()
+    sub = idle_node.cli("submit", str(EXAMPLES / "primes"), "--no-wait", "--json")
+    job = _one_json(sub.stdout)["job"]
+    fetched = idle_node.cli("fetch", job, "--json")
+    assert fetched.returncode == 2
+    assert f"job {job} is still running" in fetched.stderr
+    assert _one_json(fetched.stdout)["exit_code"] == 2
+
+
+# --- item 3: start-up errors -----------------------------------------------------------
+
+
+def test_node_start_up_errors_are_one_line_naming_the_setting(tmp_path: Path) -> None:
+    (home,) = make_swarm(tmp_path, ["a"])
+    holder = socket.socket()
+    holder.bind(("127.0.0.1", 0))
+    holder.listen()
+    port = holder.getsockname()[1]
+    try:
+        busy = run_cli("node", "--home", home, "--no-discovery", "--listen",
+                       f"127.0.0.1:{port}", timeout=60)
+    finally:
+        holder.close()
+    assert busy.returncode == 2
+    assert f"error: port {port} on 127.0.0.1 is already in use" in busy.stderr
+    assert "--listen" in busy.stderr and "listen_port" in busy.stderr
+    assert "Traceback" not in busy.stderr
+    bad = run_cli("node", "--home", home, "--no-discovery", "--listen", "nonsense", timeout=60)
+    assert bad.returncode == 2
+    assert "cannot listen on 'nonsense'" in bad.stderr and "Traceback" not in bad.stderr
+    locked = tmp_path / "ro"
+    locked.mkdir(mode=0o500)
+    if os.geteuid() != 0:  # root writes anywhere
+        ro = run_cli("node", "--home", locked / "home", "--no-discovery", timeout=60)
+        assert ro.returncode == 2
+        assert "--home" in ro.stderr and "Traceback" not in ro.stderr
+
+
+# --- item 9: swarm join, client, server ------------------------------------------------
+
+
+def test_swarm_join_needs_force_to_leave_a_swarm(tmp_path: Path) -> None:
+    a, b = make_swarm(tmp_path, ["a"]) + make_swarm(tmp_path / "other", ["b"])
+    code_b = json.loads(run_cli("swarm", "show", "--json", "--home", b).stdout)["code"]
+    before = run_cli("swarm", "show", "--home", a).stdout
+    refused = run_cli("swarm", "join", code_b, "--home", a)
+    assert refused.returncode == 2 and "--force" in refused.stderr
+    assert run_cli("swarm", "show", "--home", a).stdout == before
+    forced = run_cli("swarm", "join", code_b, "--force", "--home", a)
+    assert forced.returncode == 0
+    assert run_cli("swarm", "show", "--home", a).stdout.strip() == code_b
+
+
+def test_client_without_a_code_off_a_terminal_is_a_usage_error(tmp_path: Path) -> None:
+    proc = run_cli("client", "localhost", "--home", tmp_path / "c")
+    assert proc.returncode == 2
+    assert "--code" in proc.stderr
+
+
+def test_no_message_cites_jobs_md_and_every_docs_anchor_exists() -> None:
+    anchors = set()
+    for line in (ROOT / "docs" / "jobs.md").read_text().splitlines():
+        if line.startswith("## "):
+            title = re.sub(r"[^\w\- ]", "", line[3:].strip().lower())
+            anchors.add(title.replace(" ", "-"))
+    for folder in ("octop2p", "sandbox", "gui"):
+        for path in (ROOT / folder).rglob("*.py"):
+            text = path.read_text()
+            assert "JOBS.md" not in text, path
+            for anchor in re.findall(r"docs/jobs\.md#([\w-]+)", text):
+                assert anchor in anchors, f"{path}: docs/jobs.md#{anchor}"
