@@ -258,12 +258,24 @@ def _register_peers(ctx: _Ctx) -> None:
     @ctx.main.command()
     @ctx.common
     @ctx.handle
-    def peers(home: Path | None, as_json: bool, verbose: int) -> None:
-        """Peers seen: id, address, cores, donating, trusted (a table on stdout)."""
+    @click.option("--forgive", metavar="ID", default=None,
+                  help="Lift the quarantine of a node caught returning wrong results.")
+    def peers(home: Path | None, as_json: bool, verbose: int, forgive: str | None) -> None:
+        """Peers seen: id, address, cores, donating, trusted, quarantined (a table on
+        stdout)."""
         ctx.setup_logging(verbose)
+        if forgive is not None:
+            _call(home, "forgive", node=forgive)
+            if as_json:
+                echo_json({"forgiven": forgive})
+            else:
+                ctx.err.print(f"node {forgive} is no longer quarantined: it may work for "
+                              "this node's jobs again")
+            return
         result = _call(home, "peers")
         if as_json:
-            keys = ("id", "address", "cores", "donating", "trusted", "name")
+            keys = ("id", "address", "cores", "donating", "trusted", "name", "quarantined",
+                    "reason")
             echo_json({"peers": [{k: p.get(k) for k in keys} for p in result]})
         elif not result:
             ctx.err.print("no peers seen yet")

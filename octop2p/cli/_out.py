@@ -51,7 +51,8 @@ def peers_table(peers: list[dict[str, Any]]) -> None:
     """The `peers` table."""
     rows = [
         [p["id"], p["address"], p["cores"], "donating" if p["donating"] else "not donating",
-         "trusted" if p["trusted"] else "untrusted", p.get("name", "")]
+         "trusted" if p["trusted"] else "untrusted", p.get("name", ""),
+         f"quarantined: {p.get('reason', '')}" if p.get("quarantined") else ""]
         for p in peers
     ]
-    table(["ID", "ADDRESS", "CORES", "DONATING", "TRUSTED", "NAME"], rows)
+    table(["ID", "ADDRESS", "CORES", "DONATING", "TRUSTED", "NAME", "NOTE"], rows)

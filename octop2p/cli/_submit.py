@@ -80,6 +80,12 @@ async def submit(
         if final["state"] != "done":
             raise job_failed(final)
         path = await _deliver(api, sub.job, out)
+    if chief is not None and not as_json and not printer.printed_final:
+        # Another chief ran `final`: what it printed arrives in the results only.
+        printed = path / "output.txt"
+        if path.is_dir() and printed.is_file():
+            sys.stdout.write(printed.read_text(encoding="utf-8"))
+            sys.stdout.flush()
     seconds = (final["finished"] or time.time()) - (final["started"] or time.time())
     workers = ", ".join(f"{w[:7]} {n}" for w, n in final["workers"].items())
     err.print(
@@ -124,6 +130,7 @@ class _Printer:
         self.job: str | None = None
         self.progress: Any = None
         self.early: list[dict[str, Any]] = []  # events before the job's id was known
+        self.printed_final = False  # what `final` printed reached stdout
 
     async def follow(self, api: Any, *, task_status: trio.TaskStatus[None]) -> None:
         from octop2p.engine._runner import Progress
@@ -148,6 +155,7 @@ class _Printer:
         kind = event.get("event")
         if kind == "output" and not (self.quiet_final and event.get("where") == "final"):
             _print_output(self.err, event.get("where", ""), event.get("text", ""))
+            self.printed_final |= event.get("where") == "final"
         elif kind == "warning":
             self.err.print(f"[yellow]warning:[/] {event.get('text', '')}")
         elif kind == "progress" and self.progress is not None:
