@@ -53,16 +53,22 @@ class PeersModel(RowsModel):
                 "Address": peer.get("address", ""),
                 "Cores": str(peer.get("cores", "")),
                 "Donating": "donating" if peer.get("donating") else "not donating",
-                "Trusted": "trusted" if peer.get("trusted") else "not verified",
+                "Trusted": "quarantined" if peer.get("quarantined")
+                else "trusted" if peer.get("trusted") else "not verified",
             }[column]
         if role == PillDelegate.KIND_ROLE:
             if column == "Donating":
                 return "ok" if peer.get("donating") else "muted"
             if column == "Trusted":
+                if peer.get("quarantined"):
+                    return "error"
                 return "ok" if peer.get("trusted") else "warn"
         if role == Qt.ItemDataRole.ToolTipRole:
             if column == "ID":
                 return peer["id"]
+            if column == "Trusted" and peer.get("quarantined"):
+                return (f"Quarantined: {peer.get('reason', '')}. It gets no work from this "
+                        "node; `octop2p peers --forgive ID` lifts it")
             if column == "Trusted":
                 return ("Proved membership of your swarm in the handshake" if peer.get("trusted")
                         else "Seen on the LAN only: not connected, nothing proved")
