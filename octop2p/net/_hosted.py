@@ -306,7 +306,7 @@ class NetworkJob:
         self.node.save_reputation()
 
     def _on_output(self, where: str, text: str) -> None:
-        if where == "final" or where.startswith("merge"):
+        if where == "final":  # what `final` prints is the job's output (as in `run`)
             if sum(map(len, self.record.output)) < 1 << 20:
                 self.record.output.append(text)
         self.node.emit("output", job=self.record.id_hex, where=where, text=text)
