@@ -17,7 +17,7 @@ from PySide6.QtCore import QObject, QTimer, Signal
 from PySide6.QtWidgets import QApplication
 
 import octop2p
-from octop2p._home import Home
+from octop2p.api import Home
 
 from ._bridge import NodeBridge
 from ._guest import GuestRun

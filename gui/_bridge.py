@@ -19,10 +19,7 @@ from typing import Any
 import trio
 from PySide6.QtCore import QObject, Signal
 
-from octop2p._config import Config, set_keys
-from octop2p._home import Home
-from octop2p.engine._package import load_job
-from octop2p.engine._results import deliver_bytes
+from octop2p.api import Config, Home, deliver_bytes, load_job, set_keys
 from octop2p.errors import JobRefused, NoNodeError, OctoError
 from protocol import CodeError, SwarmCode
 

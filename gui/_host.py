@@ -18,13 +18,16 @@ from typing import Any
 
 import trio
 
-from octop2p._config import Config
-from octop2p._home import Home
-from octop2p.api import NodeAPI
-from octop2p.cli._nodes import build_node, start_node
+from octop2p.api import (
+    Config,
+    ControlClient,
+    Home,
+    NodeAPI,
+    build_node,
+    serve_control,
+    start_node,
+)
 from octop2p.errors import NoNodeError
-from octop2p.net._control import ControlClient
-from octop2p.net._control import serve as serve_control
 
 log = logging.getLogger(__name__)
 

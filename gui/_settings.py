@@ -19,8 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from octop2p._config import Config
-from octop2p._home import Home, toml_string, write_atomic
+from octop2p.api import Config, Home, toml_string, write_atomic
 
 log = logging.getLogger(__name__)
 

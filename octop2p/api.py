@@ -17,8 +17,49 @@ from octop2p.errors import OctoError, UsageError
 from protocol import JobState
 
 if TYPE_CHECKING:
+    from octop2p._config import Config as Config
+    from octop2p._config import set_keys as set_keys
+    from octop2p._home import Home as Home
+    from octop2p._home import toml_string as toml_string
+    from octop2p._home import write_atomic as write_atomic
+    from octop2p.engine._package import load_job as load_job
+    from octop2p.engine._results import deliver_bytes as deliver_bytes
+    from octop2p.net._control import ControlClient as ControlClient
     from octop2p.net._hosted import JobRecord
     from octop2p.net._node import Node
+    from octop2p.net._start import build_node as build_node
+    from octop2p.net._start import start_node as start_node
+
+#: The public API beyond the command registry (`NodeAPI`), for the app and for
+#: programs that embed a node: name -> the module that defines it. Loaded on first use,
+#: so that `import octop2p.api` stays light for commands that never touch the network.
+_EXPORTS = {
+    "Config": "octop2p._config",
+    "set_keys": "octop2p._config",
+    "Home": "octop2p._home",
+    "toml_string": "octop2p._home",
+    "write_atomic": "octop2p._home",
+    "load_job": "octop2p.engine._package",
+    "deliver_bytes": "octop2p.engine._results",
+    "ControlClient": "octop2p.net._control",
+    "serve_control": "octop2p.net._control",
+    "build_node": "octop2p.net._start",
+    "start_node": "octop2p.net._start",
+}
+_RENAMED = {"serve_control": "serve"}
+
+__all__ = ["FINISHED", "NodeAPI", "job_status", "no_worker_reason", *_EXPORTS]
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'octop2p.api' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(module), _RENAMED.get(name, name))
+    globals()[name] = value
+    return value
 
 log = logging.getLogger(__name__)
 

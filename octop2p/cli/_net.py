@@ -19,8 +19,8 @@ from octop2p.errors import Interrupted
 
 
 def build_node(*args: Any, **kwargs: Any) -> Any:
-    """A node for a home (see `octop2p.cli._nodes.build_node`)."""
-    from octop2p.cli._nodes import build_node as build
+    """A node for a home (see `octop2p.net._start.build_node`)."""
+    from octop2p.net._start import build_node as build
 
     return build(*args, **kwargs)
 

@@ -24,7 +24,7 @@ from gui._app import OctoApp  # noqa: E402
 from gui._power import IdleMonitor  # noqa: E402
 from octop2p._config import Config  # noqa: E402
 from octop2p._home import Home  # noqa: E402
-from octop2p.cli._net import build_node  # noqa: E402
+from octop2p.api import build_node  # noqa: E402
 
 LOOPBACK = 'listen_host = "127.0.0.1"\nlisten_port = 0\ndiscovery = false\n'
 START_TIMEOUT_MS = 15_000

@@ -18,8 +18,7 @@ from gui._host import ATTACHED, IN_PROCESS
 from gui._jobs import JobsModel
 from octop2p._config import Config
 from octop2p._home import Home
-from octop2p.api import NodeAPI
-from octop2p.cli._net import build_node
+from octop2p.api import NodeAPI, build_node
 from octop2p.net._control import serve as serve_control
 from protocol import SwarmCode
 from tests.conftest import EXAMPLES, ROOT

@@ -22,10 +22,7 @@ from tests.conftest import ROOT
 pytestmark = pytest.mark.gui
 
 # The node API the app may use (STYLE.md: no logic in widgets; gui -> octop2p API only).
-ALLOWED = {"octop2p", "octop2p.api", "octop2p.cli._net", "octop2p.cli._nodes",
-           "octop2p._config", "octop2p.net._control", "octop2p._home", "octop2p.net._node",
-           "octop2p.engine._package",
-           "octop2p.engine._results", "octop2p.errors", "protocol"}
+ALLOWED = {"octop2p", "octop2p.api", "octop2p.errors", "protocol"}
 
 
 def test_bindings_keep_their_references() -> None:
