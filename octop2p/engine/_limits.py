@@ -92,6 +92,7 @@ class JobOptions:
     redundancy: int = 1  # distinct workers per fragment
     verify: str = "none"  # "adaptive": replicate until a worker has earned trust
     spot_checks: int = 5  # adaptive: percent of a trusted worker's fragments checked
+    backup_tasks: bool = True  # at a phase's tail, idle workers run second copies
     requires: tuple[str, ...] = ()  # modules a worker must be able to import
     partitions: int | None = None  # MapReduce reduce tasks; None: the engine picks
     map_batch: int | None = None  # source keys per map task; None: the engine picks
@@ -105,6 +106,7 @@ class JobOptions:
             "redundancy": self.redundancy,
             "verify": self.verify,
             "spot_checks": self.spot_checks,
+            "backup_tasks": self.backup_tasks,
             "requires": list(self.requires),
             "partitions": self.partitions,
             "map_batch": self.map_batch,
@@ -259,6 +261,7 @@ def _checked(data: Mapping[str, object]) -> dict[str, Any]:
         "redundancy": lambda v: _int("redundancy", v),
         "verify": _verify,
         "spot_checks": _percent,
+        "backup_tasks": lambda v: _bool("backup_tasks", v),
         "requires": _requires,
         # None is how a script (or a peer's message) says "the engine picks".
         "partitions": lambda v: None if v is None else _int("partitions", v),

@@ -114,7 +114,8 @@ class JobMachine:
     """The rules of one job (see the module docstring)."""
 
     def __init__(self, limits: Limits, *, redundancy: int = 1, max_attempts: int = 3,
-                 lease_seconds: float | None = None, trust: Trust | None = None) -> None:
+                 lease_seconds: float | None = None, trust: Trust | None = None,
+                 backup_tasks: bool = True) -> None:
         if redundancy < 1:
             raise ValueError("redundancy must be at least 1")
         self.limits = limits
@@ -130,6 +131,7 @@ class JobMachine:
         #: in `octop2p run`, where slots that disagree show a job that is not
         #: deterministic, not a dishonest machine.
         self.trust = trust
+        self.backup_tasks = backup_tasks
         self._unchecked: dict[str, int] = {}  # single-copy results merged, per voter
         self.phase: Phase | None = None
         self.log: list[str] = []
@@ -141,8 +143,13 @@ class JobMachine:
 
     def begin(self, kind: str, items: list[Any] | None = None) -> None:
         """Start a phase; ``items`` are all its fragments (else the splitter fills it)."""
+        if self.phase is not None and self.phase.table.backups:
+            old = self.phase.table
+            self._note(f"{self.phase.kind}: {old.backups} backup tasks ran, "
+                       f"{old.backups_won} finished first")
         table = FragmentTable(redundancy=self.redundancy, max_attempts=self.max_attempts,
                               lease_seconds=self.lease_seconds)
+        table.backup_tasks = self.backup_tasks
         if items is not None:
             table.add(items)
             table.mark_exhausted()

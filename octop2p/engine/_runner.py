@@ -119,7 +119,8 @@ class JobRunner:
         self.results_dir = work_dir / "results"
         self.layers = layers
         self.partitions = spec.options.partitions or partitions or 2
-        self.machine = JobMachine(self.limits, redundancy=spec.options.redundancy, trust=trust)
+        self.machine = JobMachine(self.limits, redundancy=spec.options.redundancy, trust=trust,
+                                  backup_tasks=spec.options.backup_tasks)
         self.on_progress = on_progress or (lambda p: None)
         self.on_output = on_output or (lambda where, text: None)
         self.on_log = on_log or (lambda line: log.info("job %s: %s", spec.options.name, line))

@@ -41,6 +41,7 @@ class _Fragment:
     voted: set[str] = field(default_factory=set)  # voters that answered
     votes: dict[bytes, set[str]] = field(default_factory=dict)  # digest -> voters
     quorum: int = 0  # agreeing voters it needs; 0: the table's redundancy
+    backup: str = ""  # the worker running a backup copy of it, if any
 
     def busy_voters(self) -> set[str]:
         """Voters that hold a copy now or already answered: none may take another."""
@@ -90,6 +91,11 @@ class FragmentTable:
         #: Decides a fragment's quorum when its first copy goes out (adaptive
         #: replication: 1 for a trusted voter, more for a new one or a spot check).
         self.quorum_for: Callable[[str, int], int] | None = None
+        #: Backup tasks: once nothing is queued, an idle worker takes a second copy of
+        #: the oldest fragment still out (on another voter); the first answer wins.
+        self.backup_tasks = True
+        self.backups = 0
+        self.backups_won = 0
 
     # --- fragments -----------------------------------------------------------------------
 
@@ -167,6 +173,24 @@ class FragmentTable:
             if len(frag.leases) < self._needed(frag):
                 self._queue.appendleft(frag)  # more copies of it still to hand out
         self._queue.extendleft(reversed(skipped))
+        if n and not self._queue and self.exhausted and self.backup_tasks:
+            out += self._backups(worker, voter, n, now)
+        return out
+
+    def _backups(self, worker: str, voter: str, n: int, now: float) -> list[Assignment]:
+        """Second copies of the oldest fragments still out, for an idle worker."""
+        out: list[Assignment] = []
+        for frag in self._live.values():  # in sequence order: the oldest first
+            if len(out) == n:
+                break
+            if frag.backup or not frag.leases or voter in frag.busy_voters():
+                continue
+            frag.backup = worker
+            frag.leases[worker] = now + self.lease_seconds
+            frag.holders[worker] = voter
+            self._by_worker.setdefault(worker, set()).add(frag.seq)
+            self.backups += 1
+            out.append(Assignment(frag.seq, frag.payload))
         return out
 
     def _end_lease(self, frag: _Fragment, worker: str) -> None:
@@ -247,6 +271,8 @@ class FragmentTable:
         agreeing.add(voter)
         quorum = self._quorum(frag)
         if len(agreeing) >= quorum:
+            if frag.backup == worker:
+                self.backups_won += 1
             self.agreed = sorted(agreeing)
             self.dissent = sorted((v, d) for d, vs in frag.votes.items() if d != digest
                                   for v in vs)

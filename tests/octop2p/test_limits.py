@@ -53,13 +53,14 @@ def test_defaults_are_the_contracts() -> None:
     opts = JobOptions(name="x")
     assert (opts.ordered, opts.redundancy, opts.requires) == (True, 1, ())
     assert (opts.partitions, opts.map_batch, opts.limits) == (None, None, Limits())
-    assert (opts.verify, opts.spot_checks) == ("none", 5)
+    assert (opts.verify, opts.spot_checks, opts.backup_tasks) == ("none", 5, True)
     assert set(OPTION_KEYS) == {
         "name",
         "ordered",
         "redundancy",
         "verify",
         "spot_checks",
+        "backup_tasks",
         "requires",
         "partitions",
         "map_batch",

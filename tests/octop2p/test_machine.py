@@ -177,9 +177,48 @@ SCENARIOS: dict[str, tuple[int, list[tuple[Any, ...]]]] = {
 @pytest.mark.parametrize("name", list(SCENARIOS))
 def test_scenario(name: str) -> None:
     redundancy, steps = SCENARIOS[name]
-    machine = JobMachine(LIMITS, redundancy=redundancy)
+    machine = JobMachine(LIMITS, redundancy=redundancy, backup_tasks=False)
     machine.begin("process")
     play(machine, steps)
+
+
+def test_backup_tasks_take_the_tail_and_the_first_answer_wins() -> None:
+    machine = JobMachine(LIMITS)
+    machine.begin("process")
+    machine.join("slow", "S", cap=100)
+    machine.join("fast", "F", cap=100)
+    machine.split([b"0", b"1", b"2"], True)
+    machine.credit("slow", 3)
+    assert [a.seq for a in machine.take("slow", 0)] == [0, 1]  # its share of the tail
+    machine.credit("fast", 3)
+    assert [a.seq for a in machine.take("fast", 0)] == [2]
+    machine.result("fast", "process", 2, b"r2", 1)
+    # Nothing queued: the idle worker backs up the oldest fragments still out, one at
+    # a time.
+    assert [a.seq for a in machine.take("fast", 1)] == [0]
+    assert [a.seq for a in machine.take("fast", 1)] == [1]
+    assert machine.result("fast", "process", 0, b"r0", 2) is Verdict.ACCEPT
+    assert machine.result("slow", "process", 0, b"r0", 3) is Verdict.DUPLICATE
+    assert machine.result("slow", "process", 1, b"r1", 3) is Verdict.ACCEPT
+    assert machine.result("fast", "process", 1, b"r1", 4) is Verdict.DUPLICATE
+    assert machine.finished
+    table = machine.table
+    assert (table.backups, table.backups_won) == (2, 1)
+    machine.begin("reduce", [])
+    assert any("2 backup tasks ran, 1 finished first" in line for line in machine.drain_log())
+
+
+def test_no_backups_when_switched_off_or_on_the_same_voter() -> None:
+    for backup, voters in ((False, ("A", "B")), (True, ("A", "A"))):
+        machine = JobMachine(LIMITS, backup_tasks=backup)
+        machine.begin("process")
+        machine.join("w1", voters[0], cap=100)
+        machine.join("w2", voters[1], cap=100)
+        machine.split([b"0"], True)
+        machine.credit("w1", 1)
+        machine.take("w1", 0)
+        machine.credit("w2", 1)
+        assert machine.take("w2", 0) == []
 
 
 def test_results_that_never_agree_fail_the_job_naming_redundancy() -> None:
