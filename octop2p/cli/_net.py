@@ -44,6 +44,8 @@ def settings_from(home: Home, config: Config, **extra: Any) -> NodeSettings:
         name=config.name,
         unconfined_trusted_swarm=config.unconfined_trusted_swarm,
         state_dir=home.path,
+        packages_mb=config.packages_mb,
+        jobs_mb=config.jobs_mb,
     )
     values.update(extra)
     return NodeSettings(**values)
@@ -214,6 +216,7 @@ def register(
             out or default_out(result["name"]),
             job_name=result["name"],
             job_id=result["job"],
+            max_bytes=result.get("max_bytes"),
         )
         err.print(f"results of {result['name']} in {path}")
         if as_json:
@@ -543,6 +546,7 @@ async def _deliver(api: Any, job_id: str, out: Path | None, *, echo_output: bool
         out or default_out(results["name"]),
         job_name=results["name"],
         job_id=job_id,
+        max_bytes=results.get("max_bytes"),
     )
 
 
