@@ -326,3 +326,39 @@ def test_jobs_store_is_read_lazily_and_kept_under_quota(tmp_path: Path) -> None:
             home / "jobs" / f"{2:032x}" / "results.tar.gz").read_bytes()
     finally:
         node.stop()
+
+
+def test_packing_many_result_files_does_not_freeze_the_node(tmp_path: Path) -> None:
+    """A merger leaves 10,000 empty files (within its byte quota): packing and removing
+    them took seconds on the event loop, during which the node answered nobody (and a
+    member cutting its link then could take it down). Now a member's requests are
+    answered throughout."""
+    homes = make_swarm(tmp_path, ["chief"])
+    job = tmp_path / "many"
+    job.mkdir()
+    (job / "job.toml").write_text('name = "many"\n')
+    (job / "Split.py").write_text("def splitter():\n    yield 1\n")
+    (job / "Process.py").write_text("def process(x):\n    return x\n")
+    (job / "Merge.py").write_text(
+        "import os\n\ndef merger(result, results_dir):\n"
+        "    for i in range(10_000):\n"
+        "        open(os.path.join(results_dir, f'f{i}'), 'w').close()\n")
+    chief = NodeProcess(homes[0], "--no-discovery", "--donate", "--cores", "1")
+    try:
+        s, conn = member_socket(chief)
+        with s:
+            submitted = chief.cli("submit", str(job), "--no-wait")
+            assert submitted.returncode == 0, submitted.stderr
+            worst, state, deadline = 0.0, None, time.monotonic() + 120
+            while state is not JobState.DONE and time.monotonic() < deadline:
+                started = time.monotonic()
+                s.sendall(conn.send(StatusRequest(job_id=None)))
+                reply = receive(s, conn, (JobStatus,), 30)
+                assert isinstance(reply, JobStatus), "the chief stopped answering"
+                worst = max(worst, time.monotonic() - started)
+                state = reply.state
+                time.sleep(0.05)
+        assert state is JobState.DONE, chief.read_log()[-2000:]
+        assert worst < 2.5, f"a status request waited {worst:.1f} s"
+    finally:
+        chief.stop()
