@@ -31,6 +31,7 @@ from octop2p.engine._limits import Limits
 from octop2p.engine._package import load_job
 from octop2p.errors import OctoError, UsageError
 from octop2p.net import _discovery
+from octop2p.net._admission import Admission
 from octop2p.net._donor import WorkerService
 from octop2p.net._hosted import JobRecord, JobStore, NetworkJob
 from octop2p.net._peer import LinkClosed, PeerLink
@@ -44,8 +45,6 @@ from octop2p.net._submitter import (
     submit_remote,
 )
 from protocol import (
-    MAX_FAILED_ATTEMPTS,
-    AuthMode,
     Cancel,
     CodeError,
     Connection,
@@ -65,7 +64,6 @@ from protocol import (
     PackageRequest,
     Result,
     Role,
-    State,
     StatusRequest,
     SwarmCode,
     WorkRequest,
@@ -76,14 +74,6 @@ log = logging.getLogger(__name__)
 DIAL_BACKOFF = (0.5, 1, 2, 5, 10, 30)
 MAX_DISCOVERY_DIALS = 8
 EVENT_BACKLOG = 256
-#: Accepted connections still in their handshake (unauthenticated), in all and from one
-#: address. Past these the oldest is shed: an outsider cannot hold the node's file
-#: descriptors, and a member that connects after a flood still gets through.
-MAX_HANDSHAKES = 64
-MAX_HANDSHAKES_PER_HOST = 8
-#: Job-code handshakes under way at once: each tests one guess of the code and costs a
-#: SPAKE2 computation, so only a few run at a time (and all count as guesses).
-MAX_CODE_HANDSHAKES = 4
 
 
 @dataclass(frozen=True)
@@ -156,10 +146,7 @@ class Node:
         self._tmp: tempfile.TemporaryDirectory[str] | None = None
         self.started = trio.Event()
         self.home: Any = None  # the Home, when the node has one: members are pinned there
-        self._job_code_failures = 0
-        self._handshaking: dict[PeerLink, str] = {}  # link -> host, oldest first
-        self._code_links: set[PeerLink] = set()  # job-code handshakes past message 2
-        self._handshake_threads: trio.CapacityLimiter | None = None
+        self.admission = Admission(self)
 
     # --- running -------------------------------------------------------------------------
 
@@ -167,7 +154,6 @@ class Node:
         """Run every service until cancelled."""
         self._prepare_dirs()
         self.layers = self._layers()
-        self._handshake_threads = trio.CapacityLimiter(MAX_CODE_HANDSHAKES)
         try:
             async with open_fork_server() as fs, trio.open_nursery() as nursery:
                 self.forkserver = fs
@@ -295,52 +281,9 @@ class Node:
             role,
             self.identity,
             swarm_secret=self.swarm.secret if self.swarm else None,
-            # Past the limits, a job-code peer is refused at message 1, before SPAKE2 runs.
-            job_code=self.job_code if self._code_room() else None,
+            job_code=self.admission.job_code(),
             pinned=self.pinned,
         )
-
-    def _code_room(self) -> bool:
-        """Whether one more job-code handshake may get its message 2 (test one guess)."""
-        in_flight = len(self._code_links)
-        return (
-            self.job_code is not None
-            and in_flight < MAX_CODE_HANDSHAKES
-            and self._job_code_failures + in_flight < MAX_FAILED_ATTEMPTS
-        )
-
-    def _code_gate(self, link: PeerLink) -> None:
-        """Called by the handshake before each reply goes out: a job-code guess counts
-        from the moment message 2 would leave (the peer can test its guess with it), not
-        when its connection ends, so parallel guesses never exceed MAX_FAILED_ATTEMPTS."""
-        conn = link.conn
-        if (
-            conn.role is not Role.RESPONDER
-            or conn.auth_mode is not AuthMode.JOB_CODE
-            or conn.state is not State.AWAIT_MSG3
-            or link in self._code_links
-        ):
-            return
-        if not self._code_room():
-            raise LinkClosed("too many job-code handshakes at once, or the code is retired")
-        self._code_links.add(link)
-
-    def _end_code_attempt(self, link: PeerLink) -> None:
-        if link not in self._code_links:
-            return
-        self._code_links.discard(link)
-        if link.handshake is not None:
-            return  # the right code: not a failed guess
-        self._job_code_failures += 1
-        if self._job_code_failures >= MAX_FAILED_ATTEMPTS and self.job_code is not None:
-            # Each failed handshake tests one guess: retire the code before an attacker
-            # could have tried enough of them.
-            log.warning(
-                "%d wrong job codes: the code is retired; no client can join with it any more",
-                self._job_code_failures,
-            )
-            self.job_code = None
-            self.emit("job_code_retired", failures=self._job_code_failures)
 
     async def _accept(self, stream: trio.SocketStream) -> None:
         address = _address(stream)
@@ -351,20 +294,6 @@ class Node:
             await stream.aclose()
             return
         await self._run_link(PeerLink(stream, conn, address))
-
-    async def _shed(self, host: str) -> None:
-        """Make room for one more unauthenticated connection: close the oldest one from
-        ``host`` if it has too many, else the oldest of all if there are too many."""
-        same = [link for link, h in self._handshaking.items() if h == host]
-        victim = None
-        if len(same) >= MAX_HANDSHAKES_PER_HOST:
-            victim = same[0]
-        elif len(self._handshaking) >= MAX_HANDSHAKES:
-            victim = next(iter(self._handshaking))
-        if victim is not None:
-            del self._handshaking[victim]
-            log.debug("shedding the handshake of %s: too many at once", victim.address)
-            await victim.aclose("too many handshakes")
 
     async def connect(self, host: str, port: int) -> PeerLink:
         """Dial a peer and complete the handshake; returns the link once it is registered."""
@@ -399,17 +328,14 @@ class Node:
             attempt += 1
 
     async def _run_link(self, link: PeerLink) -> None:
-        host = link.address.rpartition(":")[0]
-        await self._shed(host)
-        self._handshaking[link] = host
+        await self.admission.begin(link, link.address.rpartition(":")[0])
         try:
-            await link.open(gate=self._code_gate, limiter=self._handshake_threads)
+            await link.open(gate=self.admission.gate, limiter=self.admission.threads)
         except LinkClosed as exc:
             log.info("refused a connection from %s: %s", link.address, exc)
             return
         finally:
-            self._handshaking.pop(link, None)
-            self._end_code_attempt(link)
+            self.admission.end(link)
         await self._serve_opened(link)
 
     async def _serve_opened(self, link: PeerLink) -> None:
