@@ -24,6 +24,7 @@ from octop2p.engine._results import MAX_RESULT_ENTRIES
 from octop2p.engine._runner import Progress
 from octop2p.engine._unpack import UnpackError, plain_name, unpack_tar
 from octop2p.errors import JobRefused, NoNodeError, OctoError
+from octop2p.net._donor import WorkRefused
 from octop2p.net._hosted import JobRecord, NetworkJob, pack_package
 from octop2p.net._peer import LinkClosed, PeerLink
 from octop2p.net._store import evict_oldest
@@ -132,7 +133,12 @@ class RemoteJob:
         folder = self.node.jobs_dir / self.job_id.hex()
         await trio.to_thread.run_sync(partial(folder.mkdir, mode=0o700, exist_ok=True))
         path = folder / "results.tar.gz"
-        await self.node.worker.download(self.link, digest, size, path, cap=self.results_cap)
+        try:
+            await self.node.worker.download(self.link, digest, size, path, cap=self.results_cap)
+        except WorkRefused as exc:
+            self.record.state = JobState.FAILED
+            self.record.error = f"the results of chief {self.link.short} were refused: {exc}"
+            return
         self.results_hash = digest
         self.record.results_file, self.record.results_size = path, size
 
