@@ -316,7 +316,7 @@ class NodeBridge(QObject):
             out.parent.mkdir(parents=True, exist_ok=True)
             job.results_path = await trio.to_thread.run_sync(
                 lambda: deliver_bytes(results["tarball"], out, job_name=results["name"],
-                                      job_id=job_id))
+                                      job_id=job_id, max_bytes=results.get("max_bytes")))
             log.info("results of %s in %s", results["name"], job.results_path)
             self.results_ready.emit(job_id, str(job.results_path))
             self.jobs_changed.emit()

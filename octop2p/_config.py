@@ -77,6 +77,8 @@ class Config:
     cores: int = field(default_factory=_cpu_count)  # worker processes when donating
     cpu_percent: int = 100  # share of each donated core's time
     unconfined_trusted_swarm: bool = False  # run swarm jobs even where the sandbox is short
+    packages_mb: int = 4096  # disk for packages fetched as a donor; the oldest go first
+    jobs_mb: int = 8192  # disk for jobs this node was chief of, with their results
     limits: Limits = field(default_factory=Limits)  # the most any job may use here
 
     def __post_init__(self) -> None:
@@ -176,6 +178,14 @@ _HELP: dict[str, str] = {
     "unconfined_trusted_swarm": (
         "Where this machine lacks sandbox layers, run the swarm's jobs anyway.\n"
         "Only for a swarm whose every member you fully trust; logged at each start."
+    ),
+    "packages_mb": (
+        "Disk (MB) for the packages this node fetched as a donor (packages/);\n"
+        "past it the oldest not in use are removed."
+    ),
+    "jobs_mb": (
+        "Disk (MB) for the jobs this node was chief of and their results (jobs/);\n"
+        "past it the oldest finished jobs are forgotten."
     ),
     "limits": "The most one job may use on this node; a job may ask for less.",
 }
@@ -313,6 +323,8 @@ def _checked(data: Mapping[str, object], limits: Limits) -> dict[str, Any]:
         "cores": _cores,
         "cpu_percent": _percent,
         "unconfined_trusted_swarm": lambda v: _bool("unconfined_trusted_swarm", v),
+        "packages_mb": lambda v: _int("packages_mb", v),
+        "jobs_mb": lambda v: _int("jobs_mb", v),
         # A partial [limits] table changes only the limits it names.
         "limits": lambda v: _limits(v, limits),
     }

@@ -13,6 +13,8 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import trio
+
 from octop2p.errors import OctoError, UsageError
 from protocol import JobState
 
@@ -87,7 +89,7 @@ def job_status(node: Node, record: JobRecord) -> dict[str, Any]:
         "error": record.error,
         "rule": record.error_rule,
         "traceback": record.traceback,
-        "has_results": record.results is not None,
+        "has_results": record.has_results,
         "waiting": progress.waiting if progress else "",
     }
 
@@ -150,16 +152,18 @@ class NodeAPI:
     async def cmd_results(self, job: str) -> dict[str, Any]:
         found = self._job(job)
         record = found.record
-        if record.results is None:
-            state = record.state.value
-            if state not in FINISHED:
-                raise UsageError(
-                    f"job {record.id_hex} is still {state}: it has no results yet; "
-                    f"follow it with `octop2p status {record.id_hex}` and fetch it once done"
-                )
+        state = record.state.value
+        if state not in FINISHED:
+            raise UsageError(
+                f"job {record.id_hex} is still {state}: it has no results yet; "
+                f"follow it with `octop2p status {record.id_hex}` and fetch it once done"
+            )
+        tarball = await trio.to_thread.run_sync(record.read_results)
+        if tarball is None:
             raise OctoError(f"job {record.id_hex} {state}, so it has no results: {record.error}")
-        return {"job": record.id_hex, "name": record.name, "tarball": record.results,
-                "output": "".join(record.output)}
+        return {"job": record.id_hex, "name": record.name, "tarball": tarball,
+                "output": "".join(record.output),
+                "max_bytes": self.node.limits.merge_output_mb << 20}
 
     async def cmd_wait(self, job: str) -> dict[str, Any]:
         found = self._job(job)

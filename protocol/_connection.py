@@ -171,6 +171,15 @@ class Connection:
     # -- what the node reads ---------------------------------------------------------------
 
     @property
+    def may_use_job_code(self) -> bool:
+        """Whether this handshake may run SPAKE2 (CPU-heavy in pure Python): an
+        initiator with a job code, or a responder that accepts one."""
+        hs = self._handshake
+        if isinstance(hs, InitiatorHandshake):
+            return hs.mode is AuthMode.JOB_CODE
+        return hs._job_code is not None
+
+    @property
     def state(self) -> State:
         """The current state (see `_state.TRANSITIONS`)."""
         return self._state

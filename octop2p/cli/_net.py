@@ -213,7 +213,8 @@ def _register_jobs(ctx: _Ctx) -> None:
             check_out(out)
         result = _call(home, "results", job=job_id)
         path = deliver_bytes(result["tarball"], out or default_out(result["name"]),
-                             job_name=result["name"], job_id=result["job"])
+                             job_name=result["name"], job_id=result["job"],
+                             max_bytes=result.get("max_bytes"))
         ctx.err.print(f"results of {result['name']} in {path}")
         if as_json:
             echo_json({"job": result["job"], "name": result["name"], "results": str(path)})

@@ -209,6 +209,7 @@ async def _deliver(api: Any, job_id: str, out: Path | None) -> Path:
         out or default_out(results["name"]),
         job_name=results["name"],
         job_id=job_id,
+        max_bytes=results.get("max_bytes"),
     )
 
 

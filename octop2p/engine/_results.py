@@ -10,14 +10,22 @@ from __future__ import annotations
 import io
 import json
 import os
+import secrets
 import shutil
 import tarfile
 import time
 from pathlib import Path
 
+from octop2p.engine._limits import Limits
+from octop2p.engine._unpack import unpack_tar
 from octop2p.errors import UsageError
 
 MARKER = ".octop2p-results.json"
+#: Bytes a results tarball may unpack to, unless the node says otherwise: the most a
+#: merger may write by default (merge_output_mb).
+RESULTS_BYTES = Limits().merge_output_mb << 20
+#: Files and folders in one results tarball.
+MAX_RESULT_ENTRIES = 20_000
 
 
 def default_out(job_name: str) -> Path:
@@ -91,10 +99,12 @@ def output_usage(results_dir: Path, *, stop_after: int | None = None) -> tuple[i
     return total, entries
 
 
-def unpack(data: bytes, dest: Path) -> None:
-    """Unpack tar.gz bytes into ``dest``, refusing links and paths that leave it."""
-    with tarfile.open(fileobj=io.BytesIO(data), mode="r:gz") as tar:
-        tar.extractall(dest, filter="data")
+
+
+def unpack(data: bytes | Path, dest: Path, *, max_bytes: int = RESULTS_BYTES) -> None:
+    """Unpack a results tar.gz (bytes or a file) into the new folder ``dest``, with the
+    safe unpacker: only files and folders, nothing outside ``dest``."""
+    unpack_tar(data, dest, max_bytes=max_bytes, max_entries=MAX_RESULT_ENTRIES, gz=True)
 
 
 def _mark(out: Path, job_name: str, job_id: str) -> None:
@@ -119,15 +129,28 @@ def deliver(results_dir: Path, out: Path, *, job_name: str, job_id: str) -> Path
     return out
 
 
-def deliver_bytes(tarball: bytes, out: Path, *, job_name: str, job_id: str) -> Path:
-    """Like :func:`deliver`, from a tarball received from a chief."""
+def deliver_bytes(
+    tarball: bytes, out: Path, *, job_name: str, job_id: str, max_bytes: int | None = None
+) -> Path:
+    """Like :func:`deliver`, from a tarball received from a chief.
+
+    The tarball is unpacked into a fresh folder beside ``out`` and only then moved in its
+    place, so a refused tarball (UnpackError) leaves ``out`` as it was.
+    """
     check_out(out)
     if str(out).endswith(".tar.gz"):
-        out.write_bytes(tarball)
+        tmp = out.with_name(out.name + ".part")
+        tmp.write_bytes(tarball)
+        os.replace(tmp, out)
         return out
-    if out.is_dir():
-        shutil.rmtree(out)
-    out.mkdir(parents=True)
-    unpack(tarball, out)
-    _mark(out, job_name, job_id)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fresh = out.with_name(f".{out.name}.{secrets.token_hex(4)}.part")
+    unpack(tarball, fresh, max_bytes=max_bytes or RESULTS_BYTES)
+    try:
+        _mark(fresh, job_name, job_id)
+        if out.is_dir():
+            shutil.rmtree(out)
+        os.replace(fresh, out)
+    finally:
+        shutil.rmtree(fresh, ignore_errors=True)
     return out

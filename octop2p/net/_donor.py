@@ -8,12 +8,10 @@ node, so the chief (or anyone later) can tell who computed what.
 
 from __future__ import annotations
 
-import io
 import logging
 import os
+import secrets
 import shutil
-import tarfile
-import tempfile
 import time
 from dataclasses import dataclass, field
 from functools import partial
@@ -25,10 +23,12 @@ import trio
 from octop2p.engine._groups import collapse_groups
 from octop2p.engine._limits import JobOptions, Limits
 from octop2p.engine._machine import WorkFailure
-from octop2p.engine._package import missing_requirements
+from octop2p.engine._package import PACKAGE_BYTES, missing_requirements
 from octop2p.engine._slot import MAX_SLOT_WINDOW, ChildMaker, Done, Work, child_spec, drive_slot
+from octop2p.engine._unpack import MAX_ENTRIES, UnpackError, plain_name, unpack_tar
 from octop2p.net._peer import LinkClosed, PeerLink
 from octop2p.net._peerport import KINDS, NOT_RUN, decode_parts, encode_parts
+from octop2p.net._store import content_hasher, evict_oldest
 from protocol import (
     MAX_CHUNK,
     Cancel,
@@ -42,6 +42,7 @@ from protocol import (
     JobKind,
     PackageChunk,
     PackageRequest,
+    RemoteProtocolError,
     Result,
     WorkRequest,
     content_hash,
@@ -306,47 +307,106 @@ class WorkerService:
             except (trio.WouldBlock, trio.BrokenResourceError):
                 pass
 
-    async def download(self, link: PeerLink, digest: bytes, size: int) -> bytes:
-        """Fetch content by hash from a peer, in chunks, and check the hash."""
+    async def download(
+        self, link: PeerLink, digest: bytes, size: int, dest: Path, *, cap: int
+    ) -> None:
+        """Fetch content by hash from a peer, in chunks, into the new file ``dest``.
+
+        A declared ``size`` above ``cap`` is refused before the first request; every
+        chunk is hashed and written as it comes, so memory stays one chunk whatever the
+        peer claims, and the hash is checked before the caller unpacks anything.
+        ``dest`` is removed if anything fails.
+        """
+        if size > cap:
+            raise WorkRefused(ErrorCode.REFUSED, f"the peer offers {size} bytes, more than the "
+                              f"{cap} this node accepts for it")
         key = (link.peer_id, digest)
         send, receive = trio.open_memory_channel[PackageChunk](4)
         self._chunks[key] = send
-        buf = bytearray()
+        hasher = content_hasher()
+        got = 0
         try:
-            with trio.fail_after(FETCH_SECONDS):
-                while len(buf) < size:
-                    await link.send(PackageRequest(package=digest, offset=len(buf),
-                                                   length=min(MAX_CHUNK, size - len(buf))))
-                    chunk = await receive.receive()
-                    if chunk.offset != len(buf) or chunk.total != size or not chunk.data:
-                        raise WorkRefused(ErrorCode.BAD_MESSAGE, "the chief sent a wrong chunk")
-                    buf += chunk.data
-        except trio.TooSlowError:
-            raise WorkRefused(ErrorCode.BUSY, "the download timed out") from None
+            async with await trio.open_file(dest, "xb") as out:
+                with trio.fail_after(FETCH_SECONDS):
+                    while got < size:
+                        await link.send(PackageRequest(package=digest, offset=got,
+                                                       length=min(MAX_CHUNK, size - got)))
+                        chunk = await receive.receive()
+                        if (chunk.offset != got or chunk.total != size or not chunk.data
+                                or len(chunk.data) > size - got):
+                            raise WorkRefused(ErrorCode.BAD_MESSAGE,
+                                              "the peer sent a wrong chunk")
+                        hasher.update(chunk.data)
+                        await out.write(chunk.data)
+                        got += len(chunk.data)
+            if hasher.digest() != digest:
+                raise WorkRefused(ErrorCode.BAD_MESSAGE, "the content does not match its hash")
+        except BaseException as exc:
+            with trio.CancelScope(shield=True):
+                await trio.to_thread.run_sync(partial(dest.unlink, missing_ok=True))
+            if isinstance(exc, trio.TooSlowError):
+                raise WorkRefused(ErrorCode.BUSY, "the download timed out") from None
+            raise
         finally:
             self._chunks.pop(key, None)
-        data = bytes(buf)
-        if content_hash(data) != digest:
-            raise WorkRefused(ErrorCode.BAD_MESSAGE, "the content does not match its hash")
-        return data
 
     async def fetch_package(self, link: PeerLink, info: JobInfo) -> Path:
-        """The job's package, unpacked read-only in the cache; fetched once per hash."""
+        """The job's package, unpacked read-only in the cache; fetched once per hash.
+
+        The submitter's signature is checked every time, cached or not: a chief could
+        otherwise name a cached package as another submitter's, or another job's.
+        """
+        if info.kind == JobKind.SCRIPT and not plain_name(info.script or ""):
+            raise WorkRefused(ErrorCode.REFUSED, "a job's script must be one plain file name "
+                              "inside its package")
         lock = self._fetch_locks.setdefault(info.package, trio.Lock())
         async with lock:
-            target = self.node.package_cache / info.package.hex()
-            if target.is_dir():
-                return target
-            tar = await self.download(link, info.package, info.package_size)
-            # The submitter signed the package: check it is theirs, for this job.
-            info.package_envelope(tar).verify(author=info.submitter, kind=EnvelopeKind.PACKAGE,
-                                              job_id=info.job_id)
-            tmp = Path(tempfile.mkdtemp(prefix=".unpack-", dir=self.node.package_cache))
+            cache = self.node.package_cache
+            target, tar = cache / info.package.hex(), cache / f"{info.package.hex()}.tar"
+            fresh = not (target.is_dir() and tar.is_file())
+            if fresh:
+                part = cache / f".{info.package.hex()}.{secrets.token_hex(4)}.part"
+                await self.download(link, info.package, info.package_size, part,
+                                    cap=PACKAGE_DOWNLOAD_BYTES)
+                tar = part
             try:
-                with tarfile.open(fileobj=io.BytesIO(tar), mode="r:") as archive:
-                    archive.extractall(tmp, filter="data")
-                os.replace(tmp, target)
-            except Exception:
-                shutil.rmtree(tmp, ignore_errors=True)
-                raise
+                await trio.to_thread.run_sync(_verify_package, tar, info)
+                if fresh:
+                    await trio.to_thread.run_sync(_install_package, part, target)
+            finally:
+                if fresh:
+                    part.unlink(missing_ok=True)
+            os.utime(target)  # newest: evicted last
+            in_use = {job.info.package.hex() for job in self.jobs.values()} | {target.name}
+            await trio.to_thread.run_sync(
+                evict_oldest, cache, self.node.settings.packages_mb << 20, in_use)
             return target
+
+
+#: The most a package download may be: the package size limit plus its tar headers.
+PACKAGE_DOWNLOAD_BYTES = PACKAGE_BYTES + (MAX_ENTRIES + 2) * 1536
+
+
+def _verify_package(tar: Path, info: JobInfo) -> None:
+    """The package file is the one named, signed by the job's submitter for this job."""
+    data = tar.read_bytes()
+    if content_hash(data) != info.package:
+        raise WorkRefused(ErrorCode.BAD_MESSAGE, "the package does not match its hash")
+    try:
+        info.package_envelope(data).verify(author=info.submitter, kind=EnvelopeKind.PACKAGE,
+                                           job_id=info.job_id)
+    except RemoteProtocolError as exc:
+        raise WorkRefused(ErrorCode.BAD_MESSAGE, f"the package is not its submitter's: {exc}") \
+            from None
+
+
+def _install_package(part: Path, target: Path) -> None:
+    """Unpack a checked package into the cache (folder ``target``, tar beside it)."""
+    unpacked = target.with_name(f".unpack-{secrets.token_hex(4)}")
+    try:
+        unpack_tar(part, unpacked, max_bytes=PACKAGE_BYTES)
+    except UnpackError as exc:
+        raise WorkRefused(ErrorCode.REFUSED, f"the package was refused: {exc}") from None
+    shutil.rmtree(target, ignore_errors=True)  # left by an older node, without its tar
+    os.replace(unpacked, target)
+    os.replace(part, target.with_name(f"{target.name}.tar"))

@@ -14,7 +14,6 @@ import json
 import logging
 import os
 import secrets
-import shutil
 import tarfile
 import time
 from dataclasses import dataclass, field
@@ -32,6 +31,7 @@ from octop2p.engine._runner import JobRunner, Progress
 from octop2p.errors import JobFailed, OctoError
 from octop2p.net._peer import LinkClosed, PeerLink
 from octop2p.net._peerport import PeerPort
+from octop2p.net._store import remove_tree
 from protocol import (
     Cancel,
     Envelope,
@@ -89,10 +89,29 @@ class JobRecord:
     traceback: str = ""
     results: bytes | None = None  # the results tar.gz
     output: list[str] = field(default_factory=list)  # what final/merger printed (bounded)
+    # The results tar.gz on disk instead (an archived job, a remote job's download): read
+    # only when fetched, so that a node does not hold every old result in RAM.
+    results_file: Path | None = None
+    results_size: int | None = None
 
     @property
     def id_hex(self) -> str:
         return self.job_id.hex()
+
+    @property
+    def has_results(self) -> bool:
+        """The job left a results tarball (in memory or on disk)."""
+        return self.results is not None or self.results_file is not None
+
+    def results_length(self) -> int | None:
+        """The size of the results tarball, if any."""
+        return len(self.results) if self.results is not None else self.results_size
+
+    def read_results(self) -> bytes | None:
+        """The results tarball's bytes (blocking when they are on disk: use a thread)."""
+        if self.results is not None:
+            return self.results
+        return self.results_file.read_bytes() if self.results_file is not None else None
 
 
 class NetworkJob:
@@ -209,8 +228,8 @@ class NetworkJob:
             self._nursery = None
             self._fold_trust()
             record.finished = time.time()
-            shutil.rmtree(work_dir, ignore_errors=True)
-            shutil.rmtree(job_dir / "submitted", ignore_errors=True)
+            await remove_tree(work_dir)  # off the event loop: a job may leave 400,000 files
+            await remove_tree(job_dir / "submitted")
             self.store.write_journal(self)
             await self._tell_workers_done()
             self.done.set()
@@ -231,10 +250,10 @@ class NetworkJob:
                 await self.offer(link)
             results_dir = await runner.run()
             record.state = JobState.FINISHING
-            record.results = pack(results_dir)
+            record.results = await trio.to_thread.run_sync(pack, results_dir)
             self.results_hash = content_hash(record.results)
             assert self.store is not None
-            self.store.save_results(record.results)
+            await trio.to_thread.run_sync(self.store.save_results, record.results)
             nursery.cancel_scope.cancel()
 
     def cancel(self) -> None:
@@ -419,6 +438,7 @@ class JobStore:
             "rule": record.error_rule,
             "traceback": record.traceback,
             "output": "".join(record.output)[: 1 << 20],
+            "results_hash": job.results_hash.hex() if job.results_hash else None,
         }
         _write(self.folder / "job.json", json.dumps(journal).encode())
 
@@ -450,9 +470,10 @@ class JobStore:
             workers=journal.get("workers") or {},
         )
         results = folder / "results.tar.gz"
-        if state is JobState.DONE and results.exists():
-            record.results = results.read_bytes()
-        return ArchivedJob(record)
+        digest = journal.get("results_hash")
+        if state is JobState.DONE and results.is_file():
+            record.results_file, record.results_size = results, results.stat().st_size
+        return ArchivedJob(record, bytes.fromhex(digest) if isinstance(digest, str) else None)
 
 
 def _write(path: Path, data: bytes) -> None:
@@ -464,12 +485,20 @@ def _write(path: Path, data: bytes) -> None:
 class ArchivedJob:
     """A finished job read back from the store: listed, shown and fetched, never run."""
 
-    def __init__(self, record: JobRecord) -> None:
+    def __init__(self, record: JobRecord, results_hash: bytes | None = None) -> None:
         self.record = record
         self.job_id = record.job_id
         self.done = trio.Event()
         self.done.set()
-        self.results_hash = content_hash(record.results) if record.results else None
+        self._results_hash = results_hash
+
+    @property
+    def results_hash(self) -> bytes | None:
+        """The results' content hash: from the journal, or hashed once when first asked
+        (journals of older nodes lack it)."""
+        if self._results_hash is None and self.record.has_results:
+            self._results_hash = content_hash(self.record.read_results() or b"")
+        return self._results_hash
 
     def cancel(self) -> None:
         """Nothing to stop."""
@@ -486,12 +515,14 @@ class ArchivedJob:
         )
 
     def chunk(self, request: PackageRequest) -> PackageChunk | None:
-        blob = self.record.results
-        if blob is not None and self.results_hash == request.package:
-            return PackageChunk(
-                package=request.package,
-                offset=request.offset,
-                total=len(blob),
-                data=blob[request.offset : request.offset + request.length],
-            )
-        return None
+        record = self.record
+        if record.results_file is None or self.results_hash != request.package:
+            return None
+        # One chunk (at most MAX_CHUNK) read from disk, never the whole file.
+        with open(record.results_file, "rb") as f:
+            f.seek(request.offset)
+            data = f.read(request.length)
+        return PackageChunk(
+            package=request.package, offset=request.offset, total=record.results_size or 0,
+            data=data,
+        )

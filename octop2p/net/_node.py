@@ -30,17 +30,25 @@ from octop2p._config import parse_address
 from octop2p.engine._children import ForkServer, open_fork_server
 from octop2p.engine._limits import Limits
 from octop2p.engine._package import load_job
-from octop2p.errors import OctoError
+from octop2p.errors import OctoError, UsageError
 from octop2p.net import _discovery
+from octop2p.net._admission import Admission
 from octop2p.net._donor import WorkerService
 from octop2p.net._hosted import JobRecord, JobStore, NetworkJob
 from octop2p.net._peer import LinkClosed, PeerLink
 from octop2p.net._reputation import Reputation
-from octop2p.net._submitter import RemoteJob, accept_submission, answer_status, submit_remote
+from octop2p.net._store import evict_oldest
+from octop2p.net._submitter import (
+    RemoteJob,
+    accept_submission,
+    answer_status,
+    evict_jobs,
+    serve_chunk,
+    submit_remote,
+)
 from protocol import (
-    MAX_FAILED_ATTEMPTS,
-    AuthMode,
     Cancel,
+    CodeError,
     Connection,
     Error,
     ErrorCode,
@@ -103,6 +111,8 @@ class NodeSettings:
     own_jobs_local: bool = False
     unconfined_trusted_swarm: bool = False
     state_dir: Path | None = None  # jobs/ and packages/ live here (a temp dir when None)
+    packages_mb: int = 4096  # quota of packages/ (fetched as a donor), oldest evicted
+    jobs_mb: int = 8192  # quota of jobs/ (jobs this node was chief of), oldest evicted
 
 
 class Node:
@@ -141,7 +151,7 @@ class Node:
         self.started = trio.Event()
         self.home: Any = None  # the Home, when the node has one: members are pinned there
         self.reputation = Reputation(None)  # read from the state folder at start
-        self._job_code_failures = 0
+        self.admission = Admission(self)
 
     # --- running -------------------------------------------------------------------------
 
@@ -190,7 +200,9 @@ class Node:
         self.package_cache = base / "packages"
         for folder in (self.jobs_dir, self.package_cache):
             folder.mkdir(parents=True, exist_ok=True, mode=0o700)
-        # Jobs of earlier runs: still listed, shown and fetchable.
+        evict_oldest(self.jobs_dir, self.settings.jobs_mb << 20)
+        evict_oldest(self.package_cache, self.settings.packages_mb << 20)
+        # Jobs of earlier runs: still listed, shown and fetchable (results read on fetch).
         for folder in sorted(self.jobs_dir.iterdir(), key=lambda p: p.stat().st_mtime):
             archived = JobStore.load(folder)
             if archived is not None:
@@ -275,7 +287,7 @@ class Node:
             role,
             self.identity,
             swarm_secret=self.swarm.secret if self.swarm else None,
-            job_code=self.job_code,
+            job_code=self.admission.job_code(),
             pinned=self.pinned,
         )
 
@@ -322,23 +334,14 @@ class Node:
             attempt += 1
 
     async def _run_link(self, link: PeerLink) -> None:
+        await self.admission.begin(link, link.address.rpartition(":")[0])
         try:
-            await link.open()
+            await link.open(gate=self.admission.gate, limiter=self.admission.threads)
         except LinkClosed as exc:
             log.info("refused a connection from %s: %s", link.address, exc)
-            if self.job_code is not None and link.conn.auth_mode is AuthMode.JOB_CODE:
-                self._job_code_failures += 1
-                if self._job_code_failures >= MAX_FAILED_ATTEMPTS:
-                    # Each failed handshake tests one guess: retire the code before an
-                    # attacker could have tried enough of them.
-                    log.warning(
-                        "%d wrong job codes: the code is retired; no client can "
-                        "join with it any more",
-                        self._job_code_failures,
-                    )
-                    self.job_code = None
-                    self.emit("job_code_retired", failures=self._job_code_failures)
             return
+        finally:
+            self.admission.end(link)
         await self._serve_opened(link)
 
     async def _serve_opened(self, link: PeerLink) -> None:
@@ -438,12 +441,7 @@ class Node:
             )
 
     async def _on_package_request(self, link: PeerLink, message: PackageRequest) -> None:
-        for job in self.jobs.values():
-            chunk = job.chunk(message)
-            if chunk is not None:
-                await link.send(chunk)
-                return
-        await link.send(Error(code=ErrorCode.NOT_FOUND, reason="no such package here"))
+        await serve_chunk(self, link, message)
 
     async def _on_chunk(self, link: PeerLink, message: PackageChunk) -> None:
         self.worker.on_chunk(link, message)
@@ -628,9 +626,15 @@ class Node:
 
         Raises JobRefused before anything runs.
         """
-        if chief is not None and not str(self.id).startswith(chief.upper()):
-            return (await submit_remote(self, path, chief)).record
-        spec = load_job(path, self.limits)
+        if chief is not None:
+            try:  # the whole id: a prefix could be matched by a ground key
+                chief_id = NodeId.parse(chief)
+            except CodeError as exc:
+                raise UsageError(f"--chief needs a peer's full node id: {exc}") from None
+            if chief_id != self.id:
+                return (await submit_remote(self, path, str(chief_id))).record
+        await evict_jobs(self)
+        spec = await trio.to_thread.run_sync(load_job, path, self.limits)
         job = NetworkJob(self, spec)
         self.jobs[job.job_id] = job
         assert self._nursery is not None

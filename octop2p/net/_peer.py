@@ -95,19 +95,33 @@ class PeerLink:
 
     # --- setting up ----------------------------------------------------------------------
 
-    async def open(self) -> HandshakeComplete:
-        """Run the handshake; raises LinkClosed if the peer is not one of ours."""
+    async def open(
+        self,
+        *,
+        gate: Callable[[PeerLink], None] | None = None,
+        limiter: trio.CapacityLimiter | None = None,
+    ) -> HandshakeComplete:
+        """Run the handshake; raises LinkClosed if the peer is not one of ours.
+
+        ``gate(link)`` runs before each handshake reply goes out and may refuse it by
+        raising LinkClosed (the node counts job-code guesses there). The protocol's own
+        steps run in a thread where a job code may be used (at most ``limiter``'s many at
+        once): they hold SPAKE2 in pure Python, which must not stall the event loop.
+        """
         try:
             with trio.fail_after(HANDSHAKE_SECONDS):
                 await self._flush()
                 while True:
-                    event = await self._next_event()
+                    event = await self._handshake_event(gate, limiter)
                     if isinstance(event, HandshakeComplete):
                         self.handshake = event
                         self.last_heard = time.monotonic()
                         return event
                     if isinstance(event, ConnectionClosed):
                         raise LinkClosed(f"closed during the handshake: {event.reason}")
+        except LinkClosed:
+            await self.aclose("refused")
+            raise
         except trio.TooSlowError:
             await self.aclose("handshake timed out")
             raise LinkClosed(
@@ -117,6 +131,28 @@ class PeerLink:
             await self._flush_quietly()
             await self.aclose(str(exc))
             raise LinkClosed(f"handshake with {self.address} failed: {exc}") from None
+
+    async def _handshake_event(
+        self, gate: Callable[[PeerLink], None] | None, limiter: trio.CapacityLimiter | None
+    ) -> Any:
+        received = False
+        while True:
+            try:
+                if received and self.conn.may_use_job_code:
+                    event = await trio.to_thread.run_sync(self.conn.next_event, limiter=limiter)
+                else:
+                    event = self.conn.next_event()
+            except ProtocolError:
+                await self._flush()  # the refusal, which tells the peer why
+                raise
+            if gate is not None:
+                gate(self)
+            await self._flush()
+            if event is not None:
+                return event
+            data = await self.stream.receive_some(_READ_SIZE)
+            self.conn.receive_data(bytes(data) if type(data) is not bytes else data)
+            received = True
 
     async def _next_event(self) -> Any:
         while True:

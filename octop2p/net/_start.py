@@ -30,6 +30,8 @@ def settings_from(home: Home, config: Config, **extra: Any) -> NodeSettings:
         name=config.name,
         unconfined_trusted_swarm=config.unconfined_trusted_swarm,
         state_dir=home.path,
+        packages_mb=config.packages_mb,
+        jobs_mb=config.jobs_mb,
     )
     values.update(extra)
     return NodeSettings(**values)

@@ -9,22 +9,25 @@ the job with ``StatusRequest`` and fetches the results tarball by its content ha
 
 from __future__ import annotations
 
-import io
 import logging
 import secrets
 import shutil
-import tarfile
 import time
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import trio
 
-from octop2p.engine._package import load_job, with_folder
+from octop2p.engine._package import PACKAGE_BYTES, load_job, with_folder
+from octop2p.engine._results import MAX_RESULT_ENTRIES
 from octop2p.engine._runner import Progress
+from octop2p.engine._unpack import UnpackError, plain_name, unpack_tar
 from octop2p.errors import JobRefused, NoNodeError, OctoError
+from octop2p.net._donor import WorkRefused
 from octop2p.net._hosted import JobRecord, NetworkJob, pack_package
 from octop2p.net._peer import LinkClosed, PeerLink
+from octop2p.net._store import evict_oldest
 from protocol import (
     AuthMode,
     Cancel,
@@ -61,8 +64,8 @@ def status_of(job: Any) -> JobStatus:
         fragments_done=progress.done if progress else 0,
         fragments_total=progress.total if progress else None,
         workers=len(progress.workers) if progress else 0,
-        results=digest if record.results is not None else None,
-        results_size=len(record.results) if record.results is not None else None,
+        results=digest if record.has_results else None,
+        results_size=record.results_length(),
         message=(record.error or "")[:4096],
     )
 
@@ -70,8 +73,13 @@ def status_of(job: Any) -> JobStatus:
 class RemoteJob:
     """A job this node submitted to another chief, as the node API shows it."""
 
-    def __init__(self, node: Node, link: PeerLink, job_id: bytes, name: str) -> None:
+    def __init__(
+        self, node: Node, link: PeerLink, job_id: bytes, name: str, results_mb: int = 1024
+    ) -> None:
         self.node = node
+        #: The most the chief's results may be: the job's merge quota, with tar and gzip
+        #: framing (a chief announcing more is refused before a byte is fetched).
+        self.results_cap = (results_mb << 20) + (MAX_RESULT_ENTRIES + 2) * 1536 + (1 << 20)
         self.link = link
         self.job_id = job_id
         self.record = JobRecord(job_id, name, state=JobState.QUEUED)
@@ -107,8 +115,7 @@ class RemoteJob:
                     if message.state in _FINISHED:
                         record.error = message.message
                         if message.state is JobState.DONE and message.results is not None:
-                            record.results = await self.node.worker.download(
-                                self.link, message.results, message.results_size or 0)
+                            await self._download(message.results, message.results_size or 0)
                         break
                 await trio.sleep(POLL_SECONDS)
                 await self.link.send(StatusRequest(job_id=self.job_id))
@@ -120,6 +127,20 @@ class RemoteJob:
             self.done.set()
             self.node.emit("job", job=record.id_hex, state=record.state.value, name=record.name,
                            error=record.error)
+
+    async def _download(self, digest: bytes, size: int) -> None:
+        """The results, streamed to the job's folder against the job's results cap."""
+        folder = self.node.jobs_dir / self.job_id.hex()
+        await trio.to_thread.run_sync(partial(folder.mkdir, mode=0o700, exist_ok=True))
+        path = folder / "results.tar.gz"
+        try:
+            await self.node.worker.download(self.link, digest, size, path, cap=self.results_cap)
+        except WorkRefused as exc:
+            self.record.state = JobState.FAILED
+            self.record.error = f"the results of chief {self.link.short} were refused: {exc}"
+            return
+        self.results_hash = digest
+        self.record.results_file, self.record.results_size = path, size
 
     async def _next(self) -> Message:
         with trio.fail_after(60):
@@ -149,15 +170,18 @@ class RemoteJob:
 
 async def submit_remote(node: Node, path: Path, chief: str) -> RemoteJob:
     """Validate ``path`` here, then send it to the linked node ``chief`` to run."""
-    links = [link for link in node.links() if link.peer_id.startswith(chief.upper())]
+    # The whole id: a prefix could be ground by an attacker's key to match first.
+    links = [link for link in node.links() if link.peer_id == chief]
     if len(links) != 1:
-        raise NoNodeError(f"no linked peer with id {chief!r} (see `octop2p peers`)")
+        raise NoNodeError(f"no linked peer with id {chief} (see `octop2p peers`)")
     link = links[0]
-    spec = with_folder(load_job(path, node.limits))
-    tar = pack_package(spec)
+    spec = await trio.to_thread.run_sync(load_job, path, node.limits)
+    spec = await trio.to_thread.run_sync(with_folder, spec)
+    tar = await trio.to_thread.run_sync(pack_package, spec)
     job_id = secrets.token_bytes(16)
     envelope = Envelope.sign(node.identity, EnvelopeKind.PACKAGE, job_id, 0, tar)
-    job = RemoteJob(node, link, job_id, spec.options.name)
+    job = RemoteJob(node, link, job_id, spec.options.name,
+                    results_mb=spec.options.limits.merge_output_mb)
     node.jobs[job_id] = job  # type: ignore[assignment]
     await link.send(JobSubmit(
         package=envelope, kind=JobKind.PACKAGE if spec.kind == "package" else JobKind.SCRIPT,
@@ -170,34 +194,29 @@ async def submit_remote(node: Node, path: Path, chief: str) -> RemoteJob:
 async def accept_submission(node: Node, link: PeerLink, message: JobSubmit) -> None:
     """A swarm member asks this node to be chief of its job: check it as a local one."""
     envelope = message.package
-    if link.handshake is None or link.handshake.mode is not AuthMode.SWARM:
-        # A one-time job code admits a worker for the server's one job, nothing more.
-        await link.send(Error(code=ErrorCode.REFUSED, job_id=envelope.job_id,
-                              reason="only members of this node's swarm may submit jobs"))
+    reason = _submission_refused(node, link, message)
+    if reason is not None:
+        code, text = reason
+        await link.send(Error(code=code, reason=text, job_id=envelope.job_id))
         return
-    if not node.donating:
-        # Being chief runs the job's splitter and merger here: that is computing for
-        # someone else, which a node does only while its owner donates.
-        await link.send(Error(code=ErrorCode.NOT_DONATING, job_id=envelope.job_id,
-                              reason="this node's owner has not switched donation on, so it "
-                              "is chief only of its own jobs"))
-        return
-    if envelope.job_id in node.jobs:
-        await link.send(Error(code=ErrorCode.BAD_MESSAGE, reason="job id already in use",
-                              job_id=envelope.job_id))
-        return
-    folder = node.jobs_dir / envelope.job_id.hex() / "submitted"
+    job_dir = node.jobs_dir / envelope.job_id.hex()
+    folder = job_dir / "submitted"
     try:
-        folder.mkdir(parents=True)
-        with tarfile.open(fileobj=io.BytesIO(envelope.payload), mode="r:") as archive:
-            archive.extractall(folder, filter="data")
-        target = folder / message.script if message.kind is JobKind.SCRIPT and message.script \
-            else folder
-        spec = load_job(target, node.limits)
-    except (JobRefused, OSError, tarfile.TarError, ValueError) as exc:
-        shutil.rmtree(folder.parent, ignore_errors=True)
-        await link.send(Error(code=ErrorCode.REFUSED, reason=str(exc)[:4096],
-                              job_id=envelope.job_id))
+        await evict_jobs(node)
+        job_dir.mkdir(mode=0o700)
+        await trio.to_thread.run_sync(partial(
+            unpack_tar, envelope.payload, folder, max_bytes=PACKAGE_BYTES))
+        script = message.script if message.kind is JobKind.SCRIPT else None
+        target = folder / script if script else folder
+        spec = await trio.to_thread.run_sync(load_job, target, node.limits)
+    except (JobRefused, UnpackError, OSError) as exc:
+        await trio.to_thread.run_sync(partial(shutil.rmtree, job_dir, ignore_errors=True))
+        if isinstance(exc, OSError) and not isinstance(exc, FileExistsError):
+            log.warning("could not store job %s of %s: %s", envelope.job_id.hex(), link.short, exc)
+            text = "the chief could not store the package (see its log)"
+        else:
+            text = _without_paths(str(exc), folder, node)
+        await link.send(Error(code=ErrorCode.REFUSED, reason=text[:4096], job_id=envelope.job_id))
         return
     job = NetworkJob(node, spec, job_id=envelope.job_id, package_envelope=envelope,
                      tar=envelope.payload)
@@ -208,7 +227,58 @@ async def accept_submission(node: Node, link: PeerLink, message: JobSubmit) -> N
     await link.send(status_of(job))
 
 
+def _submission_refused(node: Node, link: PeerLink, message: JobSubmit) -> (
+        tuple[ErrorCode, str] | None):
+    """Why this node will not be chief of a submitted job, before it touches the disk."""
+    if link.handshake is None or link.handshake.mode is not AuthMode.SWARM:
+        # A one-time job code admits a worker for the server's one job, nothing more.
+        return ErrorCode.REFUSED, "only members of this node's swarm may submit jobs"
+    if not node.donating:
+        # Being chief runs the job's splitter and merger here: that is computing for
+        # someone else, which a node does only while its owner donates.
+        return ErrorCode.NOT_DONATING, ("this node's owner has not switched donation on, so "
+                                        "it is chief only of its own jobs")
+    if message.package.job_id in node.jobs:
+        return ErrorCode.BAD_MESSAGE, "job id already in use"
+    if message.kind is JobKind.SCRIPT and not plain_name(message.script or ""):
+        # A path would let a member run the chief's own files as its job (rule: script).
+        return ErrorCode.REFUSED, ("the script must be one plain file name inside the "
+                                   "package: no '/', no '..', not absolute (rule: script)")
+    return None
+
+
+def _without_paths(text: str, folder: Path, node: Node) -> str:
+    """A refusal for a peer: paths inside the package relative, the node's own hidden."""
+    text = text.replace(f"{folder}/", "").replace(str(folder), ".")
+    for private in (str(node.jobs_dir.parent), str(Path.home())):
+        text = text.replace(private, "<node>")
+    return text
+
+
+async def evict_jobs(node: Node) -> None:
+    """Keep ``jobs/`` under its quota: forget the oldest finished jobs."""
+    running = {job_id.hex() for job_id, job in node.jobs.items() if not job.done.is_set()}
+    removed = await trio.to_thread.run_sync(
+        evict_oldest, node.jobs_dir, node.settings.jobs_mb << 20, running)
+    for stem in removed:
+        try:
+            node.jobs.pop(bytes.fromhex(stem), None)
+        except ValueError:
+            pass
+
+
+def _member(link: PeerLink) -> bool:
+    """The peer proved swarm membership (not just a one-time job code)."""
+    return link.handshake is not None and link.handshake.mode is AuthMode.SWARM
+
+
 async def answer_status(node: Node, link: PeerLink, message: StatusRequest) -> None:
+    """Status of one job (or all) for a swarm member; a job-code client learns nothing of
+    this node's jobs beyond the one it works on, which it hears of by JobInfo."""
+    if not _member(link):
+        await link.send(Error(code=ErrorCode.REFUSED, job_id=message.job_id,
+                              reason="only members of this node's swarm may ask for status"))
+        return
     jobs = [node.jobs[message.job_id]] if message.job_id in node.jobs else (
         [] if message.job_id is not None else list(node.jobs.values()))
     if message.job_id is not None and not jobs:
@@ -216,3 +286,17 @@ async def answer_status(node: Node, link: PeerLink, message: StatusRequest) -> N
                               job_id=message.job_id))
     for job in jobs:
         await link.send(status_of(job))
+
+
+async def serve_chunk(node: Node, link: PeerLink, request: PackageRequest) -> None:
+    """A chunk of a package or results, by content hash. A job-code client is served
+    only the package of a job that runs here (its own job: the server has one)."""
+    member = _member(link)
+    for job in node.jobs.values():
+        if not member and getattr(job, "package_hash", None) != request.package:
+            continue
+        chunk = job.chunk(request)
+        if chunk is not None:
+            await link.send(chunk)
+            return
+    await link.send(Error(code=ErrorCode.NOT_FOUND, reason="no such package here"))

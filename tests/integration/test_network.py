@@ -206,7 +206,7 @@ def test_submit_to_another_chief(swarm_of_three, tmp_path: Path) -> None:
         "submit",
         str(EXAMPLES / "primes"),
         "--chief",
-        w2.id[:7],
+        w2.id,
         "-o",
         str(tmp_path / "out"),
         "--json",
@@ -217,13 +217,16 @@ def test_submit_to_another_chief(swarm_of_three, tmp_path: Path) -> None:
     assert len(jobs) == 1 and jobs[0]["state"] == "done"
     assert jobs[0]["workers"] == {w2.id: 100}  # its own donated core
     assert json.loads(chief.cli("jobs", "--json").stdout)["jobs"][0]["state"] == "done"
+    # A short prefix of the id is refused: an attacker could grind a key to match it.
+    proc = chief.cli("submit", str(EXAMPLES / "primes"), "--chief", w2.id[:7])
+    assert proc.returncode == 2 and "full node id" in proc.stderr, proc.stderr
 
 
 def test_node_that_does_not_donate_is_chief_only_of_its_own_jobs(swarm_of_three) -> None:
     """Consent: being chief runs the job's splitter and merger, which is computing for
     the submitter; a node whose owner does not donate refuses."""
     chief, w1, _ = swarm_of_three  # this chief does not donate
-    proc = w1.cli("submit", str(EXAMPLES / "primes"), "--chief", chief.id[:7])
+    proc = w1.cli("submit", str(EXAMPLES / "primes"), "--chief", chief.id)
     assert proc.returncode == 1
     assert "not switched donation on" in proc.stderr
     assert json.loads(chief.cli("jobs", "--json").stdout)["jobs"] == []
@@ -236,7 +239,7 @@ def test_submit_to_another_chief_refused_job_names_rule(swarm_of_three, tmp_path
     (bad / "Split.py").write_text("def splitter():\n    yield 1\n")
     (bad / "Process.py").write_text("def process(x):\n    return x\n")
     (bad / "Merge.py").write_text("def merger(r, d):\n    yield r\n")
-    proc = w1.cli("submit", str(bad), "--chief", chief.id[:7])
+    proc = w1.cli("submit", str(bad), "--chief", chief.id)
     assert proc.returncode == 1
     assert "Merge.py:2" in proc.stderr and "yield" in proc.stderr
 
