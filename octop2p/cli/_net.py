@@ -44,6 +44,8 @@ def settings_from(home: Home, config: Config, **extra: Any) -> NodeSettings:
         name=config.name,
         unconfined_trusted_swarm=config.unconfined_trusted_swarm,
         state_dir=home.path,
+        block_after_breaches=config.block_after_breaches,
+        block_hours=config.block_hours,
     )
     values.update(extra)
     return NodeSettings(**values)
@@ -460,6 +462,8 @@ async def _follow(api: Any, job_id: str, progress: Any, as_json: bool, scope: An
             )
         elif event["event"] == "job" and event.get("state") in FINISHED:
             return
+        elif event["event"] == "refused":
+            log.warning("donor %s refused the job: %s", event["donor"], event["reason"])
 
 
 def _job_failed(final: dict[str, Any]) -> JobFailed:
@@ -479,6 +483,8 @@ def _print_jobs(err: Any, jobs: list[dict[str, Any]]) -> None:
             f"{j['job'][:12]}  {j['name']:20}  {j['state']:9}  {j['phase']:9} {done:>12}  "
             f"workers: {len(j['workers'])}  {j['error']}"
         )
+        for donor, reason in j.get("refused", {}).items():
+            err.print(f"  refused by {donor}: {reason}", markup=False, highlight=False)
 
 
 def _show_swarm(code: SwarmCode, as_json: bool, err: Any, *, created: bool) -> None:

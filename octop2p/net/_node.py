@@ -32,6 +32,7 @@ from octop2p.engine._package import load_job
 from octop2p.errors import OctoError
 from octop2p.net import _discovery
 from octop2p.net._donor import WorkerService
+from octop2p.net._guard import note_refusal
 from octop2p.net._hosted import JobRecord, JobStore, NetworkJob
 from octop2p.net._peer import LinkClosed, PeerLink
 from octop2p.net._submitter import RemoteJob, accept_submission, answer_status, submit_remote
@@ -99,6 +100,8 @@ class NodeSettings:
     own_jobs_local: bool = False
     unconfined_trusted_swarm: bool = False
     state_dir: Path | None = None  # jobs/ and packages/ live here (a temp dir when None)
+    block_after_breaches: int = 3  # a donor blocks a chief after this many breaches (0: never)
+    block_hours: int = 24
 
 
 class Node:
@@ -456,6 +459,7 @@ class Node:
             and message.code in (ErrorCode.NOT_DONATING, ErrorCode.REFUSED)
         ):
             self.jobs[message.job_id].lost(link)
+            note_refusal(self, self.jobs[message.job_id], link, message.reason)
 
     #: Every message a peer may send, and the method that handles it. A type not listed
     #: here is ignored.
