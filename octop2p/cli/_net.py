@@ -447,6 +447,7 @@ async def _follow(api: Any, job_id: str, progress: Any, as_json: bool, scope: An
     from octop2p.engine._runner import Progress
 
     started = time.monotonic()
+    told: set[tuple[str, str]] = set()  # refusals shown (a donor repeats its own)
     async for event in api.events():
         if event.get("job") != job_id:
             continue
@@ -462,7 +463,8 @@ async def _follow(api: Any, job_id: str, progress: Any, as_json: bool, scope: An
             )
         elif event["event"] == "job" and event.get("state") in FINISHED:
             return
-        elif event["event"] == "refused":
+        elif event["event"] == "refused" and (event["donor"], event["reason"]) not in told:
+            told.add((event["donor"], event["reason"]))
             log.warning("donor %s refused the job: %s", event["donor"], event["reason"])
 
 

@@ -156,11 +156,12 @@ def note_refusal(node: Any, job: Any, link: Any, reason: str) -> None:
     """On a chief: a donor refused ``job``; its submitter sees why (``status``, events)."""
     record = job.record
     refused: dict[str, str] = record.refused
-    if refused.get(link.peer_id) == reason:
-        return  # refused again on a later offer, for the same reason
     if link.peer_id not in refused and len(refused) >= MAX_REFUSALS:
         return
-    refused[link.peer_id] = reason
-    log.warning("donor %s refused job %s (%s): %s", link.short, record.name,
-                record.id_hex[:12], reason)
+    if refused.get(link.peer_id) != reason:  # not logged again at each later offer
+        refused[link.peer_id] = reason
+        log.warning("donor %s refused job %s (%s): %s", link.short, record.name,
+                    record.id_hex[:12], reason)
+    # An event at each refusal (one per donor per heartbeat at most): a submitter that
+    # starts following the job late still hears of it.
     node.emit("refused", job=record.id_hex, donor=link.peer_id, reason=reason)
