@@ -174,8 +174,9 @@ async def run_local(
             provenance = Provenance(Path(tmp))
             runner.on_accepted = provenance.add
             results_dir = await runner.run()
+            package = await trio.to_thread.run_sync(package_hash_of, spec)
             await provenance.seal(results_dir, identity or NodeIdentity.generate(), job_id=job_id,
-                                  name=spec.options.name, package=package_hash_of(spec))
+                                  name=spec.options.name, package=package)
         delivered = deliver(results_dir, out, job_name=spec.options.name, job_id=job_id)
     return RunResult(
         job_id=job_id,

@@ -277,9 +277,9 @@ class WorkerService:
     async def check_breach(self, job: WorkerJob, failure: WorkFailure) -> None:
         """A failure of ``job`` here: a sandbox breach counts against its chief, and a
         chief that reaches the threshold is blocked (its jobs here stop, it is told why)."""
-        if failure.rule not in BREACH_RULES:
-            return
         chief = job.link.peer_id
+        if failure.rule not in BREACH_RULES or self.guard.blocked(chief):
+            return  # a blocked chief's jobs here are being stopped already
         log.warning("job %s of chief %s broke a sandbox rule here (%s): %s", job.info.name,
                     job.link.short, failure.rule, failure.message[:300])
         if not self.guard.breach(chief, job.info.job_id.hex(), job.info.name,
