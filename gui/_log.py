@@ -81,6 +81,9 @@ def format_event(event: dict[str, Any]) -> tuple[int, str] | None:
         on = event.get("on")
         return logging.INFO, (f"donation on, {event.get('cores')} cores" if on
                               else "donation off")
+    if kind == "blocked":  # a chief whose jobs kept breaking sandbox rules here
+        return logging.WARNING, f"blocked chief {short_id(str(event.get('chief', '')))}: " \
+                                f"{event.get('reason', '')}"
     if kind == "working":
         chief = short_id(str(event.get("chief", "")))
         if event.get("running"):

@@ -79,6 +79,8 @@ class Config:
     unconfined_trusted_swarm: bool = False  # run swarm jobs even where the sandbox is short
     packages_mb: int = 4096  # disk for packages fetched as a donor; the oldest go first
     jobs_mb: int = 8192  # disk for jobs this node was chief of, with their results
+    block_after_breaches: int = 3  # sandbox breaches by a chief's jobs before it is blocked
+    block_hours: int = 24  # how long a block lasts, and the window breaches count in
     limits: Limits = field(default_factory=Limits)  # the most any job may use here
 
     def __post_init__(self) -> None:
@@ -187,6 +189,11 @@ _HELP: dict[str, str] = {
         "Disk (MB) for the jobs this node was chief of and their results (jobs/);\n"
         "past it the oldest finished jobs are forgotten."
     ),
+    "block_after_breaches": (
+        "Refuse a chief's jobs for block_hours once this many of its jobs broke sandbox\n"
+        "rules here within block_hours (0: never). Lift it: `octop2p blocked --unblock ID`."
+    ),
+    "block_hours": "How long such a block lasts, and the window in which breaches count.",
     "limits": "The most one job may use on this node; a job may ask for less.",
 }
 
@@ -303,6 +310,13 @@ def _percent(value: object) -> int:
     return percent
 
 
+def _breaches(value: object) -> int:
+    # 0 is allowed here: it switches blocking off.
+    if type(value) is int and value == 0:
+        return 0
+    return _int("block_after_breaches", value)
+
+
 def _limits(value: object, base: Limits) -> Limits:
     if isinstance(value, Limits):
         return value
@@ -325,6 +339,8 @@ def _checked(data: Mapping[str, object], limits: Limits) -> dict[str, Any]:
         "unconfined_trusted_swarm": lambda v: _bool("unconfined_trusted_swarm", v),
         "packages_mb": lambda v: _int("packages_mb", v),
         "jobs_mb": lambda v: _int("jobs_mb", v),
+        "block_after_breaches": _breaches,
+        "block_hours": lambda v: _int("block_hours", v),
         # A partial [limits] table changes only the limits it names.
         "limits": lambda v: _limits(v, limits),
     }

@@ -14,6 +14,7 @@ Layout (the folder is created mode 0700 on first use)::
     peers.toml      swarm members pinned on first contact: node id -> public key, per swarm
     jobs/           the job store (journals, results), 0700
     packages/       job packages fetched from chiefs, by content hash, 0700
+    breaches.json   sandbox breaches by chiefs' jobs here, and blocked chiefs, 0600
     control.sock    the control socket for the CLI and GUI, 0600 (made by the node)
     node.pid        the lock file; holds the pid of the node that has the home locked
 

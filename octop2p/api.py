@@ -91,6 +91,7 @@ def job_status(node: Node, record: JobRecord) -> dict[str, Any]:
         "traceback": record.traceback,
         "has_results": record.has_results,
         "waiting": progress.waiting if progress else "",
+        "refused": dict(record.refused),  # donor id -> why it would not work on the job
     }
 
 
@@ -195,6 +196,14 @@ class NodeAPI:
              "in_progress": sorted(r.in_progress), "done": r.done}
             for r in self.node.worker.running()
         ]
+
+    async def cmd_blocked(self) -> list[dict[str, Any]]:
+        """Chiefs this node refuses (their jobs broke sandbox rules here)."""
+        return self.node.worker.guard.blocks()
+
+    async def cmd_unblock(self, chief: str) -> list[str]:
+        """Lift the block of ``chief`` (an id or its prefix); returns the ids lifted."""
+        return await self.node.worker.unblock(chief)
 
     async def cmd_recent_events(self) -> list[dict[str, Any]]:
         return list(self.node.recent_events)

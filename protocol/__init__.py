@@ -27,6 +27,7 @@ from ._handshake import PeerInfo as PeerInfo
 from ._handshake import Pinned as Pinned
 from ._identity import NodeId as NodeId
 from ._identity import NodeIdentity as NodeIdentity
+from ._identity import verify_signature as verify_signature
 from ._messages import MAX_CHUNK as MAX_CHUNK
 from ._messages import Cancel as Cancel
 from ._messages import Error as Error

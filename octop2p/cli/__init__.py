@@ -178,12 +178,15 @@ def run(
     job: Path, workers: int | None, out: Path | None, home: Path | None, as_json: bool, verbose: int
 ) -> None:
     """Run JOB on this machine with local sandboxed workers (no network, no daemon)."""
+    from octop2p._home import Home
     from octop2p.cli._submit import check_job_path
     from octop2p.engine._local import prepare, run_local
 
     _setup_logging(verbose)
     check_job_path(job, out)
     spec = prepare(job)
+    # The results' manifest is signed by this home's node, made now if it has none.
+    identity = Home.locate(home).load_or_create_identity()
     for warning in spec.warnings:
         err.print(f"[yellow]warning:[/] {warning}")
 
@@ -205,6 +208,7 @@ def run(
                 out=out,
                 on_progress=progress.update,
                 on_output=on_output,
+                identity=identity,
             )
         )
     err.print(f"[green]done:[/] {result.name} in {result.seconds:.2f} s; results in {result.out}")
@@ -266,6 +270,16 @@ def _register_node_commands() -> None:
 
 
 _register_node_commands()
+
+
+def _register_trust_commands() -> None:
+    from octop2p.cli import _blocked, _verify
+
+    _verify.register(main, common_options, handle_errors, err, _setup_logging)
+    _blocked.register(main, common_options, handle_errors, err, _setup_logging)
+
+
+_register_trust_commands()
 
 
 def _register_gui_command() -> None:

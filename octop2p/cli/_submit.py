@@ -131,6 +131,7 @@ class _Printer:
         self.progress: Any = None
         self.early: list[dict[str, Any]] = []  # events before the job's id was known
         self.printed_final = False  # what `final` printed reached stdout
+        self.told: set[tuple[Any, Any]] = set()  # refusals shown (a donor repeats its own)
 
     async def follow(self, api: Any, *, task_status: trio.TaskStatus[None]) -> None:
         from octop2p.engine._runner import Progress
@@ -158,6 +159,10 @@ class _Printer:
             self.printed_final |= event.get("where") == "final"
         elif kind == "warning":
             self.err.print(f"[yellow]warning:[/] {event.get('text', '')}")
+        elif kind == "refused" and (event.get("donor"), event.get("reason")) not in self.told:
+            self.told.add((event.get("donor"), event.get("reason")))
+            self.err.print(f"[yellow]warning:[/] donor {event.get('donor')} refused the job: "
+                           f"{event.get('reason')}", markup=True, highlight=False)
         elif kind == "progress" and self.progress is not None:
             self.progress.update(progress_cls(
                 phase=event["phase"], done=event["done"], total=event["total"],

@@ -19,11 +19,13 @@ from octop2p.engine._children import ForkServer, open_fork_server
 from octop2p.engine._groups import collapse_groups
 from octop2p.engine._limits import Limits
 from octop2p.engine._machine import WorkFailure
+from octop2p.engine._manifest import Provenance, package_hash_of
 from octop2p.engine._package import JobSpec, load_job
 from octop2p.engine._results import check_out, default_out, deliver
 from octop2p.engine._runner import JobRunner, OutputSink, Progress
 from octop2p.engine._slot import MAX_SLOT_WINDOW, Done, Work, drive_slot
 from octop2p.errors import JobFailed
+from protocol import NodeIdentity
 
 log = logging.getLogger(__name__)
 
@@ -151,8 +153,11 @@ async def run_local(
     on_progress: Callable[[Progress], None] | None = None,
     on_output: OutputSink | None = None,
     layers: frozenset[str] | None = None,
+    identity: NodeIdentity | None = None,
 ) -> RunResult:
-    """Run ``spec`` with ``workers`` sandboxed local workers and deliver it to ``out``."""
+    """Run ``spec`` with ``workers`` sandboxed local workers and deliver it to ``out``.
+
+    ``identity`` (the home's, for ``octop2p run``; a new one if None) signs the manifest."""
     workers = max(1, workers or os.cpu_count() or 1)
     out = out or default_out(spec.options.name)
     check_out(out)
@@ -166,7 +171,12 @@ async def run_local(
         async with open_fork_server() as fs:
             runner = local_runner(spec, fs, workers=workers, work_dir=Path(tmp), layers=layers,
                                   on_progress=on_progress, on_output=on_output)
+            provenance = Provenance(Path(tmp))
+            runner.on_accepted = provenance.add
             results_dir = await runner.run()
+            package = await trio.to_thread.run_sync(package_hash_of, spec)
+            await provenance.seal(results_dir, identity or NodeIdentity.generate(), job_id=job_id,
+                                  name=spec.options.name, package=package)
         delivered = deliver(results_dir, out, job_name=spec.options.name, job_id=job_id)
     return RunResult(
         job_id=job_id,

@@ -26,6 +26,7 @@ from octop2p.engine._machine import WorkFailure
 from octop2p.engine._package import PACKAGE_BYTES, missing_requirements
 from octop2p.engine._slot import MAX_SLOT_WINDOW, ChildMaker, Done, Work, child_spec, drive_slot
 from octop2p.engine._unpack import MAX_ENTRIES, UnpackError, plain_name, unpack_tar
+from octop2p.net._guard import BREACH_RULES, BREACHES_FILE, ChiefGuard
 from octop2p.net._peer import LinkClosed, PeerLink
 from octop2p.net._peerport import KINDS, NOT_RUN, decode_parts, encode_parts
 from octop2p.net._store import content_hasher, evict_oldest
@@ -196,6 +197,7 @@ class _ChiefSink:
             file=failure.file[:1000] if failure.file else None,
             line=failure.line,
         )))
+        await self.job.service.check_breach(self.job, failure)
 
     async def gave_back(self, works: list[Work]) -> None:
         """Fragments of a lost batch that never ran: the chief hands them out again."""
@@ -219,6 +221,11 @@ class WorkerService:
         self.jobs: dict[bytes, WorkerJob] = {}
         self._chunks: dict[tuple[str, bytes], trio.MemorySendChannel[PackageChunk]] = {}
         self._fetch_locks: dict[bytes, trio.Lock] = {}
+        settings = node.settings
+        path = settings.state_dir / BREACHES_FILE if settings.state_dir else None
+        self.guard = ChiefGuard.load(path, threshold=settings.block_after_breaches,
+                                     hours=settings.block_hours)
+        self._refusals_logged: set[bytes] = set()  # jobs of blocked chiefs, logged once
 
     def running(self) -> list[RunningJob]:
         """What runs on this machine now, for the owner to see."""
@@ -234,6 +241,10 @@ class WorkerService:
                                   job_id=info.job_id))
             return
         if info.job_id in self.jobs:
+            return
+        blocked = self.guard.blocked(link.peer_id)
+        if blocked:
+            await self._refuse_blocked(link, info, blocked)
             return
         if len(self.jobs) >= max(1, self.node.cores):
             # Every job holds at least one child: no more jobs than donated cores. REFUSED
@@ -254,6 +265,46 @@ class WorkerService:
         self.node.emit("working", job=info.job_id.hex(), name=info.name, chief=link.peer_id,
                        running=True)
         nursery.start_soon(self._run_job, job)
+
+    async def _refuse_blocked(self, link: PeerLink, info: JobInfo, reason: str) -> None:
+        if info.job_id not in self._refusals_logged:
+            if len(self._refusals_logged) > 4096:
+                self._refusals_logged.clear()  # a bound; at worst a line is logged twice
+            self._refusals_logged.add(info.job_id)
+            log.warning("refusing job %s (%s) of chief %s: %s", info.name, info.job_id.hex(),
+                        link.short, reason)
+        await link.send(Error(code=ErrorCode.REFUSED, reason=reason, job_id=info.job_id))
+
+    async def check_breach(self, job: WorkerJob, failure: WorkFailure) -> None:
+        """A failure of ``job`` here: a sandbox breach counts against its chief, and a
+        chief that reaches the threshold is blocked (its jobs here stop, it is told why)."""
+        chief = job.link.peer_id
+        if failure.rule not in BREACH_RULES or self.guard.blocked(chief):
+            return  # a blocked chief's jobs here are being stopped already
+        log.warning("job %s of chief %s broke a sandbox rule here (%s): %s", job.info.name,
+                    job.link.short, failure.rule, failure.message[:300])
+        if not self.guard.breach(chief, job.info.job_id.hex(), job.info.name,
+                                 str(failure.rule), failure.message):
+            return
+        reason = self.guard.blocked(chief)
+        await trio.to_thread.run_sync(self.guard.save)
+        if not reason:
+            return
+        log.warning("blocking chief %s: %s", job.link.short, reason)
+        self.node.emit("blocked", chief=chief, reason=reason)
+        for other in [j for j in self.jobs.values() if j.link.peer_id == chief]:
+            self._refusals_logged.add(other.info.job_id)
+            await other._tell(Error(code=ErrorCode.REFUSED, reason=reason,
+                                    job_id=other.info.job_id))
+            other.stop()
+
+    async def unblock(self, chief: str) -> list[str]:
+        """The owner lifts the block of ``chief`` (an id or its prefix)."""
+        lifted = self.guard.unblock(chief)
+        if lifted:
+            await trio.to_thread.run_sync(self.guard.save)
+            log.info("unblocked chief %s at the owner's request", ", ".join(lifted))
+        return lifted
 
     async def _run_job(self, job: WorkerJob) -> None:
         try:

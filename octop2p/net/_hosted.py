@@ -25,6 +25,7 @@ import trio
 from octop2p.engine._groups import collapse_groups
 from octop2p.engine._local import LocalPort
 from octop2p.engine._machine import Trust
+from octop2p.engine._manifest import Provenance
 from octop2p.engine._package import JobSpec
 from octop2p.engine._results import pack
 from octop2p.engine._runner import JobRunner, Progress
@@ -93,6 +94,7 @@ class JobRecord:
     # only when fetched, so that a node does not hold every old result in RAM.
     results_file: Path | None = None
     results_size: int | None = None
+    refused: dict[str, str] = field(default_factory=dict)  # donor id -> why it refused
 
     @property
     def id_hex(self) -> str:
@@ -204,6 +206,8 @@ class NetworkJob:
             self.spec, self.node.forkserver, work_dir=work_dir, layers=self.node.layers,
             partitions=max(2, 2 * local), on_progress=self._on_progress,
             on_output=self._on_output, on_log=self._on_log, trust=self.trust)
+        self.provenance = Provenance(work_dir)
+        runner.on_accepted = self.provenance.add
         if local:
             # The node's own cores vote as one node: redundancy asks for distinct machines.
             node_id = str(self.node.id)
@@ -250,6 +254,8 @@ class NetworkJob:
                 await self.offer(link)
             results_dir = await runner.run()
             record.state = JobState.FINISHING
+            await self.provenance.seal(results_dir, self.node.identity, job_id=record.id_hex,
+                                       name=record.name, package=self.package_hash)
             record.results = await trio.to_thread.run_sync(pack, results_dir)
             self.results_hash = content_hash(record.results)
             assert self.store is not None

@@ -34,6 +34,7 @@ from octop2p.errors import OctoError, UsageError
 from octop2p.net import _discovery
 from octop2p.net._admission import Admission
 from octop2p.net._donor import WorkerService
+from octop2p.net._guard import note_refusal
 from octop2p.net._hosted import JobRecord, JobStore, NetworkJob
 from octop2p.net._peer import LinkClosed, PeerLink
 from octop2p.net._reputation import Reputation
@@ -113,6 +114,8 @@ class NodeSettings:
     state_dir: Path | None = None  # jobs/ and packages/ live here (a temp dir when None)
     packages_mb: int = 4096  # quota of packages/ (fetched as a donor), oldest evicted
     jobs_mb: int = 8192  # quota of jobs/ (jobs this node was chief of), oldest evicted
+    block_after_breaches: int = 3  # a donor blocks a chief after this many breaches (0: never)
+    block_hours: int = 24
 
 
 class Node:
@@ -461,6 +464,7 @@ class Node:
             and message.code in (ErrorCode.NOT_DONATING, ErrorCode.REFUSED)
         ):
             self.jobs[message.job_id].lost(link)
+            note_refusal(self, self.jobs[message.job_id], link, message.reason)
 
     #: Every message a peer may send, and the method that handles it. A type not listed
     #: here is ignored.

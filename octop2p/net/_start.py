@@ -32,6 +32,8 @@ def settings_from(home: Home, config: Config, **extra: Any) -> NodeSettings:
         state_dir=home.path,
         packages_mb=config.packages_mb,
         jobs_mb=config.jobs_mb,
+        block_after_breaches=config.block_after_breaches,
+        block_hours=config.block_hours,
     )
     values.update(extra)
     return NodeSettings(**values)

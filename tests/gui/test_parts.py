@@ -151,3 +151,14 @@ def test_idle_time_from_the_x11_screensaver_extension() -> None:
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.split()[:3] == ["xcb", "True", "True"], proc.stdout
     assert "X11 screensaver" in proc.stdout
+
+
+def test_a_blocked_chief_shows_in_the_log_as_a_warning() -> None:
+    import logging
+
+    from gui._log import format_event
+
+    level, text = format_event({"event": "blocked", "chief": "AAAAAAA-BBBBBBB-CCCCCCC-DDDDDDD",
+                                "reason": "3 of its jobs broke sandbox rules here"})
+    assert level == logging.WARNING
+    assert text.startswith("blocked chief AAAAAAA") and "broke sandbox rules" in text

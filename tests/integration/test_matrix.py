@@ -69,9 +69,11 @@ async def _running(home: Path) -> list:
 
 
 def tree(out: Path) -> dict[str, bytes]:
-    """Every results file (the delivery marker aside), by relative path."""
+    """Every results file (the delivery marker and the signed manifest aside: they name
+    the job, its chief and its workers), by relative path."""
+    assert (out / "manifest.json").is_file()
     return {str(p.relative_to(out)): p.read_bytes() for p in sorted(out.rglob("*"))
-            if p.is_file() and not p.name.startswith(".octop2p")}
+            if p.is_file() and not p.name.startswith(".octop2p") and p.name != "manifest.json"}
 
 
 def job(tmp: Path, name: str, process: str, merge: str = "", n: int = 40,
