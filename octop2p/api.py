@@ -90,7 +90,9 @@ def job_status(node: Node, record: JobRecord) -> dict[str, Any]:
         "rule": record.error_rule,
         "traceback": record.traceback,
         "has_results": record.has_results,
-        "waiting": progress.waiting if progress else "",
+        # The job machine knows no node: where it has no worker at all, say what to do.
+        "waiting": (NO_WORKER if progress.waiting == "no worker in reach" else progress.waiting)
+        if progress else "",
         "refused": dict(record.refused),  # donor id -> why it would not work on the job
     }
 

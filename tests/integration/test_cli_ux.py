@@ -182,7 +182,8 @@ def test_tables_go_to_stdout_with_a_header(tmp_path: Path) -> None:
         peers = a.cli("peers")
         assert peers.returncode == 0
         lines = peers.stdout.splitlines()
-        assert lines[0].split() == ["ID", "ADDRESS", "CORES", "DONATING", "TRUSTED", "NAME"]
+        assert lines[0].split() == ["ID", "ADDRESS", "CORES", "DONATING", "TRUSTED", "NAME",
+                                    "NOTE"]
         assert b.id in peers.stdout and "not donating" in peers.stdout
         donating = b.cli("peers")
         assert [line for line in donating.stdout.splitlines() if " donating " in line]

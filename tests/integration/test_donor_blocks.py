@@ -69,8 +69,8 @@ def test_repeated_breaches_block_the_chief_until_the_owner_lifts_it(tmp_path: Pa
         job_status = wait_for(refused, "the donor's refusal in the job's status")
         assert job_status["state"] == "running" and job_status["fragments_done"] == 0
         assert "blocks jobs of chief" in job_status["refused"][donor.id]
-        human = chief.cli("status", job_status["job"]).stderr
-        assert f"refused by {donor.id}: this node blocks jobs of chief" in human
+        human = chief.cli("status", job_status["job"]).stdout  # the table, on stdout
+        assert f"refused by {donor.id[:7]}: this node blocks jobs of chief" in human
         assert f"donor {donor.id[:7]} refused job primes" in chief.read_log()
         assert f"blocking chief {chief.id[:7]}" in donor.read_log()
 
