@@ -321,8 +321,9 @@ class NetworkJob:
 
     def _fold_trust(self) -> None:
         """What this job learnt of its workers goes into the node's reputation."""
-        if self.trust is None:
-            return
+        if self.trust is None or (self.trust.agreed == self._agreed_before
+                                  and not self.trust.caught):
+            return  # nothing learnt: no write
         for node, why in self.node.reputation.absorb(self.trust, self._agreed_before):
             log.warning("job %s: node %s %s; it is quarantined (`octop2p peers --forgive "
                         "%s` lifts it)", self.record.name, node, why, node)

@@ -154,6 +154,7 @@ class Node:
         self.started = trio.Event()
         self.home: Any = None  # the Home, when the node has one: members are pinned there
         self.reputation = Reputation(None)  # read from the state folder at start
+        self._reputation_lock = trio.Lock()
         self.admission = Admission(self)
 
     # --- running -------------------------------------------------------------------------
@@ -592,9 +593,16 @@ class Node:
             self._nursery.start_soon(self._announce)
 
     def save_reputation(self) -> None:
-        """Write the reputation file soon, off the event loop."""
+        """Write the reputation file soon, off the event loop, one write at a time."""
         if self._nursery is not None:
-            self._nursery.start_soon(trio.to_thread.run_sync, self.reputation.save)
+            self._nursery.start_soon(self._save_reputation)
+
+    async def _save_reputation(self) -> None:
+        async with self._reputation_lock:
+            try:
+                await trio.to_thread.run_sync(self.reputation.save)
+            except OSError as exc:  # a full disk costs the record, never the node
+                log.warning("could not save what this node learnt of its workers: %s", exc)
 
     def forgive(self, node: str) -> bool:
         """Lift a quarantine the owner judged wrong; False if ``node`` had none."""
