@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from octop2p.errors import OctoError, UsageError
-from protocol import JobState
 
 if TYPE_CHECKING:
     from octop2p.net._hosted import JobRecord
@@ -22,7 +21,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-FINISHED = {JobState.DONE.value, JobState.FAILED.value, JobState.CANCELLED.value}
+#: ``protocol.JobState`` values of a job that is over. Spelled out, not imported: the
+#: control commands import this module and must not load the protocol's crypto.
+FINISHED = {"done", "failed", "cancelled"}
 
 
 def job_status(node: Node, record: JobRecord) -> dict[str, Any]:

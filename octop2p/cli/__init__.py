@@ -13,18 +13,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import click
-import trio
 from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    SpinnerColumn,
-    TaskProgressColumn,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
 
 from octop2p import __version__
 from octop2p.engine._groups import collapse_groups
@@ -108,6 +97,17 @@ class _RunProgress:
     """A rich progress bar on stderr fed by the chief's progress snapshots."""
 
     def __init__(self, enabled: bool) -> None:
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            SpinnerColumn,
+            TaskProgressColumn,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+        )
+
         self.enabled = enabled and err.is_terminal or os.environ.get("OCTOP2P_PROGRESS") == "1"
         self.bar = Progress(
             SpinnerColumn(),
@@ -172,6 +172,8 @@ def run(
     job: Path, workers: int | None, out: Path | None, home: Path | None, as_json: bool, verbose: int
 ) -> None:
     """Run JOB on this machine with local sandboxed workers (no network, no daemon)."""
+    import trio
+
     from octop2p.engine._local import prepare, run_local
 
     _setup_logging(verbose)

@@ -12,27 +12,29 @@ import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
-import trio
 
-from octop2p._config import Config, parse_address
 from octop2p._home import Home
-from octop2p.api import FINISHED, NodeAPI
-from octop2p.engine._results import default_out, deliver_bytes
 from octop2p.errors import JobFailed, NoNodeError, OctoError, UsageError
-from octop2p.net._control import ControlClient
-from octop2p.net._control import serve as serve_control
-from octop2p.net._node import Node, NodeSettings
-from octop2p.net._peer import LinkClosed
-from protocol import CodeError, JobCode, NodeId, SwarmCode
+
+# Each command imports what it uses in its body: `octop2p run` and the control commands
+# must not load the node's networking, crypto or discovery (tests/octop2p/test_startup.py).
+if TYPE_CHECKING:
+    import trio
+
+    from octop2p._config import Config
+    from octop2p.net._node import Node, NodeSettings
+    from protocol import JobCode, SwarmCode
 
 log = logging.getLogger(__name__)
 
 
 def settings_from(home: Home, config: Config, **extra: Any) -> NodeSettings:
     """Node settings from a home's config (flags already applied to ``config``)."""
+    from octop2p.net._node import NodeSettings
+
     values: dict[str, Any] = dict(
         listen_host=config.listen_host,
         listen_port=config.listen_port,
@@ -51,6 +53,8 @@ def settings_from(home: Home, config: Config, **extra: Any) -> NodeSettings:
 
 def build_node(home: Home, config: Config, **extra: Any) -> Node:
     """A node for ``home``: its identity, its swarm, its config."""
+    from octop2p.net._node import Node
+
     identity = home.load_or_create_identity()
     node = Node(identity, home.swarm(), settings_from(home, config, **extra))
     node.home = home
@@ -60,6 +64,12 @@ def build_node(home: Home, config: Config, **extra: Any) -> Node:
 @asynccontextmanager
 async def node_api(home: Home, *, temporary_ok: bool = True) -> AsyncIterator[Any]:
     """The API of the node running in ``home``, or of a temporary in-process one."""
+    import trio
+
+    from octop2p._config import Config
+    from octop2p.api import NodeAPI
+    from octop2p.net._control import ControlClient
+
     try:
         yield await ControlClient.connect(home.control_socket)
         return
@@ -79,6 +89,8 @@ async def node_api(home: Home, *, temporary_ok: bool = True) -> AsyncIterator[An
 
 
 def _address(text: str, what: str, lowest: int) -> tuple[str, int]:
+    from octop2p._config import parse_address
+
     try:
         return parse_address(text, what, lowest)
     except ValueError as exc:
@@ -86,6 +98,8 @@ def _address(text: str, what: str, lowest: int) -> tuple[str, int]:
 
 
 def _run(fn: Any, *args: Any, **kwargs: Any) -> Any:
+    import trio
+
     return trio.run(functools.partial(fn, *args, **kwargs))
 
 
@@ -124,6 +138,8 @@ def register(
         verbose: int,
     ) -> None:
         """Run a headless node: discover peers, donate CPU if told to, be chief of jobs."""
+        from octop2p._config import Config
+
         setup_logging(max(verbose, 1))
         the_home = Home.locate(home)
         overrides: dict[str, Any] = {}
@@ -207,6 +223,8 @@ def register(
         job_id: str, out: Path | None, home: Path | None, as_json: bool, verbose: int
     ) -> None:
         """Results of a finished job."""
+        from octop2p.engine._results import default_out, deliver_bytes
+
         setup_logging(verbose)
         result = _run(_call, Home.locate(home), "results", job=job_id)
         path = deliver_bytes(
@@ -263,6 +281,8 @@ def register(
     @handle_errors
     def id_(home: Path | None, as_json: bool, verbose: int) -> None:
         """This node's id: a short, human-checkable fingerprint of its public key."""
+        from protocol import NodeId
+
         setup_logging(verbose)
         identity = Home.locate(home).load_or_create_identity()
         node_id = str(NodeId.from_public_key(identity.public_key))
@@ -281,6 +301,8 @@ def register(
     @handle_errors
     def swarm_create(force: bool, home: Path | None, as_json: bool, verbose: int) -> None:
         """Make a new swarm and print its join code (give it only to people you trust)."""
+        from protocol import SwarmCode
+
         setup_logging(verbose)
         the_home = Home.locate(home)
         if the_home.swarm() is not None and not force:
@@ -297,6 +319,8 @@ def register(
     @handle_errors
     def swarm_join(code: str, home: Path | None, as_json: bool, verbose: int) -> None:
         """Join the swarm whose join code is CODE."""
+        from protocol import CodeError, SwarmCode
+
         setup_logging(verbose)
         try:
             parsed = SwarmCode.parse(code)
@@ -346,6 +370,8 @@ def register(
         verbose: int,
     ) -> None:
         """The octo.py way: work for the server at HOST until its job is done."""
+        from protocol import CodeError, JobCode
+
         setup_logging(verbose)
         job_code = None
         if code is not None:
@@ -360,6 +386,11 @@ def register(
 
 
 async def _serve_node(home: Home, config: Config, as_json: bool, err: Any) -> None:
+    import trio
+
+    from octop2p.api import NodeAPI
+    from octop2p.net._control import serve as serve_control
+
     node = build_node(home, config)
     if node.swarm is None:
         err.print(
@@ -398,6 +429,8 @@ async def _submit(
     err: Any,
     progress_cls: Any,
 ) -> None:
+    import trio
+
     async with node_api(home) as api:
         if chief is not None:
             await _wait_for_peer(api, chief)
@@ -433,6 +466,8 @@ async def _submit(
 
 async def _wait_for_peer(api: Any, chief: str, timeout: float = 10) -> None:
     """A temporary node needs a moment to find and link the chief named by --chief."""
+    import trio
+
     with trio.move_on_after(timeout):
         while not any(
             p["id"].startswith(chief.upper()) and p["trusted"] for p in await api.call("peers")
@@ -442,6 +477,7 @@ async def _wait_for_peer(api: Any, chief: str, timeout: float = 10) -> None:
 
 async def _follow(api: Any, job_id: str, progress: Any, as_json: bool, scope: Any) -> None:
     """Show a job's progress from node events (and poll, for events missed)."""
+    from octop2p.api import FINISHED
     from octop2p.engine._runner import Progress
 
     started = time.monotonic()
@@ -496,10 +532,16 @@ def _show_swarm(code: SwarmCode, as_json: bool, err: Any, *, created: bool) -> N
 async def _server(
     home: Home, script: Path, listen: str, out: Path | None, as_json: bool, err: Any
 ) -> None:
+    import trio
+
+    from octop2p.api import NodeAPI
+    from octop2p.engine._limits import Limits
+    from octop2p.net._node import Node, NodeSettings
+    from protocol import JobCode
+
     host, port = _address(listen, "--listen", 0)
     code = JobCode.generate()
     identity = home.load_or_create_identity()
-    from octop2p.engine._limits import Limits
 
     node = Node(
         identity,
@@ -534,6 +576,8 @@ async def _server(
 
 async def _deliver(api: Any, job_id: str, out: Path | None, *, echo_output: bool) -> Path:
     """Fetch a finished job's results, print what it printed, write them to ``out``."""
+    from octop2p.engine._results import default_out, deliver_bytes
+
     results = await api.call("results", job=job_id)
     if echo_output and results.get("output"):
         sys.stdout.write(results["output"])
@@ -557,7 +601,11 @@ def _advertised_host(host: str) -> str:
 async def _client(
     home: Home, host: str, job_code: JobCode | None, cores: int | None, err: Any
 ) -> None:
+    import trio
+
     from octop2p.engine._limits import Limits
+    from octop2p.net._node import Node, NodeSettings
+    from octop2p.net._peer import LinkClosed
 
     identity = home.load_or_create_identity()
     swarm = home.swarm() if job_code is None else None
