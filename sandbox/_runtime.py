@@ -25,9 +25,9 @@ import pickle
 import sys
 import time
 import traceback
-from collections import Counter, defaultdict
+from collections import Counter
 from collections.abc import Callable
-from itertools import chain, tee
+from itertools import chain
 from operator import itemgetter
 from pathlib import Path
 from types import ModuleType
@@ -47,6 +47,11 @@ SPLIT_BATCH_SECONDS = 0.05
 #: A map task gathers source items up to this many bytes (or ``map_batch`` keys).
 MAP_TASK_BYTES = 256 * 1024
 MAP_TASK_KEYS = 64
+#: A source whose size is known is cut into about this many map tasks (enough to keep
+#: many workers busy and balanced), each between MAP_TASK_BYTES and MAP_TASK_MAX_BYTES:
+#: larger tasks repeat fewer keys, so partitions and reduce work shrink.
+MAP_TASKS_WANTED = 32
+MAP_TASK_MAX_BYTES = 4 << 20
 #: Keys whose partition a work child remembers (stable_hash is a BLAKE2b call).
 PARTITION_CACHE = 1 << 20
 #: Address space a child keeps free to describe an error in (see `serve`).
@@ -189,8 +194,24 @@ class SplitRole:
             module = _load_script(spec["job_dir"], spec["script"])
             self.source = _attr(module, "source", spec["script"])
             self.items = iter(self.source)
-            self.map_keys = spec["options"].get("map_batch") or MAP_TASK_KEYS
+            self.map_batch: int | None = spec["options"].get("map_batch")
+            self.source_keys = _length(self.source)
+            self.seen_keys = self.seen_bytes = 0
         self.exhausted = False
+
+    def _task_limits(self) -> tuple[int, int]:
+        """Keys and bytes for the next map task, sized to the source when its size is known.
+
+        A lazy source without ``len()`` gets small tasks; otherwise its size is estimated
+        from the items read so far, and the tasks aim at MAP_TASKS_WANTED of them.
+        """
+        if self.source_keys is None or not self.seen_keys:
+            return self.map_batch or MAP_TASK_KEYS, MAP_TASK_BYTES
+        keys = self.map_batch or max(1, -(-self.source_keys // MAP_TASKS_WANTED))
+        estimate = self.seen_bytes / self.seen_keys * self.source_keys / MAP_TASKS_WANTED
+        # A quarter of fragment_bytes leaves room for what the size guess misses.
+        ceiling = max(MAP_TASK_BYTES, min(MAP_TASK_MAX_BYTES, self.fragment_bytes // 4))
+        return keys, int(min(max(estimate, MAP_TASK_BYTES), ceiling))
 
     def _next_fragment(self) -> bytes | None:
         if self.source is None:
@@ -202,12 +223,15 @@ class SplitRole:
         # A map task: a batch of (key, value) pairs read from the source.
         batch: list[tuple[Any, Any]] = []
         size = 0
+        max_keys, max_bytes = self._task_limits()
         for key in self.items:
             value = self.source[key]
             batch.append((key, value))
             size += len(value) if isinstance(value, (str, bytes)) else 64
-            if len(batch) >= self.map_keys or size >= MAP_TASK_BYTES:
+            if len(batch) >= max_keys or size >= max_bytes:
                 break
+        self.seen_keys += len(batch)
+        self.seen_bytes += size
         return pickle.dumps(batch, PICKLE_PROTOCOL) if batch else None
 
     def handle(self, msg: list[Any], send: Send, out: _Capture) -> None:
@@ -280,56 +304,70 @@ class WorkRole:
             raise JobCodeError("protocol", f"a work child cannot do {kind!r}")
 
     def _map(self, pairs: list[tuple[Any, Any]]) -> list[bytes]:
-        groups = self._group(pairs)
+        """One map task: R pickled partitions of ``(key, value, repeat)`` runs.
+
+        A run stands for ``repeat`` copies of one value, so a word seen 500 times in a task
+        travels as one entry, not 500; `_reduce` expands it into the list reducefn gets.
+        """
+        runs = self._runs(pairs)
         if self.combinefn is not None:
-            combine = self.combinefn
-            groups = {k: [combine(k, vs)] for k, vs in groups.items()}
-        parts: list[list[tuple[Any, list[Any]]]] = [[] for _ in range(self.partitions)]
+            runs = self._combined(runs)
+        parts: list[list[tuple[Any, Any, int]]] = [[] for _ in range(self.partitions)]
         cache = self._partition_cache
-        for k, vs in groups.items():
+        partitions = self.partitions
+        for run in runs:
+            k = run[0]
             r = cache.get(k)
             if r is None:
-                r = partition_of(k, self.partitions)
+                r = partition_of(k, partitions)
                 if len(cache) < PARTITION_CACHE:
                     cache[k] = r
-            parts[r].append((k, vs))
+            parts[r].append(run)
         return [pickle.dumps(part, PICKLE_PROTOCOL) for part in parts]
 
-    def _group(self, pairs: list[tuple[Any, Any]]) -> dict[Any, list[Any]]:
-        """Every value mapfn yields, grouped by key (the order of values is not defined)."""
+    def _runs(self, pairs: list[tuple[Any, Any]]) -> list[tuple[Any, Any, int]]:
+        """Every pair mapfn yields, as ``(key, value, repeat)`` runs (order not defined).
+
+        Fast path, in C but for one step per distinct pair: count the items with Counter.
+        Counting merges items that compare equal, which is exact only for value types whose
+        equal values are the same value: ``1``, ``1.0`` and ``True`` are equal but must
+        reach reducefn as themselves, and so must ``0.0`` and ``-0.0``. So the fast path
+        holds when every value is of one type in `_EXACT_TYPES` (checked in C over the
+        task's items), is split by type when there are several such types, and otherwise
+        gives way to the plain path, which keeps every value as it came.
+        """
         mapfn = self.mapfn
+        items = list(chain.from_iterable(mapfn(k, v) for k, v in pairs))
         try:
-            # Fast path, all in C: count identical (pair, type of value) items, then expand
-            # the counts. Word counts and the like yield the same pair millions of times.
-            # The type keeps 1, 1.0 and True apart: equal, but not the same value.
-            # tee + zip walk the items once without holding them (a list of millions
-            # of pairs costs more than the counting).
-            items, again = tee(chain.from_iterable(mapfn(k, v) for k, v in pairs))
-            counts = Counter(zip(items, map(type, map(_second, again)), strict=True))
-        except (TypeError, IndexError, KeyError):
-            pass  # unhashable values or odd items: the plain path handles or names them
-        else:
-            groups: dict[Any, list[Any]] = {}
-            for (item, _type), n in counts.items():
-                k, v = _as_pair(item)
-                known = groups.get(k)
+            types = set(map(type, map(_second, items)))
+            if types <= _EXACT_TYPES:
+                if len(types) == 1:
+                    counts: Counter[Any] = Counter(items)
+                    return [(k, v, n) for (k, v), n in counts.items()]
+                typed = Counter(zip(items, map(type, map(_second, items)), strict=True))
+                return [(k, v, n) for ((k, v), _type), n in typed.items()]
+        except (TypeError, IndexError, KeyError, ValueError):
+            pass  # unhashable keys or values, or odd items: the plain path names them
+        return [(*_as_pair(item), 1) for item in items]
+
+    def _combined(self, runs: list[tuple[Any, Any, int]]) -> list[tuple[Any, Any, int]]:
+        """combinefn over each key's values: one run per key."""
+        groups: dict[Any, list[Any]] = {}
+        for k, v, n in runs:
+            _extend(groups, k, v, n)
+        combine = self.combinefn
+        assert combine is not None
+        return [(k, combine(k, vs), 1) for k, vs in groups.items()]
+
+    def _reduce(self, parts: list[bytes]) -> bytes:
+        groups: dict[Any, list[Any]] = {}
+        for data in parts:
+            for k, v, n in pickle.loads(data):
+                known = groups.get(k)  # `_extend`, inlined: this runs once per run
                 if known is None:
                     groups[k] = [v] * n
                 else:
-                    known.extend([v] * n)
-            return groups
-        slow: dict[Any, list[Any]] = defaultdict(list)
-        for key, value in pairs:
-            for item in mapfn(key, value):
-                k, v = _as_pair(item)
-                slow[k].append(v)
-        return slow
-
-    def _reduce(self, parts: list[bytes]) -> bytes:
-        groups: dict[Any, list[Any]] = defaultdict(list)
-        for data in parts:
-            for k, vs in pickle.loads(data):
-                groups[k].extend(vs)
+                    known += [v] * n
         reduced = [(k, self.reducefn(k, groups[k])) for k in sorted_keys(groups)]
         return pickle.dumps(reduced, PICKLE_PROTOCOL)
 
@@ -375,6 +413,20 @@ class MergeRole:
 
 
 _second = itemgetter(1)
+#: Value types for which equal values of the same type are the same value, so counting
+#: them loses nothing (not float: 0.0 == -0.0; not tuple: (1,) == (1.0,)).
+_EXACT_TYPES = frozenset({int, str, bytes, bool, type(None)})
+
+
+def _extend(groups: dict[Any, list[Any]], k: Any, v: Any, n: int) -> None:
+    """Add ``n`` copies of value ``v`` to key ``k``'s list."""
+    known = groups.get(k)
+    if known is None:
+        groups[k] = [v] * n
+    elif n == 1:
+        known.append(v)
+    else:
+        known += [v] * n
 
 
 def _as_pair(item: Any) -> tuple[Any, Any]:
@@ -386,6 +438,15 @@ def _as_pair(item: Any) -> tuple[Any, Any]:
             "mapfn output", f"mapfn must yield (key, value) pairs; it yielded {item!r:.80}"
         ) from None
     return k, v
+
+
+def _length(source: Any) -> int | None:
+    """``len(source)``, or None for a lazy source that has no length (or a broken one)."""
+    try:
+        n = len(source)
+    except Exception:  # noqa: BLE001 - job code: no length is a fine answer
+        return None
+    return n if isinstance(n, int) and n > 0 else None
 
 
 def _print_json_line(key: Any, value: Any) -> None:
