@@ -36,6 +36,7 @@ from octop2p.net._hosted import JobRecord, JobStore, NetworkJob
 from octop2p.net._peer import LinkClosed, PeerLink
 from octop2p.net._submitter import RemoteJob, accept_submission, answer_status, submit_remote
 from protocol import (
+    COMPRESSION,
     MAX_FAILED_ATTEMPTS,
     AuthMode,
     Cancel,
@@ -378,6 +379,7 @@ class Node:
             cores=self.cores,
             donating=self.donating,
             sandbox=tuple(sorted(self.layers)),
+            features=(COMPRESSION,),  # large blobs to this node may come deflated
         )
 
     # --- messages ------------------------------------------------------------------------
