@@ -89,6 +89,8 @@ def main() -> None:
     parser.add_argument("--kb", type=int, default=75, help="about this many KB per file")
     parser.add_argument("--only", default="pool,dask,run,submit",
                         help="comma-separated subset of pool,dask,run,submit")
+    parser.add_argument("--compare", type=Path, metavar="TREE",
+                        help="also time `octop2p run -w 2` from this checkout (PYTHONPATH)")
     args = parser.parse_args()
     if args.quick:
         args.rounds, args.files = 2, 60
@@ -109,11 +111,17 @@ def main() -> None:
         print(f"corpus: {len(files)} files, {size / 1e6:.1f} MB, {sum(expected.values()):,} "
               f"words, {len(expected):,} distinct; examples/wordcount.py verbatim; "
               f"{args.rounds} rounds; load {os.getloadavg()[0]:.1f}")
-        run(tmp, script, files, expected, args.rounds, only)
+        run(tmp, script, files, expected, args.rounds, only, args.compare)
 
 
 def run(
-    tmp: Path, script: Path, files: list[Path], expected: Counts, rounds: int, only: set[str]
+    tmp: Path,
+    script: Path,
+    files: list[Path],
+    expected: Counts,
+    rounds: int,
+    only: set[str],
+    compare: Path | None = None,
 ) -> None:
     from network import Swarm
 
@@ -135,6 +143,22 @@ def run(
                 return read_final(out / "output.txt")
 
             contenders["octop2p run -w 2"] = octop2p_run
+        if compare is not None:
+
+            def other_run(i: int) -> Counts:
+                out = tmp / f"other{i}"
+                saved = os.environ.get("PYTHONPATH")
+                os.environ["PYTHONPATH"] = str(compare.resolve())
+                try:
+                    run_octop2p(script, "-w", "2", "-o", str(out), cwd=tmp)
+                finally:
+                    if saved is None:
+                        del os.environ["PYTHONPATH"]
+                    else:
+                        os.environ["PYTHONPATH"] = saved
+                return read_final(out / "output.txt")
+
+            contenders[f"run -w 2 from {compare.name}"] = other_run
         if "submit" in only:
             swarm = Swarm(tmp / "swarm")
             swarm.start_workers()

@@ -8,6 +8,8 @@ import zlib
 
 import msgpack
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from protocol import (
     COMPRESSION,
@@ -16,6 +18,7 @@ from protocol import (
     EnvelopeKind,
     Fragment,
     Hello,
+    MessageReceived,
     PackageChunk,
     RemoteProtocolError,
     Task,
@@ -135,3 +138,15 @@ def test_a_short_inflation_is_refused() -> None:
         b.next_event()
     with pytest.raises(RemoteProtocolError):  # the channel stays failed
         b.next_event()
+
+
+@settings(max_examples=25, deadline=None)
+@given(step=st.integers(1, 200_000), text=st.binary(min_size=1, max_size=64))
+def test_compressed_blobs_cross_in_any_chunking(step: int, text: bytes) -> None:
+    a, b = offered()
+    data = text * (3 * INLINE_BLOB // len(text) + 1)  # repetitive: it will be deflated
+    stream = a.send(chunk(data))
+    assert len(stream) < len(data)
+    for start in range(0, len(stream), step):
+        b.receive_data(stream[start : start + step])
+    assert b.next_event() == MessageReceived(chunk(data))
