@@ -25,15 +25,14 @@ import pickle
 import sys
 import time
 import traceback
-from collections import Counter
 from collections.abc import Callable
 from itertools import chain
-from operator import itemgetter
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from ._keys import partition_of, sorted_keys
+from . import _mapreduce
+from ._keys import sorted_keys
 from ._wire import read_message, write_message
 
 REQUEST_FD = 3
@@ -52,8 +51,6 @@ MAP_TASK_KEYS = 64
 #: larger tasks repeat fewer keys, so partitions and reduce work shrink.
 MAP_TASKS_WANTED = 32
 MAP_TASK_MAX_BYTES = 4 << 20
-#: Keys whose partition a work child remembers (stable_hash is a BLAKE2b call).
-PARTITION_CACHE = 1 << 20
 #: Address space a child keeps free to describe an error in (see `serve`).
 ERROR_RESERVE = 4 << 20
 _SANDBOX_DIR = str(Path(__file__).resolve().parent)
@@ -195,7 +192,7 @@ class SplitRole:
             self.source = _attr(module, "source", spec["script"])
             self.items = iter(self.source)
             self.map_batch: int | None = spec["options"].get("map_batch")
-            self.source_keys = _length(self.source)
+            self.source_keys = _mapreduce.length(self.source)
             self.seen_keys = self.seen_bytes = 0
         self.exhausted = False
 
@@ -304,72 +301,17 @@ class WorkRole:
             raise JobCodeError("protocol", f"a work child cannot do {kind!r}")
 
     def _map(self, pairs: list[tuple[Any, Any]]) -> list[bytes]:
-        """One map task: R pickled partitions of ``(key, value, repeat)`` runs.
-
-        A run stands for ``repeat`` copies of one value, so a word seen 500 times in a task
-        travels as one entry, not 500; `_reduce` expands it into the list reducefn gets.
-        """
-        runs = self._runs(pairs)
-        if self.combinefn is not None:
-            runs = self._combined(runs)
-        parts: list[list[tuple[Any, Any, int]]] = [[] for _ in range(self.partitions)]
-        cache = self._partition_cache
-        partitions = self.partitions
-        for run in runs:
-            k = run[0]
-            r = cache.get(k)
-            if r is None:
-                r = partition_of(k, partitions)
-                if len(cache) < PARTITION_CACHE:
-                    cache[k] = r
-            parts[r].append(run)
-        return [pickle.dumps(part, PICKLE_PROTOCOL) for part in parts]
-
-    def _runs(self, pairs: list[tuple[Any, Any]]) -> list[tuple[Any, Any, int]]:
-        """Every pair mapfn yields, as ``(key, value, repeat)`` runs (order not defined).
-
-        Fast path, in C but for one step per distinct pair: count the items with Counter.
-        Counting merges items that compare equal, which is exact only for value types whose
-        equal values are the same value: ``1``, ``1.0`` and ``True`` are equal but must
-        reach reducefn as themselves, and so must ``0.0`` and ``-0.0``. So the fast path
-        holds when every value is of one type in `_EXACT_TYPES` (checked in C over the
-        task's items), is split by type when there are several such types, and otherwise
-        gives way to the plain path, which keeps every value as it came.
-        """
+        """One map task: R pickled partitions of runs (see `_mapreduce`)."""
         mapfn = self.mapfn
-        items = list(chain.from_iterable(mapfn(k, v) for k, v in pairs))
-        try:
-            types = set(map(type, map(_second, items)))
-            if types <= _EXACT_TYPES:
-                if len(types) == 1:
-                    counts: Counter[Any] = Counter(items)
-                    return [(k, v, n) for (k, v), n in counts.items()]
-                typed = Counter(zip(items, map(type, map(_second, items)), strict=True))
-                return [(k, v, n) for ((k, v), _type), n in typed.items()]
-        except (TypeError, IndexError, KeyError, ValueError):
-            pass  # unhashable keys or values, or odd items: the plain path names them
-        return [(*_as_pair(item), 1) for item in items]
-
-    def _combined(self, runs: list[tuple[Any, Any, int]]) -> list[tuple[Any, Any, int]]:
-        """combinefn over each key's values: one run per key."""
-        groups: dict[Any, list[Any]] = {}
-        for k, v, n in runs:
-            _extend(groups, k, v, n)
-        combine = self.combinefn
-        assert combine is not None
-        return [(k, combine(k, vs), 1) for k, vs in groups.items()]
+        task_runs = _mapreduce.runs(
+            list(chain.from_iterable(mapfn(k, v) for k, v in pairs)), _as_pair
+        )
+        if self.combinefn is not None:
+            task_runs = _mapreduce.combined(task_runs, self.combinefn)
+        return _mapreduce.partitioned(task_runs, self.partitions, self._partition_cache)
 
     def _reduce(self, parts: list[bytes]) -> bytes:
-        groups: dict[Any, list[Any]] = {}
-        for data in parts:
-            for k, v, n in pickle.loads(data):
-                known = groups.get(k)  # `_extend`, inlined: this runs once per run
-                if known is None:
-                    groups[k] = [v] * n
-                else:
-                    known += [v] * n
-        reduced = [(k, self.reducefn(k, groups[k])) for k in sorted_keys(groups)]
-        return pickle.dumps(reduced, PICKLE_PROTOCOL)
+        return _mapreduce.reduced(parts, self.reducefn)
 
 
 class MergeRole:
@@ -412,23 +354,6 @@ class MergeRole:
             raise JobCodeError("protocol", f"a merge child cannot do {kind!r}")
 
 
-_second = itemgetter(1)
-#: Value types for which equal values of the same type are the same value, so counting
-#: them loses nothing (not float: 0.0 == -0.0; not tuple: (1,) == (1.0,)).
-_EXACT_TYPES = frozenset({int, str, bytes, bool, type(None)})
-
-
-def _extend(groups: dict[Any, list[Any]], k: Any, v: Any, n: int) -> None:
-    """Add ``n`` copies of value ``v`` to key ``k``'s list."""
-    known = groups.get(k)
-    if known is None:
-        groups[k] = [v] * n
-    elif n == 1:
-        known.append(v)
-    else:
-        known += [v] * n
-
-
 def _as_pair(item: Any) -> tuple[Any, Any]:
     """One (key, value) pair from mapfn's output, or a clear error."""
     try:
@@ -438,15 +363,6 @@ def _as_pair(item: Any) -> tuple[Any, Any]:
             "mapfn output", f"mapfn must yield (key, value) pairs; it yielded {item!r:.80}"
         ) from None
     return k, v
-
-
-def _length(source: Any) -> int | None:
-    """``len(source)``, or None for a lazy source that has no length (or a broken one)."""
-    try:
-        n = len(source)
-    except Exception:  # noqa: BLE001 - job code: no length is a fine answer
-        return None
-    return n if isinstance(n, int) and n > 0 else None
 
 
 def _print_json_line(key: Any, value: Any) -> None:

@@ -1,7 +1,7 @@
 """MapReduce as the work children do it (map, partition, combine, reduce), against Counter.
 
-This drives the runtime's WorkRole in-process on generated corpora; the networked and
-sandboxed path is covered by tests/integration.
+This drives the runtime's WorkRole (and sandbox._mapreduce) in-process on generated
+corpora; the networked and sandboxed path is covered by tests/integration.
 """
 
 from __future__ import annotations
@@ -14,7 +14,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from sandbox._keys import partition_of
-from sandbox._runtime import MAP_TASKS_WANTED, SplitRole, WorkRole, _length
+from sandbox._mapreduce import length
+from sandbox._runtime import MAP_TASKS_WANTED, SplitRole, WorkRole
 
 words = st.sampled_from(["the", "The", "sea", "SEA", "bee", "bread", "a", "ä", "naïve", "x" * 30])
 documents = st.lists(
@@ -155,7 +156,7 @@ def split_role(source: Any) -> SplitRole:
     role = SplitRole.__new__(SplitRole)
     role.fragment_bytes, role.max_fragments, role.count = 8 << 20, 10**6, 0
     role.source, role.items, role.exhausted = source, iter(source), False
-    role.map_batch, role.source_keys = None, _length(source)
+    role.map_batch, role.source_keys = None, length(source)
     role.seen_keys = role.seen_bytes = 0
     return role
 
