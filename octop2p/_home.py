@@ -36,12 +36,12 @@ import threading
 import tomllib
 from pathlib import Path
 from types import TracebackType
-from typing import Any
-
-import platformdirs
+from typing import TYPE_CHECKING, Any
 
 from octop2p.errors import UsageError
-from protocol import CodeError, KeyFileError, NodeId, NodeIdentity, SwarmCode
+
+if TYPE_CHECKING:
+    from protocol import NodeId, NodeIdentity, SwarmCode
 
 __all__ = [
     "HOME_ENV",
@@ -88,6 +88,8 @@ def default_home() -> Path:
     env = os.environ.get(HOME_ENV)
     if env:
         return Path(env).expanduser()
+    import platformdirs  # 20 ms, and only when no home is given
+
     return Path(platformdirs.user_data_dir("octop2p", appauthor=False))
 
 
@@ -310,6 +312,8 @@ class Home:
         return _identity_from(path, data)
 
     def _create_identity(self) -> NodeIdentity:
+        from protocol import NodeIdentity  # crypto loads only for commands that need a key
+
         self.create()
         identity = NodeIdentity.generate()
         path = self.key_path
@@ -349,6 +353,8 @@ class Home:
             raise HomeError(
                 f"{path} has no join code; join the swarm again: `octop2p swarm join CODE`"
             )
+        from protocol import CodeError, SwarmCode
+
         try:
             swarm = SwarmCode.parse(code)
         except CodeError as exc:
@@ -384,6 +390,8 @@ class Home:
         Raises `PinConflict` if `peer_id` was pinned with another key (trust on first use:
         the first key seen in this swarm is the one), `NoSwarm` outside a swarm.
         """
+        from protocol import NodeId
+
         if NodeId.from_public_key(public_key) != peer_id:
             raise ValueError(f"{public_key.hex()} is not the key of node {peer_id}")
         swarm_key = self._swarm_key()
@@ -450,6 +458,8 @@ class Home:
 
 
 def _pin_entry(path: Path, text_id: str, key_hex: object) -> tuple[NodeId, bytes]:
+    from protocol import CodeError, NodeId
+
     try:
         peer_id = NodeId.parse(text_id)
     except CodeError as exc:
@@ -467,6 +477,8 @@ def _pin_entry(path: Path, text_id: str, key_hex: object) -> tuple[NodeId, bytes
 
 
 def _identity_from(path: Path, data: bytes) -> NodeIdentity:
+    from protocol import KeyFileError, NodeIdentity
+
     try:
         return NodeIdentity.from_bytes(data)
     except KeyFileError as exc:

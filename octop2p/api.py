@@ -16,7 +16,6 @@ from typing import TYPE_CHECKING, Any
 import trio
 
 from octop2p.errors import OctoError, UsageError
-from protocol import JobState
 
 if TYPE_CHECKING:
     from octop2p._config import Config as Config
@@ -65,7 +64,9 @@ def __getattr__(name: str) -> Any:
 
 log = logging.getLogger(__name__)
 
-FINISHED = {JobState.DONE.value, JobState.FAILED.value, JobState.CANCELLED.value}
+#: ``protocol.JobState`` values of a job that is over. Spelled out, not imported: the
+#: control commands import this module and must not load the protocol's crypto.
+FINISHED = {"done", "failed", "cancelled"}
 
 
 def job_status(node: Node, record: JobRecord) -> dict[str, Any]:

@@ -5,6 +5,7 @@ No sockets, no trio, no clock, and no randomness that is not handed in. The node
 """
 
 from ._codes import SwarmCode as SwarmCode
+from ._compress import COMPRESSION as COMPRESSION
 from ._connection import DEFAULT_MAX_MESSAGE as DEFAULT_MAX_MESSAGE
 from ._connection import Connection as Connection
 from ._connection import ConnectionClosed as ConnectionClosed

@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from enum import Enum
 
 from ._channel import ABYTES, REKEY_BYTES, REKEY_RECORDS, Channel
+from ._compress import COMPRESSION
 from ._crypto import Rng, default_rng
 from ._envelope import MAX_PAYLOAD, Envelope
 from ._errors import LocalProtocolError, RemoteProtocolError
@@ -47,11 +48,13 @@ from ._handshake import (
 )
 from ._identity import NodeId, NodeIdentity
 from ._messages import (
+    Hello,
     Message,
     PendingHead,
     decode_head,
     encode_message,
     finish_message,
+    message_blob_size,
     new_packer,
 )
 from ._pake import JobCode
@@ -157,6 +160,8 @@ class Connection:
         self._peer_done: ConnectionClosed | None = None
         self._pending: PendingHead | None = None
         self._channel: Channel | None = None
+        #: Deflate large blobs to this peer: its `Hello` offered `COMPRESSION`.
+        self.compress_to_peer = False
         self.peer: PeerInfo | None = None
         self.session_id: bytes | None = None
         side = InitiatorHandshake if role is Role.INITIATOR else ResponderHandshake
@@ -298,6 +303,8 @@ class Connection:
             message = finish_message(pending, plaintext)
         if self._verify_envelopes and message._ENVELOPES:
             self._check_envelopes(message)
+        if type(message) is Hello:
+            self.compress_to_peer = COMPRESSION in message.features
         self._move(Input.RECV_MESSAGE, remote=True)
         return MessageReceived(message)
 
@@ -354,15 +361,16 @@ class Connection:
         target = next_state(self._state, Input.SEND_MESSAGE)
         if self._channel is None or target is None:
             raise LocalProtocolError(f"cannot send a message in state {self._state.name}")
-        head, blob = encode_message(message, self._packer)
+        raw_size = message_blob_size(message)
+        if raw_size > self._max_message:
+            raise LocalProtocolError(
+                f"{type(message).__name__} payload of {raw_size} bytes exceeds "
+                f"max_message_size={self._max_message}"
+            )
+        head, blob = encode_message(message, self._packer, compress=self.compress_to_peer)
         if len(head) > MAX_HEAD:
             raise LocalProtocolError(
                 f"{type(message).__name__} head of {len(head)} bytes exceeds {MAX_HEAD}"
-            )
-        if blob is not None and len(blob) > self._max_message:
-            raise LocalProtocolError(
-                f"{type(message).__name__} payload of {len(blob)} bytes exceeds "
-                f"max_message_size={self._max_message}"
             )
         self._state = target  # looked up in the table above, before anything could fail
         record = self._channel.seal(head)

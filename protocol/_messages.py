@@ -24,6 +24,7 @@ from typing import Any, ClassVar, NamedTuple, TypeVar
 
 import msgpack
 
+from ._compress import deflate, inflate
 from ._envelope import JOB_ID_BYTES, MAX_PAYLOAD, Envelope, EnvelopeKind
 from ._errors import RemoteProtocolError
 from ._identity import PUBLIC_KEY_BYTES, SIGNATURE_BYTES
@@ -374,11 +375,15 @@ class Error(Message):
 
 
 class PendingHead(NamedTuple):
-    """A decoded message head waiting for its blob record (`blob_length` bytes)."""
+    """A decoded message head waiting for its blob record (`blob_length` bytes).
+
+    `inflated_length` is set when the blob record is deflated: its size once inflated.
+    """
 
     cls: type[Message]
     raw: list[Any]
     blob_length: int | None
+    inflated_length: int | None = None
 
 
 def new_packer() -> msgpack.Packer:
@@ -386,14 +391,37 @@ def new_packer() -> msgpack.Packer:
     return msgpack.Packer(use_bin_type=True)
 
 
+def message_blob_size(msg: Message) -> int:
+    """The size of `msg`'s blob field (0 for a message without one)."""
+    if msg._BLOB_PATH is None:
+        return 0
+    value: Any = msg
+    for index in (msg._BLOB_PATH[0] - 2, *msg._BLOB_PATH[1:]):
+        value = getattr(value, value._NAMES[index])
+    return len(value)
+
+
 def encode_message(
-    msg: Message, packer: msgpack.Packer | None = None
+    msg: Message, packer: msgpack.Packer | None = None, *, compress: bool = False
 ) -> tuple[bytes, bytes | None]:
-    """The head record of `msg`, and its blob (the next record) if it has one."""
+    """The head record of `msg`, and its blob (the next record) if it has one.
+
+    With `compress`, a blob record is deflated when that pays (`_compress.deflate`); the
+    head then holds `[inflated length, record length]` where the length would be.
+    """
     blobs: list[bytes] = []
-    fields = msg._encode_fields(blobs)
-    head: bytes = (packer or new_packer()).pack([msg.TYPE, msg.VERSION, *fields])
-    return head, blobs[0] if blobs else None
+    raw = [msg.TYPE, msg.VERSION, *msg._encode_fields(blobs)]
+    blob = blobs[0] if blobs else None
+    if compress and blob is not None and (packed := deflate(blob)) is not None:
+        assert msg._BLOB_PATH is not None
+        *outer, last = msg._BLOB_PATH
+        node = raw
+        for index in outer:
+            node = node[index]
+        node[last] = [len(blob), len(packed)]
+        blob = packed
+    head: bytes = (packer or new_packer()).pack(raw)
+    return head, blob
 
 
 def decode_head(data: bytes, max_blob: int = MAX_PAYLOAD) -> PendingHead:
@@ -411,23 +439,39 @@ def decode_head(data: bytes, max_blob: int = MAX_PAYLOAD) -> PendingHead:
         raise RemoteProtocolError(
             f"{cls.__name__} has {len(cls._SCHEMA)} fields, the peer sent {len(raw) - 2}"
         )
-    length = None
+    length = inflated = None
     if cls._BLOB_PATH is not None and cls._BLOB_KIND is not None:
         node: Any = raw
         for index in cls._BLOB_PATH:
             node = node[index] if type(node) is list and index < len(node) else None
-        if type(node) is int:  # else an inline blob, or garbage that decoding will reject
-            limit = min(cls._BLOB_KIND.max_len, max_blob)
+        limit = min(cls._BLOB_KIND.max_len, max_blob)
+        if type(node) is list and len(node) == 2 and all(type(n) is int for n in node):
+            # A deflated blob: both sizes are bounded here, before anything is allocated.
+            inflated, length = node
+            if not (INLINE_BLOB < inflated <= limit and 0 < length < inflated):
+                raise RemoteProtocolError(
+                    f"{cls.__name__} announces a compressed blob of {length} bytes "
+                    f"inflating to {inflated} (the limit is {limit})"
+                )
+        elif type(node) is int:  # else an inline blob, or garbage that decoding will reject
             if not INLINE_BLOB < node <= limit:
                 raise RemoteProtocolError(
                     f"{cls.__name__} announces a blob of {node} bytes (the limit is {limit})"
                 )
             length = node
-    return PendingHead(cls, raw, length)
+    return PendingHead(cls, raw, length, inflated)
 
 
 def finish_message(pending: PendingHead, blob: bytes | None = None) -> Message:
     """Build the message from its head and blob; raise `RemoteProtocolError` if invalid."""
+    if pending.inflated_length is not None and blob is not None:
+        blob = inflate(blob, pending.inflated_length)
+        assert pending.cls._BLOB_PATH is not None
+        *outer, last = pending.cls._BLOB_PATH
+        node = pending.raw
+        for index in outer:
+            node = node[index]
+        node[last] = len(blob)  # the plain form, which the blob's kind checks as usual
     try:
         return pending.cls._decode_fields(pending.raw, 2, blob)
     except Invalid as e:

@@ -15,8 +15,6 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-import spake2
-
 from ._crypto import Rng, default_rng
 from ._errors import CodeError, LocalProtocolError, RemoteProtocolError
 
@@ -83,6 +81,8 @@ class PakeExchange:
 
     def __init__(self, code: JobCode, *, client: bool, rng: Rng) -> None:
         password = code.digits.encode("ascii")
+        import spake2  # only a job-code handshake needs it (pure Python, slow to import)
+
         side = spake2.SPAKE2_A if client else spake2.SPAKE2_B
         self._spake = side(password, idA=_ID_CLIENT, idB=_ID_SERVER, entropy_f=rng)
         #: This side's message, to be sent to the peer.

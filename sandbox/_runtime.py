@@ -26,15 +26,14 @@ import pickle
 import sys
 import time
 import traceback
-from collections import Counter, defaultdict
 from collections.abc import Callable
-from itertools import chain, tee
-from operator import itemgetter
+from itertools import chain
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from ._keys import partition_of, sorted_keys
+from . import _mapreduce
+from ._keys import sorted_keys
 from ._wire import read_message, write_message
 
 REQUEST_FD = 3
@@ -48,8 +47,11 @@ SPLIT_BATCH_SECONDS = 0.05
 #: A map task gathers source items up to this many bytes (or ``map_batch`` keys).
 MAP_TASK_BYTES = 256 * 1024
 MAP_TASK_KEYS = 64
-#: Keys whose partition a work child remembers (stable_hash is a BLAKE2b call).
-PARTITION_CACHE = 1 << 20
+#: A source whose size is known is cut into about this many map tasks (enough to keep
+#: many workers busy and balanced), each between MAP_TASK_BYTES and MAP_TASK_MAX_BYTES:
+#: larger tasks repeat fewer keys, so partitions and reduce work shrink.
+MAP_TASKS_WANTED = 32
+MAP_TASK_MAX_BYTES = 4 << 20
 #: Address space a child keeps free to describe an error in (see `serve`).
 ERROR_RESERVE = 4 << 20
 _SANDBOX_DIR = str(Path(__file__).resolve().parent)
@@ -213,8 +215,24 @@ class SplitRole:
             module = _load_script(spec["job_dir"], spec["script"])
             self.source = _attr(module, "source", spec["script"])
             self.items = iter(self.source)
-            self.map_keys = spec["options"].get("map_batch") or MAP_TASK_KEYS
+            self.map_batch: int | None = spec["options"].get("map_batch")
+            self.source_keys = _mapreduce.length(self.source)
+            self.seen_keys = self.seen_bytes = 0
         self.exhausted = False
+
+    def _task_limits(self) -> tuple[int, int]:
+        """Keys and bytes for the next map task, sized to the source when its size is known.
+
+        A lazy source without ``len()`` gets small tasks; otherwise its size is estimated
+        from the items read so far, and the tasks aim at MAP_TASKS_WANTED of them.
+        """
+        if self.source_keys is None or not self.seen_keys:
+            return self.map_batch or MAP_TASK_KEYS, MAP_TASK_BYTES
+        keys = self.map_batch or max(1, -(-self.source_keys // MAP_TASKS_WANTED))
+        estimate = self.seen_bytes / self.seen_keys * self.source_keys / MAP_TASKS_WANTED
+        # A quarter of fragment_bytes leaves room for what the size guess misses.
+        ceiling = max(MAP_TASK_BYTES, min(MAP_TASK_MAX_BYTES, self.fragment_bytes // 4))
+        return keys, int(min(max(estimate, MAP_TASK_BYTES), ceiling))
 
     def _next_fragment(self) -> bytes | None:
         if self.source is None:
@@ -226,12 +244,15 @@ class SplitRole:
         # A map task: a batch of (key, value) pairs read from the source.
         batch: list[tuple[Any, Any]] = []
         size = 0
+        max_keys, max_bytes = self._task_limits()
         for key in self.items:
             value = self.source[key]
             batch.append((key, value))
             size += len(value) if isinstance(value, (str, bytes)) else 64
-            if len(batch) >= self.map_keys or size >= MAP_TASK_BYTES:
+            if len(batch) >= max_keys or size >= max_bytes:
                 break
+        self.seen_keys += len(batch)
+        self.seen_bytes += size
         return pickle.dumps(batch, PICKLE_PROTOCOL) if batch else None
 
     def handle(self, msg: list[Any], send: Send, out: _Capture) -> None:
@@ -304,58 +325,17 @@ class WorkRole:
             raise JobCodeError("protocol", f"a work child cannot do {kind!r}")
 
     def _map(self, pairs: list[tuple[Any, Any]]) -> list[bytes]:
-        groups = self._group(pairs)
-        if self.combinefn is not None:
-            combine = self.combinefn
-            groups = {k: [combine(k, vs)] for k, vs in groups.items()}
-        parts: list[list[tuple[Any, list[Any]]]] = [[] for _ in range(self.partitions)]
-        cache = self._partition_cache
-        for k, vs in groups.items():
-            r = cache.get(k)
-            if r is None:
-                r = partition_of(k, self.partitions)
-                if len(cache) < PARTITION_CACHE:
-                    cache[k] = r
-            parts[r].append((k, vs))
-        return [pickle.dumps(part, PICKLE_PROTOCOL) for part in parts]
-
-    def _group(self, pairs: list[tuple[Any, Any]]) -> dict[Any, list[Any]]:
-        """Every value mapfn yields, grouped by key (the order of values is not defined)."""
+        """One map task: R pickled partitions of runs (see `_mapreduce`)."""
         mapfn = self.mapfn
-        try:
-            # Fast path, all in C: count identical (pair, type of value) items, then expand
-            # the counts. Word counts and the like yield the same pair millions of times.
-            # The type keeps 1, 1.0 and True apart: equal, but not the same value.
-            # tee + zip walk the items once without holding them (a list of millions
-            # of pairs costs more than the counting).
-            items, again = tee(chain.from_iterable(mapfn(k, v) for k, v in pairs))
-            counts = Counter(zip(items, map(type, map(_second, again)), strict=True))
-        except (TypeError, IndexError, KeyError):
-            pass  # unhashable values or odd items: the plain path handles or names them
-        else:
-            groups: dict[Any, list[Any]] = {}
-            for (item, _type), n in counts.items():
-                k, v = _as_pair(item)
-                known = groups.get(k)
-                if known is None:
-                    groups[k] = [v] * n
-                else:
-                    known.extend([v] * n)
-            return groups
-        slow: dict[Any, list[Any]] = defaultdict(list)
-        for key, value in pairs:
-            for item in mapfn(key, value):
-                k, v = _as_pair(item)
-                slow[k].append(v)
-        return slow
+        task_runs = _mapreduce.runs(
+            list(chain.from_iterable(mapfn(k, v) for k, v in pairs)), _as_pair
+        )
+        if self.combinefn is not None:
+            task_runs = _mapreduce.combined(task_runs, self.combinefn)
+        return _mapreduce.partitioned(task_runs, self.partitions, self._partition_cache)
 
     def _reduce(self, parts: list[bytes]) -> bytes:
-        groups: dict[Any, list[Any]] = defaultdict(list)
-        for data in parts:
-            for k, vs in pickle.loads(data):
-                groups[k].extend(vs)
-        reduced = [(k, self.reducefn(k, groups[k])) for k in sorted_keys(groups)]
-        return pickle.dumps(reduced, PICKLE_PROTOCOL)
+        return _mapreduce.reduced(parts, self.reducefn)
 
 
 class MergeRole:
@@ -396,9 +376,6 @@ class MergeRole:
             send(["finaled", out.take()])
         else:
             raise JobCodeError("protocol", f"a merge child cannot do {kind!r}")
-
-
-_second = itemgetter(1)
 
 
 def _as_pair(item: Any) -> tuple[Any, Any]:

@@ -17,18 +17,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import click
-import trio
 from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    SpinnerColumn,
-    TaskProgressColumn,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
 
 from octop2p import __version__
 from octop2p.engine._groups import collapse_groups
@@ -114,6 +103,17 @@ class _RunProgress:
     """A rich progress bar on stderr fed by the chief's progress snapshots."""
 
     def __init__(self, enabled: bool) -> None:
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            SpinnerColumn,
+            TaskProgressColumn,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+        )
+
         self.enabled = enabled and err.is_terminal or os.environ.get("OCTOP2P_PROGRESS") == "1"
         self.bar = Progress(
             SpinnerColumn(),
@@ -178,15 +178,18 @@ def run(
     job: Path, workers: int | None, out: Path | None, home: Path | None, as_json: bool, verbose: int
 ) -> None:
     """Run JOB on this machine with local sandboxed workers (no network, no daemon)."""
+    import trio
+
     from octop2p._home import Home
-    from octop2p.cli._submit import check_job_path
+    from octop2p.cli._out import check_job_path
     from octop2p.engine._local import prepare, run_local
 
     _setup_logging(verbose)
     check_job_path(job, out)
     spec = prepare(job)
-    # The results' manifest is signed by this home's node, made now if it has none.
-    identity = Home.locate(home).load_or_create_identity()
+    # The results' manifest is signed by this home's node (made if it has none), once
+    # the job is done: loading keys and crypto costs nothing before it starts.
+    the_home = Home.locate(home)
     for warning in spec.warnings:
         err.print(f"[yellow]warning:[/] {warning}")
 
@@ -208,7 +211,7 @@ def run(
                 out=out,
                 on_progress=progress.update,
                 on_output=on_output,
-                identity=identity,
+                identity=the_home.load_or_create_identity,
             )
         )
     err.print(f"[green]done:[/] {result.name} in {result.seconds:.2f} s; results in {result.out}")

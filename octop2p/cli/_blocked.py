@@ -5,19 +5,22 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
-import trio
 
-from octop2p._home import Home
 from octop2p.errors import NoNodeError, UsageError
-from octop2p.net._control import ControlClient
-from octop2p.net._guard import BREACHES_FILE, ChiefGuard
+
+# Imported in the command bodies: registering commands must stay light (test_startup.py).
+if TYPE_CHECKING:
+    from octop2p._home import Home
 
 
 async def _unblock(home: Home, chief: str) -> list[str]:
     """Through the running node (it holds the record), else in the home's file."""
+    from octop2p.net._control import ControlClient
+    from octop2p.net._guard import BREACHES_FILE, ChiefGuard
+
     try:
         api = await ControlClient.connect(home.control_socket)
     except NoNodeError:
@@ -44,6 +47,11 @@ def register(main: click.Group, common_options: Any, handle_errors: Any, err: An
         """Chiefs whose jobs this node refuses, because they broke sandbox rules here.
 
         A block lasts block_hours (config.toml); --unblock ID lifts it now."""
+        import trio
+
+        from octop2p._home import Home
+        from octop2p.net._guard import BREACHES_FILE, ChiefGuard
+
         setup_logging(verbose)
         the_home = Home.locate(home)
         if chief is not None:

@@ -123,7 +123,8 @@ def _register_submit(ctx: _Ctx) -> None:
         """
         import trio
 
-        from octop2p.cli._submit import Submission, check_job_path
+        from octop2p.cli._out import check_job_path
+        from octop2p.cli._submit import Submission
         from octop2p.cli._submit import submit as body
         from octop2p.engine._groups import most_relevant
 

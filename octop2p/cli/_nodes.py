@@ -20,13 +20,6 @@ from octop2p.cli._out import echo_json
 from octop2p.errors import NoNodeError
 from octop2p.net._control import ControlClient
 from octop2p.net._control import serve as serve_control
-from octop2p.net._start import (  # noqa: F401 - the app and the CLI start nodes alike
-    build_node,
-    home_error,
-    settings_from,
-    start_node,
-    startup_error,
-)
 
 
 @asynccontextmanager
@@ -41,6 +34,8 @@ async def node_api(home: Home, *, temporary_ok: bool = True) -> AsyncIterator[An
         # Yielded outside the try: a NoNodeError of the caller's is not "no node here".
         yield client
         return
+    from octop2p.net._start import build_node, start_node  # the node, only when needed
+
     with home.lock():
         config = Config.load(home)
         # A temporary node listens on any free port and stops with this command.
@@ -61,6 +56,8 @@ async def call(home: Home, cmd: str, temporary: bool = False, **args: Any) -> An
 
 def run_node(home: Home, overrides: dict[str, Any], as_json: bool, err: Any) -> None:
     """`octop2p node`: take the home, start the node, serve until SIGTERM."""
+    from octop2p.net._start import home_error
+
     try:
         with home.lock():
             Config.write_default(home)
@@ -71,6 +68,8 @@ def run_node(home: Home, overrides: dict[str, Any], as_json: bool, err: Any) -> 
 
 
 async def _serve_node(home: Home, config: Config, as_json: bool, err: Any) -> None:
+    from octop2p.net._start import build_node, start_node
+
     node = build_node(home, config)
     if node.swarm is None:
         err.print(

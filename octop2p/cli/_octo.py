@@ -13,13 +13,13 @@ import trio
 from octop2p._config import parse_address
 from octop2p._home import Home
 from octop2p.api import NodeAPI
-from octop2p.cli._nodes import start_node
 from octop2p.cli._out import echo_json
 from octop2p.cli._submit import _deliver, _print_output, job_failed
 from octop2p.engine._limits import Limits
 from octop2p.errors import NoNodeError, OctoError, UsageError
 from octop2p.net._node import Node, NodeSettings
 from octop2p.net._peer import LinkClosed
+from octop2p.net._start import start_node
 from protocol import JobCode
 
 

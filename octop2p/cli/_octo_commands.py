@@ -32,7 +32,7 @@ def register_octo(ctx: Any) -> None:
 
         from octop2p._home import Home
         from octop2p.cli._octo import serve_script
-        from octop2p.cli._submit import check_job_path
+        from octop2p.cli._out import check_job_path
 
         ctx.setup_logging(verbose)
         check_job_path(script, out)

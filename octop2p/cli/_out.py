@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import click
@@ -58,3 +59,18 @@ def peers_table(peers: list[dict[str, Any]]) -> None:
         for p in peers
     ]
     table(["ID", "ADDRESS", "CORES", "DONATING", "TRUSTED", "NAME", "NOTE"], rows)
+
+
+def check_job_path(job: Path, out: Path | None) -> None:
+    """Usage errors a command can see before it starts anything (exit code 2)."""
+    from octop2p.engine._results import check_out
+    from octop2p.errors import UsageError
+
+    if not job.exists():
+        raise UsageError(
+            f"{job}: no such file or folder; a job is a folder with Split.py, Process.py "
+            "and Merge.py, or a MapReduce script ending in .py "
+            "(docs/jobs.md#a-split--process--merge-package)"
+        )
+    if out is not None:
+        check_out(out)

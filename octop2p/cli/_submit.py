@@ -14,7 +14,7 @@ from octop2p._home import Home
 from octop2p.api import FINISHED, NodeAPI, no_worker_reason
 from octop2p.cli._nodes import node_api
 from octop2p.cli._out import DOCS_SWARM
-from octop2p.engine._results import check_out, default_out, deliver_bytes
+from octop2p.engine._results import default_out, deliver_bytes
 from octop2p.errors import JobFailed, NoNodeError
 
 FIRST_CHECK = 0.3  # "within a second" the user hears what the job waits for
@@ -216,17 +216,3 @@ async def _deliver(api: Any, job_id: str, out: Path | None) -> Path:
         job_id=job_id,
         max_bytes=results.get("max_bytes"),
     )
-
-
-def check_job_path(job: Path, out: Path | None) -> None:
-    """Usage errors a command can see before it starts anything (exit code 2)."""
-    from octop2p.errors import UsageError
-
-    if not job.exists():
-        raise UsageError(
-            f"{job}: no such file or folder; a job is a folder with Split.py, Process.py "
-            "and Merge.py, or a MapReduce script ending in .py "
-            "(docs/jobs.md#a-split--process--merge-package)"
-        )
-    if out is not None:
-        check_out(out)

@@ -5,16 +5,19 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
-from octop2p._home import Home, HomeError
-from protocol import NodeId
+if TYPE_CHECKING:
+    from octop2p._home import Home
+    from protocol import NodeId
 
 
 def known_signers(home: Home) -> list[tuple[NodeId, str]]:
     """The nodes this home can vouch for: itself, and the swarm members it pinned."""
+    from octop2p._home import HomeError
+
     known: list[tuple[NodeId, str]] = []
     if home.key_path.exists():
         known.append((home.load_or_create_identity().node_id, "this node"))
@@ -41,6 +44,7 @@ def register(main: click.Group, common_options: Any, handle_errors: Any, err: An
 
         Exit 0: every file matches and the chief's signature holds; 1: a mismatch or a
         bad signature (the message names the file or the reason); 2: usage."""
+        from octop2p._home import Home
         from octop2p.engine._verify import verify_results
 
         setup_logging(verbose)

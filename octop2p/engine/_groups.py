@@ -5,8 +5,6 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-import trio
-
 from octop2p.errors import OctoError
 
 
@@ -19,6 +17,8 @@ def leaves(exc: BaseException) -> list[BaseException]:
 
 def most_relevant(exc: BaseException) -> BaseException:
     """An interrupt first, then the first octop2p error, then whatever came first."""
+    import trio  # only when a group is raised: `octop2p --version` needs no trio
+
     found = [e for e in leaves(exc) if not isinstance(e, trio.Cancelled)] or leaves(exc)
     for kind in (KeyboardInterrupt, OctoError):
         for leaf in found:

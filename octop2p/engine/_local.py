@@ -11,6 +11,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import trio
 
@@ -25,7 +26,9 @@ from octop2p.engine._results import check_out, default_out, deliver
 from octop2p.engine._runner import JobRunner, OutputSink, Progress
 from octop2p.engine._slot import MAX_SLOT_WINDOW, Done, Work, drive_slot
 from octop2p.errors import JobFailed
-from protocol import NodeIdentity
+
+if TYPE_CHECKING:
+    from protocol import NodeIdentity
 
 log = logging.getLogger(__name__)
 
@@ -108,6 +111,12 @@ class LocalPort:
             inbox.send_nowait(work)
 
 
+def _new_identity() -> NodeIdentity:
+    from protocol import NodeIdentity
+
+    return NodeIdentity.generate()
+
+
 def local_runner(spec: JobSpec, fs: ForkServer, *, workers: int, work_dir: Path,
                  layers: frozenset[str], on_progress: Callable[[Progress], None] | None = None,
                  on_output: OutputSink | None = None) -> JobRunner:
@@ -153,11 +162,13 @@ async def run_local(
     on_progress: Callable[[Progress], None] | None = None,
     on_output: OutputSink | None = None,
     layers: frozenset[str] | None = None,
-    identity: NodeIdentity | None = None,
+    identity: Callable[[], NodeIdentity] | None = None,
 ) -> RunResult:
     """Run ``spec`` with ``workers`` sandboxed local workers and deliver it to ``out``.
 
-    ``identity`` (the home's, for ``octop2p run``; a new one if None) signs the manifest."""
+    ``identity()`` (the home's, for ``octop2p run``; a new one if None) signs the
+    manifest; it is called once the job is done, so that loading keys and crypto costs
+    nothing before the job starts."""
     workers = max(1, workers or os.cpu_count() or 1)
     out = out or default_out(spec.options.name)
     check_out(out)
@@ -175,7 +186,8 @@ async def run_local(
             runner.on_accepted = provenance.add
             results_dir = await runner.run()
             package = await trio.to_thread.run_sync(package_hash_of, spec)
-            await provenance.seal(results_dir, identity or NodeIdentity.generate(), job_id=job_id,
+            signer = identity() if identity is not None else _new_identity()
+            await provenance.seal(results_dir, signer, job_id=job_id,
                                   name=spec.options.name, package=package)
         delivered = deliver(results_dir, out, job_name=spec.options.name, job_id=job_id)
     return RunResult(

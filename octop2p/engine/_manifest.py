@@ -21,10 +21,9 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
-from protocol import NodeIdentity
-
 if TYPE_CHECKING:
     from octop2p.engine._package import JobSpec
+    from protocol import NodeIdentity
 
 MANIFEST = "manifest.json"
 FORMAT = 1
@@ -68,9 +67,8 @@ def results_files(results_dir: Path) -> dict[str, str]:
 
 def package_hash_of(spec: JobSpec) -> bytes:
     """The content hash of ``spec``'s package, as a chief would send it to workers."""
-    # Imported here: the net layer imports the engine, never the other way at load time.
-    from octop2p.net._hosted import pack_package
-    from protocol import content_hash
+    from octop2p.engine._package import pack_package
+    from protocol import content_hash  # crypto loads once the job is done
 
     return content_hash(pack_package(spec))
 

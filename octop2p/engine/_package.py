@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import io
 import os
 import stat
+import tarfile
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -206,6 +208,20 @@ def _load_script(path: Path, node_limits: Limits, package_bytes: int) -> JobSpec
         has_final=defined["final"],
         files=(rel,),
     )
+
+
+def pack_package(spec: JobSpec) -> bytes:
+    """The job's files as an uncompressed tar, in a fixed order (its hash names it)."""
+    buf = io.BytesIO()
+    names = spec.files  # a script's own name, or its folder's files (`with_folder`)
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        for name in sorted(names):
+            data = (spec.root / name).read_bytes()
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            info.mode = 0o644
+            tar.addfile(info, io.BytesIO(data))
+    return buf.getvalue()
 
 
 def with_folder(spec: JobSpec, package_bytes: int = PACKAGE_BYTES) -> JobSpec:

@@ -9,12 +9,10 @@ events, and the job's record and folder in the store.
 from __future__ import annotations
 
 import dataclasses
-import io
 import json
 import logging
 import os
 import secrets
-import tarfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,7 +24,7 @@ from octop2p.engine._groups import collapse_groups
 from octop2p.engine._local import LocalPort
 from octop2p.engine._machine import Trust
 from octop2p.engine._manifest import Provenance
-from octop2p.engine._package import JobSpec
+from octop2p.engine._package import JobSpec, pack_package
 from octop2p.engine._results import pack
 from octop2p.engine._runner import JobRunner, Progress
 from octop2p.errors import JobFailed, OctoError
@@ -59,20 +57,6 @@ JOURNAL_SECONDS = 1.0
 #: Progress events are for eyes (progress bars, the GUI): one per result would cost the
 #: chief more than the results themselves, so they go out at most this often.
 PROGRESS_EVENT_SECONDS = 0.1
-
-
-def pack_package(spec: JobSpec) -> bytes:
-    """The job's files as an uncompressed tar, in a fixed order (its hash names it)."""
-    buf = io.BytesIO()
-    names = spec.files  # a script's own name, or its folder's files (`with_folder`)
-    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
-        for name in sorted(names):
-            data = (spec.root / name).read_bytes()
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            info.mode = 0o644
-            tar.addfile(info, io.BytesIO(data))
-    return buf.getvalue()
 
 
 @dataclass

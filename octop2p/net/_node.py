@@ -48,6 +48,7 @@ from octop2p.net._submitter import (
     submit_remote,
 )
 from protocol import (
+    COMPRESSION,
     Cancel,
     CodeError,
     Connection,
@@ -392,6 +393,7 @@ class Node:
             donating=self.donating,
             sandbox=tuple(sorted(self.layers)),
             listen_port=self.port,
+            features=(COMPRESSION,),  # large blobs to this node may come deflated
         )
 
     # --- messages ------------------------------------------------------------------------

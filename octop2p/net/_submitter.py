@@ -19,13 +19,13 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
-from octop2p.engine._package import PACKAGE_BYTES, load_job, with_folder
+from octop2p.engine._package import PACKAGE_BYTES, load_job, pack_package, with_folder
 from octop2p.engine._results import MAX_RESULT_ENTRIES
 from octop2p.engine._runner import Progress
 from octop2p.engine._unpack import UnpackError, plain_name, unpack_tar
 from octop2p.errors import JobRefused, NoNodeError, OctoError
 from octop2p.net._donor import WorkRefused
-from octop2p.net._hosted import JobRecord, NetworkJob, pack_package
+from octop2p.net._hosted import JobRecord, NetworkJob
 from octop2p.net._peer import LinkClosed, PeerLink
 from octop2p.net._store import evict_oldest
 from protocol import (

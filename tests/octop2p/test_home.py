@@ -320,7 +320,7 @@ def test_known_id_with_another_key_is_refused(home: Home, monkeypatch: pytest.Mo
     home.save_swarm(SwarmCode.generate())
     a, b = NodeIdentity.generate(), NodeIdentity.generate()
     home.pin(a.node_id, a.public_key)
-    monkeypatch.setattr(_home.NodeId, "from_public_key", classmethod(lambda cls, key: a.node_id))
+    monkeypatch.setattr(NodeId, "from_public_key", classmethod(lambda cls, key: a.node_id))
     with pytest.raises(PinConflict, match="delete its line") as info:
         home.pin(a.node_id, b.public_key)
     assert info.value.peer_id == a.node_id

@@ -1,7 +1,7 @@
 """MapReduce as the work children do it (map, partition, combine, reduce), against Counter.
 
-This drives the runtime's WorkRole in-process on generated corpora; the networked and
-sandboxed path is covered by tests/integration.
+This drives the runtime's WorkRole (and sandbox._mapreduce) in-process on generated
+corpora; the networked and sandboxed path is covered by tests/integration.
 """
 
 from __future__ import annotations
@@ -14,7 +14,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from sandbox._keys import partition_of
-from sandbox._runtime import WorkRole
+from sandbox._mapreduce import length
+from sandbox._runtime import MAP_TASKS_WANTED, SplitRole, WorkRole
 
 words = st.sampled_from(["the", "The", "sea", "SEA", "bee", "bread", "a", "ä", "naïve", "x" * 30])
 documents = st.lists(
@@ -93,3 +94,100 @@ def test_bad_mapfn_output_names_the_rule() -> None:
         assert "(key, value) pairs" in str(exc)
     else:
         raise AssertionError("mapfn yielding a non-pair must fail")
+
+
+# Values that compare equal across types (1, 1.0, True; 0, 0.0, -0.0, False; (1,), (1.0,))
+# and values of one type that repeat: reducefn must get each exactly as mapfn yielded it.
+values = st.one_of(
+    st.sampled_from([0, 1, 2, 0.0, -0.0, 1.0, True, False, None, "1", b"1", (1,), (1.0,)]),
+    st.integers(-3, 3),
+    st.floats(allow_nan=False, width=16),
+)
+keys = st.one_of(st.sampled_from(["a", "b", "c"]), st.integers(0, 3))
+outputs = st.lists(st.lists(st.tuples(keys, values), max_size=30), min_size=1, max_size=6)
+
+
+def exact(value: Any) -> tuple[str, str]:
+    """A value as type and repr: tells 1 from 1.0 from True and 0.0 from -0.0."""
+    return (type(value).__name__, repr(value))
+
+
+@settings(max_examples=150, deadline=None)
+@given(per_doc=outputs, partitions=st.integers(1, 5), batch=st.integers(1, 4))
+def test_reducefn_gets_every_value_exactly_as_yielded(
+    per_doc: list[list[tuple[Any, Any]]], partitions: int, batch: int
+) -> None:
+    role = make_role(partitions, combine=False)
+    role.mapfn = lambda key, value: iter(per_doc[int(key[3:])])
+    seen: dict[Any, list[Any]] = {}
+
+    def reducefn(key: Any, vals: Any) -> tuple[Any, int]:
+        assert type(vals) is list  # a real list, not an iterator or a lazy view
+        seen[key] = vals
+        return key, len(vals)
+
+    role.reducefn = reducefn
+    run(role, ["x"] * len(per_doc), batch)
+    expected: dict[Any, Counter[tuple[str, str]]] = {}
+    for pairs in per_doc:
+        for k, v in pairs:
+            expected.setdefault(k, Counter())[exact(v)] += 1
+    assert {k: Counter(map(exact, vs)) for k, vs in seen.items()} == expected
+
+
+def test_values_of_one_inexact_type_are_kept_apart() -> None:
+    """0.0 and -0.0 are the same type and equal, yet not the same value."""
+    role = make_role(1, combine=False)
+    role.mapfn = lambda k, v: iter([("k", 0.0), ("k", -0.0), ("k", 0.0)])
+    role.reducefn = lambda key, values: sorted(map(repr, values))
+    assert run(role, ["x"], 1) == {"k": ["-0.0", "0.0", "0.0"]}
+
+
+def test_a_repeated_pair_travels_once() -> None:
+    """A word yielded 10,000 times is one run in the partition, not 10,000 values."""
+    role = make_role(1, combine=False)
+    role.mapfn = lambda k, v: (("the", 1) for _ in range(10_000))
+    (part,) = role._map([("doc", "")])
+    assert len(part) < 100
+    assert pickle.loads(role._reduce([part])) == [("the", ("the", 10_000))]
+
+
+def split_role(source: Any) -> SplitRole:
+    role = SplitRole.__new__(SplitRole)
+    role.fragment_bytes, role.max_fragments, role.count = 8 << 20, 10**6, 0
+    role.source, role.items, role.exhausted = source, iter(source), False
+    role.map_batch, role.source_keys = None, length(source)
+    role.seen_keys = role.seen_bytes = 0
+    return role
+
+
+def task_sizes(role: SplitRole) -> list[int]:
+    sizes = []
+    while (data := role._next_fragment()) is not None:
+        sizes.append(len(pickle.loads(data)))
+    return sizes
+
+
+class LazySource:
+    """The guide's lazy DataSource shape: keys and values, no len()."""
+
+    def __iter__(self):
+        return iter(range(200))
+
+    def __getitem__(self, key: int) -> str:
+        return "w " * 50_000
+
+
+def test_map_tasks_are_sized_to_a_known_source() -> None:
+    """200 files of 100 KB: about MAP_TASKS_WANTED tasks, not one per 256 KB."""
+    sizes = task_sizes(split_role({f"f{i}": "w " * 50_000 for i in range(200)}))
+    assert sum(sizes) == 200
+    assert MAP_TASKS_WANTED // 2 <= len(sizes) <= MAP_TASKS_WANTED * 2
+    lazy = task_sizes(split_role(LazySource()))
+    assert sum(lazy) == 200 and len(lazy) >= 60  # no length: small tasks, as before
+
+
+def test_many_small_keys_still_spread_over_tasks() -> None:
+    """1,000 numbers (each maybe costly in mapfn) are not one task."""
+    sizes = task_sizes(split_role({i: i for i in range(1000)}))
+    assert sum(sizes) == 1000 and len(sizes) >= MAP_TASKS_WANTED // 2
