@@ -93,7 +93,9 @@ class WorkerJob:
         send, receive = trio.open_memory_channel[Work](
             MAX_SLOT_WINDOW * max(1, service.node.cores))
         self.inbox_send, self.inbox = send, receive
-        self._refs: dict[int, bytes] = {}  # seq -> digest of the fragment it answers
+        # (kind, seq) -> [digest of the fragment it answers, copies queued here]: a map and
+        # a reduce task share sequence numbers, and the chief may send one fragment again.
+        self._refs: dict[tuple[str, int], list[Any]] = {}
         options = JobOptions.from_dict(dict(info.options), default_name=info.name)
         limits, _ = options.limits.capped(service.node.limits)
         self.limits: Limits = limits
@@ -148,7 +150,9 @@ class WorkerJob:
             self.inbox_send.send_nowait(Work(kind, envelope.seq, payload))
         except trio.WouldBlock:
             return "more fragments than credits"
-        self._refs[envelope.seq] = envelope.digest
+        ref = self._refs.setdefault((kind, envelope.seq), [envelope.digest, 0])
+        ref[0] = envelope.digest
+        ref[1] += 1
         self.view.in_progress.add(envelope.seq)
         return ""
 
@@ -160,12 +164,16 @@ class WorkerJob:
                      "map_batch": self.info.options.get("map_batch")},
             layers=self.service.node.layers)
 
-    def signed(self, seq: int, data: bytes, out: str = "",
+    def signed(self, kind: str, seq: int, data: bytes, out: str = "",
                failure: Failure | None = None) -> Result:
         """A Result for ``seq``, signed by this node and bound to the chief's fragment."""
         self.view.in_progress.discard(seq)
+        ref = self._refs[(kind, seq)]
+        ref[1] -= 1
+        if ref[1] <= 0:
+            del self._refs[(kind, seq)]
         envelope = Envelope.sign(self.service.node.identity, EnvelopeKind.RESULT,
-                                 self.info.job_id, seq, data, ref=self._refs.pop(seq, b""))
+                                 self.info.job_id, seq, data, ref=ref[0])
         return Result(envelope=envelope, out=out[:200_000], failure=failure)
 
 
@@ -181,7 +189,7 @@ class _ChiefSink:
         job = self.job
         job.view.done += len(done)
         await job.link.send_many([
-            job.signed(d.seq, encode_parts(d.payload) if isinstance(d.payload, list)
+            job.signed(d.kind, d.seq, encode_parts(d.payload) if isinstance(d.payload, list)
                        else d.payload, d.out) for d in done])
 
     async def failed(self, work: Work, failure: WorkFailure) -> None:
@@ -190,7 +198,7 @@ class _ChiefSink:
         traceback = failure.traceback or (failure.message if failure.deterministic else "")
         if not failure.deterministic:
             traceback = ""
-        await self.job.link.send(self.job.signed(work.seq, b"", failure=Failure(
+        await self.job.link.send(self.job.signed(work.kind, work.seq, b"", failure=Failure(
             message=failure.message[:4000],
             rule=failure.rule[:64] if failure.rule else None,
             traceback=traceback[:65000],
@@ -202,7 +210,7 @@ class _ChiefSink:
     async def gave_back(self, works: list[Work]) -> None:
         """Fragments of a lost batch that never ran: the chief hands them out again."""
         if works:
-            await self.job.link.send_many([self.job.signed(w.seq, b"", failure=Failure(
+            await self.job.link.send_many([self.job.signed(w.kind, w.seq, b"", failure=Failure(
                 message="not run: the child was lost", rule=NOT_RUN)) for w in works])
 
     async def credits(self, n: int) -> None:

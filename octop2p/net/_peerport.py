@@ -64,7 +64,10 @@ class PeerPort:
         self.package_hash = package_hash
         self._queue: list[Work] = []
         self._wake = trio.Event()
-        self._sent: dict[int, bytes] = {}  # seq -> digest of the fragment sent
+        # digest of each fragment sent -> (its kind, its seq): an answer names the fragment
+        # it answers by that digest, so a late map result is never taken for the reduce
+        # task of the same number.
+        self._sent: dict[bytes, tuple[str, int]] = {}
         cores = max(1, min(link.cores, MAX_CLAIMED_CORES))
         runner.join(self.worker, self.worker, MAX_SLOT_WINDOW * cores, self)
 
@@ -90,7 +93,7 @@ class PeerPort:
         data = encode_parts(work.payload) if work.kind == "reduce" else work.payload
         envelope = Envelope.sign(self.identity, EnvelopeKind.FRAGMENT, self.job_id, work.seq,
                                  data, ref=self.package_hash)
-        self._sent[work.seq] = envelope.digest
+        self._sent[envelope.digest] = (work.kind, work.seq)
         return Fragment(task=TASKS[work.kind], envelope=envelope)
 
     def close(self) -> None:
@@ -104,16 +107,16 @@ class PeerPort:
         """A signed result (or failure) from the donor; the protocol checked the signature."""
         envelope = message.envelope
         seq = envelope.seq
-        expected = self._sent.get(seq)
-        phase = self.runner.machine.phase
-        if expected is None or phase is None:
+        sent = self._sent.get(envelope.ref)
+        if sent is None:
             return  # late, duplicate, or never sent to this worker: dropped
-        if envelope.job_id != self.job_id or envelope.ref != expected:
+        kind, sent_seq = sent
+        if envelope.job_id != self.job_id or seq != sent_seq:
             # Dropped, and the fragment still waits for its real answer.
             log.warning("worker %s sent a result for another fragment; dropped", self.link.short)
             return
-        del self._sent[seq]
-        work = Work(phase.kind, seq, b"")
+        del self._sent[envelope.ref]
+        work = Work(kind, seq, b"")
         failure = message.failure
         if failure is not None:
             if failure.rule == NOT_RUN:
@@ -125,11 +128,11 @@ class PeerPort:
                 line=failure.line, deterministic=bool(failure.traceback)))
             return
         payload: Any = envelope.payload
-        problem = self._check(phase.kind, payload)
+        problem = self._check(kind, payload)
         if isinstance(problem, WorkFailure):
             self.runner.failed(self.worker, work, problem)
             return
-        self.runner.results(self.worker, [Done(phase.kind, seq, problem, message.out)])
+        self.runner.results(self.worker, [Done(kind, seq, problem, message.out)])
 
     def _check(self, kind: str, payload: bytes) -> Any:
         """The result's payload as the runner takes it, or the failure it amounts to."""

@@ -137,3 +137,58 @@ async def test_failures_from_a_donor(tmp_path: Path, traceback: str) -> None:
         assert len(failed) == 1 and "boom" in str(failed[0])
     else:
         assert failed == [] and run.machine.table.queued == 1
+
+
+async def test_a_late_map_answer_is_not_taken_for_the_reduce_task_of_its_number(
+        tmp_path: Path) -> None:
+    """Backup tasks make late answers common: a map result that arrives once the job
+    has moved on to reduce is dropped, never merged as reduce task 0."""
+    run = runner(tmp_path)
+    port, donor, _, _ = await port_and_donor(run)
+    reduced: list[tuple[int, Any]] = []
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(port.serve)
+        run.machine.begin("map")
+        run.machine.split([b"k"], True)
+        port.credit(1)
+        (map_task,) = await receive(donor, 1)
+        # Another worker finished the map phase meanwhile; reduce begins, and the late
+        # map answer comes in before any reduce task went to this donor.
+        run._begin("reduce", [0, 1], lambda seq, data: reduced.append((seq, data)))
+        port.on_result(answer(DONOR, map_task, b"late map output"))  # type: ignore[arg-type]
+        assert reduced == []
+        port.credit(2)
+        got = await receive(donor, 2)
+        for f in got:
+            port.on_result(answer(DONOR, f, b"r%d" % f.envelope.seq))  # type: ignore[arg-type,union-attr]
+        assert sorted(reduced) == [(0, b"r0"), (1, b"r1")]
+        nursery.cancel_scope.cancel()
+
+
+def test_a_donor_signs_each_answer_for_the_fragment_it_answers() -> None:
+    """A donor holding map task 0 when reduce task 0 arrives (backup tasks make that
+    common) must bind each answer to its own fragment: it signed the map output for the
+    reduce task, which the chief then merged as reduce 0 (`final` failed to unpickle it),
+    and the real reduce answer went out with no reference at all."""
+    from types import SimpleNamespace
+
+    from octop2p.engine._limits import JobOptions
+    from octop2p.net._donor import WorkerJob
+    from protocol import JobInfo, JobKind, Task
+
+    node = SimpleNamespace(cores=1, limits=Limits(), identity=DONOR)
+    info = JobInfo(job_id=JOB, name="wc", kind=JobKind.SCRIPT, script="wc.py",
+                   package=PACKAGE, package_size=1, submitter=CHIEF.public_key,
+                   package_signature=bytes(64), options=JobOptions(name="wc").to_dict())
+    link = SimpleNamespace(peer_id="CHIEF")
+    job = WorkerJob(SimpleNamespace(node=node), link, info)  # type: ignore[arg-type]
+
+    def fragment(task: Task, payload: bytes) -> Fragment:
+        return Fragment(task=task, envelope=Envelope.sign(
+            CHIEF, EnvelopeKind.FRAGMENT, JOB, 0, payload, ref=PACKAGE))
+
+    map0 = fragment(Task.MAP, b"source keys")
+    reduce0 = fragment(Task.REDUCE, b"\x90")  # an empty msgpack list of partitions
+    assert job.take(map0) == "" and job.take(reduce0) == ""
+    assert job.signed("map", 0, b"m").envelope.ref == map0.envelope.digest
+    assert job.signed("reduce", 0, b"r").envelope.ref == reduce0.envelope.digest
