@@ -56,10 +56,11 @@ async def serve_script(
             echo_json({"event": "serving", "code": str(code), "port": node.port, "job": job})
         nursery.start_soon(_watch, events, job, err, as_json)
         final = await api.call("wait", job=job)
-        nursery.cancel_scope.cancel()
         if final["state"] != "done":
+            nursery.cancel_scope.cancel()
             raise job_failed(final)
-        path = await _deliver(api, job, out)
+        path = await _deliver(api, job, out)  # while the node still runs: it reads them
+        nursery.cancel_scope.cancel()
     err.print(f"[green]done:[/] results in {path}")
     return {"event": "done", "job": job, "name": final["name"], "state": "done",
             "results": str(path), "fragments": final["fragments_done"],
