@@ -128,6 +128,8 @@ class JobRunner:
         self.on_accepted: Callable[[str, int, bytes, list[str]], None] = (
             lambda kind, seq, digest, voters: None)
         self.changed = _Changed()
+        self._kick = trio.Event()  # set by `_changed`, served by `_dispatcher`
+        self._dispatching = False
         self.progress = Progress(phase="starting")
         self._ports: dict[str, WorkerPort] = {}
         self._failure: BaseException | None = None
@@ -197,11 +199,29 @@ class JobRunner:
         self._changed()
 
     def _changed(self) -> None:
-        """Something moved: hand out what can go, and wake the phase loops."""
+        """Something moved: hand out what can go, and wake the phase loops, once for all
+        that moved since the dispatcher last ran (a burst of results costs one round).
+        Before the job runs (no dispatcher yet), at once."""
+        if self._dispatching:
+            self._kick.set()
+        else:
+            self._round()
+
+    def _round(self) -> None:
         self._dispatch()
         for line in self.machine.drain_log():
             self.on_log(line)
         self.changed.notify()
+
+    async def _dispatcher(self) -> None:
+        self._dispatching = True
+        try:
+            while True:
+                await self._kick.wait()
+                self._kick = trio.Event()
+                self._round()
+        finally:
+            self._dispatching = False
 
     def _dispatch(self) -> None:
         phase = self.machine.phase
@@ -316,6 +336,7 @@ class JobRunner:
             with trio.CancelScope() as self._scope, collapse_groups():
                 async with trio.open_nursery() as self.watchers:
                     self.watchers.start_soon(self._tick)
+                    self.watchers.start_soon(self._dispatcher)
                     for port in self.served:
                         await self.watchers.start(port.serve, self)
                     task_status.started()
