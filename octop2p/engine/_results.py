@@ -144,11 +144,15 @@ def deliver_bytes(
     """
     check_out(out)
     kept = f"the job keeps its results on the node: `octop2p fetch {job_id} -o ANOTHER_PATH`"
-    if str(out).endswith(".tar.gz"):
-        return _deliver_file(lambda: tarball, out, kept)
     cap = max_bytes or RESULTS_BYTES
-    return _deliver_folder(lambda fresh: unpack(tarball, fresh, max_bytes=cap),
-                           out, job_name, job_id, kept)
+    try:
+        if str(out).endswith(".tar.gz"):
+            return _deliver_file(lambda: tarball, out, kept)
+        return _deliver_folder(lambda fresh: unpack(tarball, fresh, max_bytes=cap),
+                               out, job_name, job_id, kept)
+    except DeliveryError as exc:
+        exc.job = job_id  # for --json: the job to fetch again
+        raise
 
 
 def _deliver_file(data: Callable[[], bytes], out: Path, kept: str) -> Path:
