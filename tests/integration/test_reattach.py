@@ -13,6 +13,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -85,11 +86,12 @@ class Proxy:
         self.listener.close()
 
 
-@pytest.fixture
-def linked(tmp_path: Path) -> Iterator[tuple[NodeProcess, NodeProcess, Proxy]]:
+@contextmanager
+def _pair(tmp: Path, config: str = "") -> Iterator[tuple[NodeProcess, NodeProcess, Proxy]]:
     """A submitter (not donating) whose only way to its chief (donating one core) is a
     proxy: it dials the chief as a static peer through it, and redials when cut."""
-    homes = make_swarm(tmp_path, ["sub", "chief"])
+    homes = make_swarm(tmp, ["sub", "chief"])
+    (homes[0] / "config.toml").write_text(config)
     nodes: list[NodeProcess] = []
     proxy: Proxy | None = None
     try:
@@ -106,6 +108,12 @@ def linked(tmp_path: Path) -> Iterator[tuple[NodeProcess, NodeProcess, Proxy]]:
             proxy.close()
         for node in nodes:
             node.stop()
+
+
+@pytest.fixture
+def linked(tmp_path: Path) -> Iterator[tuple[NodeProcess, NodeProcess, Proxy]]:
+    with _pair(tmp_path) as nodes:
+        yield nodes
 
 
 def _slow_job(tmp: Path) -> Path:
@@ -192,3 +200,23 @@ def test_kill_9_of_submit_then_fetch(linked, tmp_path: Path) -> None:
         assert tree(tmp_path / "again") == tree(out)
     finally:
         again.stop()
+
+
+def test_a_link_that_stays_down_fails_the_job_naming_the_setting(tmp_path: Path) -> None:
+    with _pair(tmp_path, "reattach_seconds = 3\n") as (sub, chief, proxy):
+        package = _slow_job(tmp_path)
+        log = tmp_path / "submit.err"
+        proc = _submit(sub, chief, package, tmp_path / "out", log)
+        try:
+            job_id = _wait_running(chief)
+            proxy.cut()
+            assert proc.wait(timeout=60) == 1
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+        said = log.read_text()
+        assert "waiting up to 3 s for it to come back" in said, said
+        assert "did not come back within 3 s (reattach_seconds in config.toml)" in said, said
+        assert not (tmp_path / "out").exists()
+        status = json.loads(sub.cli("status", job_id, "--json").stdout)
+        assert status["state"] == "failed" and "reattach_seconds" in status["error"]
