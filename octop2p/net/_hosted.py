@@ -152,7 +152,7 @@ class NetworkJob:
         record = self.record
         record.state = JobState.RUNNING
         try:  # a full or read-only disk fails this job alone, before anything runs
-            self.store = JobStore.start(job_dir, self)
+            self.store = await JobStore.start(job_dir, self)
         except StoreError as exc:
             record.state, record.error, record.finished = JobState.FAILED, str(exc), time.time()
             log.warning("job %s not started: %s", record.id_hex, exc)

@@ -130,13 +130,19 @@ class JobStore:
             raise StoreError(f"could not create {folder}: {exc.strerror or exc}") from exc
 
     @classmethod
-    def start(cls, folder: Path, job: NetworkJob) -> JobStore:
-        """The store of a job about to run: its package, first journal and ``work/``.
+    async def start(cls, folder: Path, job: NetworkJob) -> JobStore:
+        """The store of a job about to run: its package, first journal and ``work/``,
+        written in a thread (each write ends with fsync).
 
         Raises StoreError (disk full, read-only) before anything runs."""
+        journal = cls.journal(job)  # on the event loop: it reads the job's state
+        return await trio.to_thread.run_sync(cls._start, folder, job.tar, journal)
+
+    @classmethod
+    def _start(cls, folder: Path, tar: bytes, journal: bytes) -> JobStore:
         store = cls(folder)
-        store.save_package(job.tar)
-        write_atomic(folder / "job.json", store.journal(job))
+        store.save_package(tar)
+        write_atomic(folder / "job.json", journal)
         try:
             (folder / "work").mkdir(exist_ok=True)
         except OSError as exc:
@@ -337,9 +343,15 @@ class ArchivedJob:
     @property
     def results_hash(self) -> bytes | None:
         """The results' content hash: from the journal, or hashed once when first asked
-        (journals of older nodes lack it)."""
+        (journals of older nodes lack it, damaged records too). Damaged results have
+        none: they are offered to no one."""
         if self._results_hash is None and self.record.has_results:
-            self._results_hash = content_hash(self.record.read_results() or b"")
+            try:
+                self._results_hash = content_hash(self.record.read_results() or b"")
+            except StoreError as exc:
+                log.warning("job %s: %s", self.record.id_hex, exc)
+                self.record.results_file = None
+                self.record.error = str(exc)
         return self._results_hash
 
     def cancel(self) -> None:

@@ -120,3 +120,12 @@ def test_a_failed_write_keeps_the_old_file_and_no_temporary(tmp_path: Path) -> N
         write_atomic(tmp_path / "gone" / "job.json", b"new")
     assert target.read_bytes() == b"old"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["job.json", "results.tar.gz"]
+
+
+def test_damaged_results_of_a_damaged_record_are_offered_to_no_one(tmp_path: Path) -> None:
+    folder = _folder(tmp_path, "not json", _tarball()[:-9])
+    archived = JobStore.load(folder)
+    assert archived is not None
+    # A member asking for its status (or a chunk) gets no hash to fetch by.
+    assert archived.results_hash is None and not archived.record.has_results
+    assert "damaged on disk" in archived.record.error
