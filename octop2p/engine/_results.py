@@ -162,18 +162,18 @@ def _deliver_file(data: Callable[[], bytes], out: Path, kept: str) -> Path:
         os.replace(tmp, out)
         sync_folder(out.parent)
     except OSError as exc:
-        tmp.unlink(missing_ok=True)
+        discard(tmp)
         raise _failed(out, exc, kept) from None
     return out
 
 
 def _deliver_folder(fill: Callable[[Path], object], out: Path, job_name: str, job_id: str,
                     kept: str) -> Path:
-    out.parent.mkdir(parents=True, exist_ok=True)
     tag = secrets.token_hex(4)
     fresh = out.with_name(f".{out.name}.{tag}.part")
     old = out.with_name(f".{out.name}.{tag}.old")
     try:
+        out.parent.mkdir(parents=True, exist_ok=True)
         fill(fresh)
         _mark(fresh, job_name, job_id)
         _sync_tree(fresh)
@@ -183,7 +183,10 @@ def _deliver_folder(fill: Callable[[Path], object], out: Path, job_name: str, jo
         sync_folder(out.parent)
     except OSError as exc:
         if old.exists() and not out.exists():
-            os.replace(old, out)  # put the earlier results back
+            try:
+                os.replace(old, out)  # put the earlier results back
+            except OSError:
+                old = fresh  # keep them under the .old name rather than remove them
         raise _failed(out, exc, kept) from None
     finally:
         shutil.rmtree(fresh, ignore_errors=True)
@@ -208,6 +211,15 @@ def _sync_tree(folder: Path) -> None:
             finally:
                 os.close(fd)
         sync_folder(Path(root))
+
+
+def discard(path: Path) -> None:
+    """Remove a temporary file if it is there and the disk lets us (a read-only one
+    may not even let us look)."""
+    try:
+        path.unlink(missing_ok=True)
+    except OSError:
+        pass
 
 
 def write_synced(path: Path, data: bytes) -> None:

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import trio
 
-from octop2p.engine._results import sync_folder, write_synced
+from octop2p.engine._results import discard, sync_folder, write_synced
 from octop2p.errors import OctoError
 from protocol._crypto import HASH_BYTES, PERSON_CONTENT
 
@@ -41,12 +41,12 @@ def write_atomic(path: Path, data: bytes) -> None:
     truncated one; a full disk leaves the old one and raises StoreError."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.part")
     try:
-        tmp.unlink(missing_ok=True)  # left by a crash of this very process id
+        discard(tmp)  # left by a crash of this very process id
         write_synced(tmp, data)
         os.replace(tmp, path)
         sync_folder(path.parent)
     except OSError as exc:
-        tmp.unlink(missing_ok=True)
+        discard(tmp)
         raise StoreError(f"could not write {path}: {exc.strerror or exc}") from exc
 
 

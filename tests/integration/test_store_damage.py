@@ -156,6 +156,13 @@ def test_full_disk_under_out_leaves_nothing_and_the_job_stays_fetchable(
             fetched = node.cli("fetch", job_id, "-o", str(tmp_path / job_id))
             assert fetched.returncode == 0, fetched.stderr
             assert len((tmp_path / job_id / "big.bin").read_bytes()) == 8192 * 32
+        # A read-only disk: the same one line, and nothing written.
+        remount = subprocess.run(["mount", "-o", "remount,ro", str(small_disk)],
+                                 capture_output=True, text=True)
+        assert remount.returncode == 0, remount.stderr
+        proc = node.cli("fetch", job_id, "-o", str(small_disk / "ro.tar.gz"))
+        assert proc.returncode == 1 and "Read-only file system" in proc.stderr, proc.stderr
+        assert "Traceback" not in proc.stderr and os.listdir(small_disk) == []
     finally:
         node.stop()
 
