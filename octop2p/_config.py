@@ -81,6 +81,7 @@ class Config:
     jobs_mb: int = 8192  # disk for jobs this node was chief of, with their results
     block_after_breaches: int = 3  # sandbox breaches by a chief's jobs before it is blocked
     block_hours: int = 24  # how long a block lasts, and the window breaches count in
+    reattach_seconds: int = 600  # how long `submit --chief` waits for a lost link to return
     limits: Limits = field(default_factory=Limits)  # the most any job may use here
 
     def __post_init__(self) -> None:
@@ -188,6 +189,10 @@ _HELP: dict[str, str] = {
     "jobs_mb": (
         "Disk (MB) for the jobs this node was chief of and their results (jobs/);\n"
         "past it the oldest finished jobs are forgotten."
+    ),
+    "reattach_seconds": (
+        "How long a job submitted with --chief waits for a lost link to its chief to come\n"
+        "back before it is marked failed (its chief may still finish it: `octop2p fetch`)."
     ),
     "block_after_breaches": (
         "Refuse a chief's jobs for block_hours once this many of its jobs broke sandbox\n"
@@ -341,6 +346,7 @@ def _checked(data: Mapping[str, object], limits: Limits) -> dict[str, Any]:
         "jobs_mb": lambda v: _int("jobs_mb", v),
         "block_after_breaches": _breaches,
         "block_hours": lambda v: _int("block_hours", v),
+        "reattach_seconds": lambda v: _int("reattach_seconds", v),
         # A partial [limits] table changes only the limits it names.
         "limits": lambda v: _limits(v, limits),
     }

@@ -51,6 +51,8 @@ class DoctorReport:
     interfaces: tuple[Interface, ...]
     # What this kernel's Landlock lacks against the newest ABI, and what stands in.
     kernel_gaps: tuple[str, ...] = ()
+    # Job records in the store that cannot be read back: "<job id>: <why>".
+    damaged_jobs: tuple[str, ...] = ()
 
     @property
     def missing(self) -> list[str]:
@@ -95,6 +97,7 @@ class DoctorReport:
             "listen_host": self.listen_host,
             "home": str(self.home),
             "kernel_gaps": list(self.kernel_gaps),
+            "damaged_jobs": list(self.damaged_jobs),
         }
 
 
@@ -123,6 +126,23 @@ def interfaces() -> tuple[Interface, ...]:
     return tuple(found)
 
 
+def damaged_jobs(jobs_dir: Path) -> tuple[str, ...]:
+    """Job records of the store that a node would list as damaged, each as
+    ``"<job id>: <why>"`` (read only: nothing is changed)."""
+    from octop2p.net._jobstore import damage_of
+
+    try:
+        folders = sorted(p for p in jobs_dir.iterdir() if p.is_dir() and len(p.name) == 32)
+    except OSError:
+        return ()
+    found = []
+    for folder in folders:
+        why = damage_of(folder)
+        if why is not None:
+            found.append(f"{folder.name}: {why}")
+    return tuple(found)
+
+
 def examine(home: Home) -> DoctorReport:
     """Probe the sandbox and read the home's config; raises `ConfigError` on a bad one."""
     config = Config.load(home)
@@ -138,4 +158,5 @@ def examine(home: Home) -> DoctorReport:
         port=config.listen_port,
         interfaces=interfaces(),
         kernel_gaps=tuple(sandbox.kernel_gaps()),
+        damaged_jobs=damaged_jobs(home.jobs_dir),
     )

@@ -264,6 +264,8 @@ def doctor(home: Path | None, as_json: bool, verbose: int) -> None:
     for interface in report.interfaces:
         addresses = ", ".join(interface.addresses) or "no address"
         out.print(f"  {interface.index:>5}  {interface.name:<12} {addresses}")
+    for damaged in report.damaged_jobs:  # listed by `octop2p jobs` too, with its results
+        out.print(f"[yellow]damaged job record[/] {damaged}")
 
 
 def _register_node_commands() -> None:

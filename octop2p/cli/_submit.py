@@ -159,6 +159,8 @@ class _Printer:
             self.printed_final |= event.get("where") == "final"
         elif kind == "warning":
             self.err.print(f"[yellow]warning:[/] {event.get('text', '')}")
+        elif kind == "notice":  # a remote job's link to its chief lost or back
+            self.err.print(f"[yellow]{event.get('text', '')}[/]", markup=True, highlight=False)
         elif kind == "refused" and (event.get("donor"), event.get("reason")) not in self.told:
             self.told.add((event.get("donor"), event.get("reason")))
             self.err.print(f"[yellow]warning:[/] donor {event.get('donor')} refused the job: "

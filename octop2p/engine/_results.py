@@ -14,11 +14,12 @@ import secrets
 import shutil
 import tarfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from octop2p.engine._limits import Limits
 from octop2p.engine._unpack import unpack_tar
-from octop2p.errors import UsageError
+from octop2p.errors import OctoError, UsageError
 
 MARKER = ".octop2p-results.json"
 #: Bytes a results tarball may unpack to, unless the node says otherwise: the most a
@@ -99,12 +100,15 @@ def output_usage(results_dir: Path, *, stop_after: int | None = None) -> tuple[i
     return total, entries
 
 
-
-
 def unpack(data: bytes | Path, dest: Path, *, max_bytes: int = RESULTS_BYTES) -> None:
     """Unpack a results tar.gz (bytes or a file) into the new folder ``dest``, with the
     safe unpacker: only files and folders, nothing outside ``dest``."""
     unpack_tar(data, dest, max_bytes=max_bytes, max_entries=MAX_RESULT_ENTRIES, gz=True)
+
+
+class DeliveryError(OctoError):
+    """The results could not be written to OUT (disk full, read-only, gone): nothing was
+    left there, and the job keeps its results where it ran."""
 
 
 def _mark(out: Path, job_name: str, job_id: str) -> None:
@@ -114,43 +118,122 @@ def _mark(out: Path, job_name: str, job_id: str) -> None:
     )
 
 
-def deliver(results_dir: Path, out: Path, *, job_name: str, job_id: str) -> Path:
-    """Put the finished results at ``out``; returns the path written."""
+def deliver(results_dir: Path, out: Path, *, job_name: str, job_id: str,
+            kept: str = "") -> Path:
+    """Put the finished results at ``out``; returns the path written.
+
+    Whole or not at all: written under a temporary name beside ``out``, synced, then
+    renamed into place. A failure raises DeliveryError (one line; ``kept`` says where
+    the results still are) and leaves ``out`` as it was.
+    """
     check_out(out)
     if str(out).endswith(".tar.gz"):
-        tmp = out.with_name(out.name + ".part")
-        tmp.write_bytes(pack(results_dir))
-        os.replace(tmp, out)
-        return out
-    if out.is_dir():
-        shutil.rmtree(out)
-    shutil.copytree(results_dir, out, symlinks=False)
-    _mark(out, job_name, job_id)
-    return out
+        return _deliver_file(lambda: pack(results_dir), out, kept)
+    return _deliver_folder(lambda fresh: shutil.copytree(results_dir, fresh, symlinks=False),
+                           out, job_name, job_id, kept)
 
 
 def deliver_bytes(
     tarball: bytes, out: Path, *, job_name: str, job_id: str, max_bytes: int | None = None
 ) -> Path:
-    """Like :func:`deliver`, from a tarball received from a chief.
+    """Like :func:`deliver`, from a tarball received from a node.
 
     The tarball is unpacked into a fresh folder beside ``out`` and only then moved in its
-    place, so a refused tarball (UnpackError) leaves ``out`` as it was.
+    place, so a refused tarball (UnpackError) or a full disk leaves ``out`` as it was;
+    the job stays on the node, to fetch again.
     """
     check_out(out)
-    if str(out).endswith(".tar.gz"):
-        tmp = out.with_name(out.name + ".part")
-        tmp.write_bytes(tarball)
-        os.replace(tmp, out)
-        return out
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fresh = out.with_name(f".{out.name}.{secrets.token_hex(4)}.part")
-    unpack(tarball, fresh, max_bytes=max_bytes or RESULTS_BYTES)
+    kept = f"the job keeps its results on the node: `octop2p fetch {job_id} -o ANOTHER_PATH`"
+    cap = max_bytes or RESULTS_BYTES
     try:
+        if str(out).endswith(".tar.gz"):
+            return _deliver_file(lambda: tarball, out, kept)
+        return _deliver_folder(lambda fresh: unpack(tarball, fresh, max_bytes=cap),
+                               out, job_name, job_id, kept)
+    except DeliveryError as exc:
+        exc.job = job_id  # for --json: the job to fetch again
+        raise
+
+
+def _deliver_file(data: Callable[[], bytes], out: Path, kept: str) -> Path:
+    tmp = out.with_name(f".{out.name}.{secrets.token_hex(4)}.part")
+    try:
+        write_synced(tmp, data())
+        os.replace(tmp, out)
+        sync_folder(out.parent)
+    except OSError as exc:
+        discard(tmp)
+        raise _failed(out, exc, kept) from None
+    return out
+
+
+def _deliver_folder(fill: Callable[[Path], object], out: Path, job_name: str, job_id: str,
+                    kept: str) -> Path:
+    tag = secrets.token_hex(4)
+    fresh = out.with_name(f".{out.name}.{tag}.part")
+    old = out.with_name(f".{out.name}.{tag}.old")
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        fill(fresh)
         _mark(fresh, job_name, job_id)
-        if out.is_dir():
-            shutil.rmtree(out)
+        _sync_tree(fresh)
+        if out.is_dir():  # an earlier octop2p results folder (check_out saw its marker)
+            os.replace(out, old)
         os.replace(fresh, out)
+        sync_folder(out.parent)
+    except OSError as exc:
+        if old.exists() and not out.exists():
+            try:
+                os.replace(old, out)  # put the earlier results back
+            except OSError:
+                old = fresh  # keep them under the .old name rather than remove them
+        raise _failed(out, exc, kept) from None
     finally:
         shutil.rmtree(fresh, ignore_errors=True)
+        shutil.rmtree(old, ignore_errors=True)
     return out
+
+
+def _failed(out: Path, exc: OSError, kept: str) -> DeliveryError:
+    why = exc.strerror or str(exc)
+    return DeliveryError(f"could not write the results to {out}: {why}; nothing was left "
+                         f"there{'; ' + kept if kept else ''} (docs/jobs.md#results)")
+
+
+def _sync_tree(folder: Path) -> None:
+    """fsync every file and folder under ``folder``: renamed into place only once its
+    bytes are on disk, it is never found truncated after a power cut."""
+    for root, _dirs, files in os.walk(folder):
+        for name in files:
+            fd = os.open(os.path.join(root, name), os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        sync_folder(Path(root))
+
+
+def discard(path: Path) -> None:
+    """Remove a temporary file if it is there and the disk lets us (a read-only one
+    may not even let us look)."""
+    try:
+        path.unlink(missing_ok=True)
+    except OSError:
+        pass
+
+
+def write_synced(path: Path, data: bytes) -> None:
+    """Write the new file ``path`` and fsync it (its bytes on disk before any rename)."""
+    with open(path, "xb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def sync_folder(folder: Path) -> None:
+    """fsync a folder, so that a rename in it survives a power cut."""
+    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

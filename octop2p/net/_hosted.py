@@ -9,12 +9,9 @@ events, and the job's record and folder in the store.
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
-import os
 import secrets
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -28,9 +25,10 @@ from octop2p.engine._package import JobSpec, pack_package
 from octop2p.engine._results import pack
 from octop2p.engine._runner import JobRunner, Progress
 from octop2p.errors import JobFailed, OctoError
+from octop2p.net._jobstore import ArchivedJob, JobRecord, JobStore
 from octop2p.net._peer import LinkClosed, PeerLink
 from octop2p.net._peerport import PeerPort
-from octop2p.net._store import remove_tree
+from octop2p.net._store import StoreError, remove_tree
 from protocol import (
     Cancel,
     Envelope,
@@ -53,51 +51,15 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+# The store's names, where the rest of the node has always found them.
+__all__ = ["ArchivedJob", "JobRecord", "JobStore", "NetworkJob", "pack_package"]
+
 JOURNAL_SECONDS = 1.0
 #: Progress events are for eyes (progress bars, the GUI): one per result would cost the
 #: chief more than the results themselves, so they go out at most this often.
 PROGRESS_EVENT_SECONDS = 0.1
 
 
-@dataclass
-class JobRecord:
-    """What the node API shows of a job."""
-
-    job_id: bytes
-    name: str
-    state: JobState = JobState.QUEUED
-    progress: Progress | None = None
-    started: float = field(default_factory=time.time)
-    finished: float | None = None
-    error: str = ""
-    error_rule: str | None = None
-    traceback: str = ""
-    results: bytes | None = None  # the results tar.gz
-    output: list[str] = field(default_factory=list)  # what final/merger printed (bounded)
-    # The results tar.gz on disk instead (an archived job, a remote job's download): read
-    # only when fetched, so that a node does not hold every old result in RAM.
-    results_file: Path | None = None
-    results_size: int | None = None
-    refused: dict[str, str] = field(default_factory=dict)  # donor id -> why it refused
-
-    @property
-    def id_hex(self) -> str:
-        return self.job_id.hex()
-
-    @property
-    def has_results(self) -> bool:
-        """The job left a results tarball (in memory or on disk)."""
-        return self.results is not None or self.results_file is not None
-
-    def results_length(self) -> int | None:
-        """The size of the results tarball, if any."""
-        return len(self.results) if self.results is not None else self.results_size
-
-    def read_results(self) -> bytes | None:
-        """The results tarball's bytes (blocking when they are on disk: use a thread)."""
-        if self.results is not None:
-            return self.results
-        return self.results_file.read_bytes() if self.results_file is not None else None
 
 
 class NetworkJob:
@@ -175,11 +137,16 @@ class NetworkJob:
         """
         record = self.record
         record.state = JobState.RUNNING
-        self.store = JobStore(job_dir)
-        self.store.save_package(self.tar)
-        self.store.write_journal(self)
+        try:  # a full or read-only disk fails this job alone, before anything runs
+            self.store = await JobStore.start(job_dir, self)
+        except StoreError as exc:
+            record.state, record.error, record.finished = JobState.FAILED, str(exc), time.time()
+            log.warning("job %s not started: %s", record.id_hex, exc)
+            self.done.set()
+            self.node.emit("job", job=record.id_hex, state=record.state.value,
+                           name=record.name, error=record.error)
+            return
         work_dir = job_dir / "work"
-        work_dir.mkdir(parents=True, exist_ok=True)
         local = self.node.local_slots()
         options = self.spec.options
         self.trust = self.node.reputation.trust(
@@ -386,134 +353,3 @@ class NetworkJob:
                     package=request.package, offset=request.offset, total=len(blob), data=data
                 )
         return None
-
-
-
-class JobStore:
-    """One job's folder in the node's store (``jobs/<id>/``).
-
-    ``package.tar`` (the job's files, by which workers fetch it), ``job.json`` (a journal
-    of its state: what it is, where it stands, who did what, rewritten atomically as it
-    runs) and ``results.tar.gz`` once done. A restarted node reads them back, so jobs,
-    their status and their results outlive it.
-    """
-
-    def __init__(self, folder: Path) -> None:
-        self.folder = folder
-        folder.mkdir(parents=True, exist_ok=True, mode=0o700)
-
-    def save_package(self, tar: bytes) -> None:
-        _write(self.folder / "package.tar", tar)
-
-    def save_results(self, tarball: bytes) -> None:
-        _write(self.folder / "results.tar.gz", tarball)
-
-    def write_journal(self, job: NetworkJob) -> None:
-        record, progress = job.record, job.record.progress
-        journal = {
-            "job": record.id_hex,
-            "name": record.name,
-            "kind": job.spec.kind,
-            "script": job.spec.script,
-            "options": job.spec.options.to_dict(),
-            "package": job.package_hash.hex(),
-            "submitter": job.submitter.hex(),
-            "state": record.state.value,
-            "started": record.started,
-            "finished": record.finished,
-            "phase": progress.phase if progress else "",
-            "done": progress.done if progress else 0,
-            "total": progress.total if progress else None,
-            "workers": dict(progress.workers) if progress else {},
-            "error": record.error,
-            "rule": record.error_rule,
-            "traceback": record.traceback,
-            "output": "".join(record.output)[: 1 << 20],
-            "results_hash": job.results_hash.hex() if job.results_hash else None,
-        }
-        _write(self.folder / "job.json", json.dumps(journal).encode())
-
-    @staticmethod
-    def load(folder: Path) -> ArchivedJob | None:
-        """A job a previous run of the node left in the store (None if unreadable)."""
-        try:
-            journal = json.loads((folder / "job.json").read_text())
-            record = JobRecord(bytes.fromhex(journal["job"]), str(journal["name"]))
-            state = JobState(journal["state"])
-        except (OSError, ValueError, KeyError, TypeError):
-            return None
-        if state not in (JobState.DONE, JobState.FAILED, JobState.CANCELLED):
-            # It was running when the node stopped; the journal keeps what resuming needs.
-            state = JobState.FAILED
-            record.error = "interrupted: the node stopped before the job finished; submit it again"
-        else:
-            record.error = journal.get("error") or ""
-        record.state = state
-        record.started = journal.get("started") or 0.0
-        record.finished = journal.get("finished")
-        record.error_rule = journal.get("rule")
-        record.traceback = journal.get("traceback") or ""
-        record.output = [journal.get("output") or ""]
-        record.progress = Progress(
-            phase=journal.get("phase") or "",
-            done=journal.get("done") or 0,
-            total=journal.get("total"),
-            workers=journal.get("workers") or {},
-        )
-        results = folder / "results.tar.gz"
-        digest = journal.get("results_hash")
-        if state is JobState.DONE and results.is_file():
-            record.results_file, record.results_size = results, results.stat().st_size
-        return ArchivedJob(record, bytes.fromhex(digest) if isinstance(digest, str) else None)
-
-
-def _write(path: Path, data: bytes) -> None:
-    tmp = path.with_name(path.name + ".part")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
-
-
-class ArchivedJob:
-    """A finished job read back from the store: listed, shown and fetched, never run."""
-
-    def __init__(self, record: JobRecord, results_hash: bytes | None = None) -> None:
-        self.record = record
-        self.job_id = record.job_id
-        self.done = trio.Event()
-        self.done.set()
-        self._results_hash = results_hash
-
-    @property
-    def results_hash(self) -> bytes | None:
-        """The results' content hash: from the journal, or hashed once when first asked
-        (journals of older nodes lack it)."""
-        if self._results_hash is None and self.record.has_results:
-            self._results_hash = content_hash(self.record.read_results() or b"")
-        return self._results_hash
-
-    def cancel(self) -> None:
-        """Nothing to stop."""
-
-    def lost(self, link: PeerLink) -> None:
-        """No workers."""
-
-    async def offer(self, link: PeerLink) -> None:
-        """Not offered to workers."""
-
-    async def handle(self, link: PeerLink, message: Message) -> None:
-        await link.send(
-            Error(code=ErrorCode.NOT_FOUND, reason="that job is over", job_id=self.job_id)
-        )
-
-    def chunk(self, request: PackageRequest) -> PackageChunk | None:
-        record = self.record
-        if record.results_file is None or self.results_hash != request.package:
-            return None
-        # One chunk (at most MAX_CHUNK) read from disk, never the whole file.
-        with open(record.results_file, "rb") as f:
-            f.seek(request.offset)
-            data = f.read(request.length)
-        return PackageChunk(
-            package=request.package, offset=request.offset, total=record.results_size or 0,
-            data=data,
-        )

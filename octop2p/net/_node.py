@@ -117,6 +117,7 @@ class NodeSettings:
     jobs_mb: int = 8192  # quota of jobs/ (jobs this node was chief of), oldest evicted
     block_after_breaches: int = 3  # a donor blocks a chief after this many breaches (0: never)
     block_hours: int = 24
+    reattach_seconds: int = 600  # a remote job waits this long for a lost chief's link
 
 
 class Node:

@@ -34,6 +34,7 @@ def settings_from(home: Home, config: Config, **extra: Any) -> NodeSettings:
         jobs_mb=config.jobs_mb,
         block_after_breaches=config.block_after_breaches,
         block_hours=config.block_hours,
+        reattach_seconds=config.reattach_seconds,
     )
     values.update(extra)
     return NodeSettings(**values)

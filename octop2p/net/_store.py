@@ -18,6 +18,8 @@ from pathlib import Path
 
 import trio
 
+from octop2p.engine._results import discard, sync_folder, write_synced
+from octop2p.errors import OctoError
 from protocol._crypto import HASH_BYTES, PERSON_CONTENT
 
 log = logging.getLogger(__name__)
@@ -26,6 +28,26 @@ log = logging.getLogger(__name__)
 def content_hasher() -> hashlib.blake2b:
     """An incremental ``protocol.content_hash``: hash a download as it arrives."""
     return hashlib.blake2b(digest_size=HASH_BYTES, person=PERSON_CONTENT)
+
+
+class StoreError(OctoError):
+    """The node's disk refused a write (full, read-only, gone): it fails the one job it
+    hits, never the node."""
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    """Write ``path`` whole or not at all: a temporary name in the same folder, fsync,
+    rename, fsync of the folder. A crash leaves the old file or the new one, never a
+    truncated one; a full disk leaves the old one and raises StoreError."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.part")
+    try:
+        discard(tmp)  # left by a crash of this very process id
+        write_synced(tmp, data)
+        os.replace(tmp, path)
+        sync_folder(path.parent)
+    except OSError as exc:
+        discard(tmp)
+        raise StoreError(f"could not write {path}: {exc.strerror or exc}") from exc
 
 
 def _size(path: Path) -> int:

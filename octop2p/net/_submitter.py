@@ -9,7 +9,9 @@ the job with ``StatusRequest`` and fetches the results tarball by its content ha
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 import secrets
 import shutil
 import time
@@ -27,7 +29,7 @@ from octop2p.errors import JobRefused, NoNodeError, OctoError
 from octop2p.net._donor import WorkRefused
 from octop2p.net._hosted import JobRecord, NetworkJob
 from octop2p.net._peer import LinkClosed, PeerLink
-from octop2p.net._store import evict_oldest
+from octop2p.net._store import StoreError, evict_oldest, write_atomic
 from protocol import (
     AuthMode,
     Cancel,
@@ -51,6 +53,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 POLL_SECONDS = 0.5
+#: A chief silent this long on a live link is taken as lost (and waited for).
+REPLY_SECONDS = 60.0
 _FINISHED = (JobState.DONE, JobState.FAILED, JobState.CANCELLED)
 
 
@@ -71,7 +75,13 @@ def status_of(job: Any) -> JobStatus:
 
 
 class RemoteJob:
-    """A job this node submitted to another chief, as the node API shows it."""
+    """A job this node submitted to another chief, as the node API shows it.
+
+    It outlives the link to its chief: when the link drops, it says so, waits up to
+    ``reattach_seconds`` for a new link to the same node (the node redials static peers;
+    mDNS finds it again), then follows the job to its results, which it keeps in the
+    store (``jobs/<id>/``) for `octop2p fetch` (docs/jobs.md, "When things break").
+    """
 
     def __init__(
         self, node: Node, link: PeerLink, job_id: bytes, name: str, results_mb: int = 1024
@@ -80,7 +90,9 @@ class RemoteJob:
         #: The most the chief's results may be: the job's merge quota, with tar and gzip
         #: framing (a chief announcing more is refused before a byte is fetched).
         self.results_cap = (results_mb << 20) + (MAX_RESULT_ENTRIES + 2) * 1536 + (1 << 20)
-        self.link = link
+        self.chief = link.peer_id
+        self._link = link
+        self.reattach_seconds: float = getattr(node.settings, "reattach_seconds", 600)
         self.job_id = job_id
         self.record = JobRecord(job_id, name, state=JobState.QUEUED)
         self.record.progress = Progress(phase="remote")
@@ -89,6 +101,15 @@ class RemoteJob:
         self._replies: trio.MemorySendChannel[Message]
         self._replies, self._inbox = trio.open_memory_channel[Message](16)
 
+    @property
+    def link(self) -> PeerLink:
+        """The link to the chief: the open one, else the last one (closed)."""
+        for link in self.node.links():
+            if link.peer_id == self.chief:
+                self._link = link
+                break
+        return self._link
+
     def reply(self, message: Message) -> None:
         try:
             self._replies.send_nowait(message)
@@ -96,55 +117,139 @@ class RemoteJob:
             pass
 
     async def follow(self) -> None:
-        """Poll the chief until the job ends, then fetch its results."""
+        """Poll the chief until the job ends, then fetch its results; a lost link is
+        waited for (``reattach_seconds``), not a failure."""
         record = self.record
         try:
-            while True:
-                message = await self._next()
-                if isinstance(message, Error):
-                    record.state, record.error = JobState.FAILED, message.reason
-                    break
-                if isinstance(message, JobStatus):
-                    record.state = message.state
-                    assert record.progress is not None
-                    record.progress.done = message.fragments_done
-                    record.progress.total = message.fragments_total
-                    self.node.emit("progress", job=record.id_hex, phase="remote",
-                                   done=message.fragments_done, total=message.fragments_total,
-                                   workers={})
-                    if message.state in _FINISHED:
-                        record.error = message.message
-                        if message.state is JobState.DONE and message.results is not None:
-                            await self._download(message.results, message.results_size or 0)
-                        break
-                await trio.sleep(POLL_SECONDS)
-                await self.link.send(StatusRequest(job_id=self.job_id))
-        except (LinkClosed, OctoError, Exception) as exc:  # noqa: BLE001 - reported to the user
+            await self._follow()
+        except Exception as exc:  # noqa: BLE001 - reported to the user, never the node's end
             record.state = JobState.FAILED
-            record.error = record.error or f"lost the chief {self.link.short}: {exc}"
+            record.error = record.error or str(exc) or repr(exc)
         finally:
             record.finished = time.time()
+            with trio.CancelScope(shield=True):
+                await self._save()
             self.done.set()
             self.node.emit("job", job=record.id_hex, state=record.state.value, name=record.name,
                            error=record.error)
 
+    async def _follow(self) -> None:
+        record = self.record
+        asked = False  # the first answer is the chief's reply to JobSubmit
+        while True:
+            link = self.link
+            try:
+                if asked:
+                    await link.send(StatusRequest(job_id=self.job_id))
+                asked = True
+                message = await self._next(link)
+                if isinstance(message, Error):
+                    record.state, record.error = JobState.FAILED, message.reason
+                    return
+                if isinstance(message, JobStatus) and self._update(message):
+                    if message.state is JobState.DONE and message.results is not None:
+                        await self._download(message.results, message.results_size or 0)
+                    return
+            except LinkClosed:
+                await self._wait_for_link(link)
+                continue
+            await trio.sleep(POLL_SECONDS)
+
+    def _update(self, message: JobStatus) -> bool:
+        """Take the chief's status of the job; True once the job has ended there."""
+        record = self.record
+        record.state = message.state
+        assert record.progress is not None
+        record.progress.done = message.fragments_done
+        record.progress.total = message.fragments_total
+        record.progress.waiting = ""
+        self.node.emit("progress", job=record.id_hex, phase="remote",
+                       done=message.fragments_done, total=message.fragments_total, workers={})
+        if message.state in _FINISHED:
+            record.error = message.message
+            return True
+        return False
+
+    async def _wait_for_link(self, lost: PeerLink) -> None:
+        """Wait for a new link to the chief; OctoError after ``reattach_seconds``."""
+        text = (f"lost the link to chief {lost.short}; waiting up to "
+                f"{self.reattach_seconds:g} s for it to come back")
+        self._notice(text)
+        with trio.move_on_after(self.reattach_seconds):
+            while True:
+                link = self.link
+                if link is not lost and not link.closed_event.is_set():
+                    self._notice(f"the link to chief {lost.short} is back; following the job")
+                    return
+                await trio.sleep(POLL_SECONDS)
+        raise OctoError(
+            f"lost the link to chief {lost.short} and it did not come back within "
+            f"{self.reattach_seconds:g} s (reattach_seconds in config.toml); the chief may "
+            "still finish the job, but this node stopped following it"
+        )
+
+    def _notice(self, text: str) -> None:
+        """One line for the node's log, `submit`'s output and `status`."""
+        log.warning("job %s: %s", self.record.id_hex, text)
+        assert self.record.progress is not None
+        self.record.progress.waiting = text
+        self.node.emit("notice", job=self.record.id_hex, text=text)
+
     async def _download(self, digest: bytes, size: int) -> None:
-        """The results, streamed to the job's folder against the job's results cap."""
+        """The results, streamed to the job's folder against the job's results cap,
+        under a temporary name renamed once whole; a lost link is waited for."""
         folder = self.node.jobs_dir / self.job_id.hex()
         await trio.to_thread.run_sync(partial(folder.mkdir, mode=0o700, exist_ok=True))
-        path = folder / "results.tar.gz"
-        try:
-            await self.node.worker.download(self.link, digest, size, path, cap=self.results_cap)
-        except WorkRefused as exc:
-            self.record.state = JobState.FAILED
-            self.record.error = f"the results of chief {self.link.short} were refused: {exc}"
-            return
+        path, part = folder / "results.tar.gz", folder / ".results.tar.gz.part"
+        while True:
+            link = self.link
+            await trio.to_thread.run_sync(partial(part.unlink, missing_ok=True))
+            try:
+                await self.node.worker.download(link, digest, size, part, cap=self.results_cap)
+                break
+            except LinkClosed:
+                await self._wait_for_link(link)
+            except WorkRefused as exc:
+                if link.closed_event.is_set():  # the link died while a chunk was awaited
+                    await self._wait_for_link(link)
+                    continue
+                self.record.state = JobState.FAILED
+                self.record.error = f"the results of chief {link.short} were refused: {exc}"
+                return
+        await trio.to_thread.run_sync(os.replace, part, path)
         self.results_hash = digest
         self.record.results_file, self.record.results_size = path, size
+        self.record.results_digest = digest
 
-    async def _next(self) -> Message:
-        with trio.fail_after(60):
-            return await self._inbox.receive()
+    async def _next(self, link: PeerLink) -> Message:
+        """The chief's next answer; LinkClosed when the link drops or the chief stays
+        silent for REPLY_SECONDS."""
+        deadline = trio.current_time() + REPLY_SECONDS
+        while trio.current_time() < deadline:
+            with trio.move_on_after(POLL_SECONDS):
+                return await self._inbox.receive()
+            if link.closed_event.is_set() or link is not self.link:
+                raise LinkClosed("the link closed")
+        raise LinkClosed(f"the chief did not answer for {REPLY_SECONDS:g} s")
+
+    async def _save(self) -> None:
+        """The job's record in the store, so a restarted node still lists and fetches it."""
+        record, progress = self.record, self.record.progress
+        journal = {
+            "job": record.id_hex, "name": record.name, "state": record.state.value,
+            "started": record.started, "finished": record.finished, "phase": "remote",
+            "done": progress.done if progress else 0,
+            "total": progress.total if progress else None,
+            "error": record.error, "chief": self.chief,
+            "results_hash": self.results_hash.hex() if self.results_hash else None,
+        }
+        folder = self.node.jobs_dir / record.id_hex
+        try:
+            await trio.to_thread.run_sync(partial(folder.mkdir, mode=0o700, exist_ok=True))
+            await trio.to_thread.run_sync(
+                write_atomic, folder / "job.json", json.dumps(journal).encode())
+        except (OSError, StoreError) as exc:
+            log.warning("job %s: could not keep its record: %s", record.id_hex, exc)
 
     def cancel(self) -> None:
         self.node.spawn(self._send_cancel)
