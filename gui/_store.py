@@ -61,7 +61,8 @@ class JobView:
     def apply_status(self, status: dict[str, Any]) -> None:
         """Take a ``status`` reply of the node API."""
         self.name = status.get("name") or self.name
-        self.state = status.get("state") or self.state
+        if not self.is_finished:  # an ended job stays ended: a reply sent before it ended
+            self.state = status.get("state") or self.state  # may arrive after its event
         self.started = status.get("started") or self.started
         self.finished = status.get("finished") or self.finished
         self.error, self.rule = status.get("error"), status.get("rule")

@@ -130,6 +130,7 @@ class JobRunner:
         self.changed = _Changed()
         self._kick = trio.Event()  # set by `_changed`, served by `_dispatcher`
         self._dispatching = False
+        self._cancelled = False
         self.progress = Progress(phase="starting")
         self._ports: dict[str, WorkerPort] = {}
         self._failure: BaseException | None = None
@@ -334,6 +335,8 @@ class JobRunner:
             # The nursery would wrap every failure in an exception group; callers get
             # the failure itself.
             with trio.CancelScope() as self._scope, collapse_groups():
+                if self._cancelled:
+                    self._scope.cancel()  # cancelled before it ran
                 async with trio.open_nursery() as self.watchers:
                     self.watchers.start_soon(self._tick)
                     self.watchers.start_soon(self._dispatcher)
@@ -364,7 +367,8 @@ class JobRunner:
             self._scope.cancel()
 
     def cancel(self) -> None:
-        """Stop the job at the user's request."""
+        """Stop the job at the user's request (also before it started running)."""
+        self._cancelled = True
         if self._scope is not None:
             self._scope.cancel()
 

@@ -95,6 +95,7 @@ class NetworkJob:
         self.submitter = (package_envelope or self.package_envelope).author
         self.record = JobRecord(self.job_id, spec.options.name)
         self.runner: JobRunner | None = None
+        self._cancel_requested = False
         self.trust: Trust | None = None
         self._agreed_before: dict[str, int] = {}
         self._ports: dict[str, PeerPort] = {}  # donors working on this job
@@ -157,6 +158,8 @@ class NetworkJob:
             self.spec, self.node.forkserver, work_dir=work_dir, layers=self.node.layers,
             partitions=max(2, 2 * local), on_progress=self._on_progress,
             on_output=self._on_output, on_log=self._on_log, trust=self.trust)
+        if self._cancel_requested:
+            runner.cancel()  # the owner cancelled it while it was being stored
         self.provenance = Provenance(work_dir)
         runner.on_accepted = self.provenance.add
         if local:
@@ -214,7 +217,8 @@ class NetworkJob:
             nursery.cancel_scope.cancel()
 
     def cancel(self) -> None:
-        """Stop the job at the submitter's request."""
+        """Stop the job at the submitter's request, even before its runner exists."""
+        self._cancel_requested = True
         if self.runner is not None:
             self.runner.cancel()
 
