@@ -145,6 +145,13 @@ def test_a_dishonest_donor_is_outvoted_and_quarantined(swarm, tmp_path: Path, li
     assert len(quarantined) == 1, peers
     assert "wrong result" in quarantined[0]["reason"]
     assert quarantined[0]["id"] == liar_id
+    # The signed manifest names, for each fragment, the nodes whose results agreed: never
+    # the liar, and with redundancy 2 always two of them.
+    manifest = json.loads((out / "manifest.json").read_text())
+    voted = [voters for _kind, _seq, _digest, voters in manifest["fragments"]]
+    assert len(voted) == N and all(liar_id not in v for v in voted), voted[:5]
+    if toml.startswith("redundancy"):
+        assert all(len(v) == 2 and set(v) <= {chief.id, honest.id} for v in voted)
     # Its votes never outweighed the honest nodes: the report names who did the work.
     report = json.loads(proc.stdout.strip().splitlines()[-1])
     assert set(report["workers"]) >= {chief.id, honest.id}, report
