@@ -83,6 +83,7 @@ class FragmentTable:
         self._queue: deque[_Fragment] = deque()  # needing a copy handed out (front first)
         self._live: dict[int, _Fragment] = {}  # every fragment not yet accepted
         self._by_worker: dict[str, set[int]] = {}  # worker -> seqs it holds a lease on
+        self._seen: dict[str, float] = {}  # worker -> its last sign of progress
         self.exhausted = False
         self.done = 0
         self.agreed: list[str] = []  # the voters behind the last accepted result
@@ -210,12 +211,9 @@ class FragmentTable:
         self._queue.append(frag)
 
     def refresh(self, worker: str, now: float) -> None:
-        """``worker`` is making progress: its leases run from now again."""
-        deadline = now + self.lease_seconds
-        for seq in self._by_worker.get(worker, ()):
-            frag = self._live.get(seq)
-            if frag is not None and worker in frag.leases:
-                frag.leases[worker] = deadline
+        """``worker`` is making progress: its leases run from now again (kept once per
+        worker, not per lease: this runs for every answer)."""
+        self._seen[worker] = now
 
     def lost(self, worker: str, seq: int, *, attempt: bool) -> None:
         """``worker``'s copy of ``seq`` is lost; ``attempt``: it ran (crash, wall time) and
@@ -242,12 +240,12 @@ class FragmentTable:
 
     def expire(self, now: float) -> list[tuple[str, int]]:
         """End every lease past its deadline; returns the (worker, seq) pairs ended."""
-        ended = [
-            (worker, seq)
-            for worker, seqs in self._by_worker.items()
-            for seq in seqs
-            if self._live[seq].leases.get(worker, now + 1) <= now
-        ]
+        ended = []
+        for worker, seqs in self._by_worker.items():
+            renewed = self._seen.get(worker, 0.0) + self.lease_seconds
+            for seq in seqs:
+                if max(self._live[seq].leases.get(worker, now + 1), renewed) <= now:
+                    ended.append((worker, seq))
         for worker, seq in ended:
             frag = self._live[seq]
             self._end_lease(frag, worker)
