@@ -190,7 +190,8 @@ def test_full_disk_under_the_chiefs_home_fails_that_job_only(
         # The node lives on: the other job finishes, and both are listed.
         deadline = time.monotonic() + 60
         while (state := _states(node)[slow_id]) != "done":
-            assert state in ("running", "finishing") and time.monotonic() < deadline, node.read_log()
+            assert state in ("running", "finishing"), node.read_log()
+            assert time.monotonic() < deadline, node.read_log()
             time.sleep(0.3)
         assert sorted(_states(node).values()) == ["done", "failed"]
         assert node.proc.poll() is None
