@@ -10,15 +10,18 @@ from typing import Any
 
 import trio
 
+from octop2p._config import Config
 from octop2p._home import Home
 from octop2p.api import FINISHED, NodeAPI, no_worker_reason
 from octop2p.cli._nodes import node_api
 from octop2p.cli._out import DOCS_SWARM
 from octop2p.engine._results import default_out, deliver_bytes
 from octop2p.errors import JobFailed, NoNodeError
+from octop2p.net._control import ControlClient
 
 FIRST_CHECK = 0.3  # "within a second" the user hears what the job waits for
 RECHECK = 2.0
+REDIAL = 0.5  # how often a lost node's control socket is tried again
 
 
 class Submission:
@@ -75,7 +78,7 @@ async def submit(
                 printer.progress = progress
                 if chief is None:
                     nursery.start_soon(_say_waiting, api, sub.job, err)
-                final = await api.call("wait", job=sub.job)
+                final = await _wait(api, home, sub.job, err, printer, nursery)
                 nursery.cancel_scope.cancel()
         if final["state"] != "done":
             raise job_failed(final)
@@ -101,6 +104,42 @@ async def submit(
         "seconds": round(seconds, 3),
         "workers": final["workers"],
     }
+
+
+async def _wait(api: Any, home: Home, job: str, err: Any, printer: _Printer,
+                nursery: trio.Nursery) -> dict[str, Any]:
+    """The job's final status. When the node's control socket closes (the node died or
+    was restarted), wait for it to come back and follow the same job again."""
+    node = str((await api.call("info"))["id"])[:7] if isinstance(api, ControlClient) else ""
+    while True:
+        try:
+            return dict(await api.call("wait", job=job))
+        except NoNodeError:
+            if not node:  # a temporary node dies with this command: nothing to wait for
+                raise
+        await _reattach(api, home, job, node, err)
+        await nursery.start(printer.follow, api)
+
+
+async def _reattach(api: Any, home: Home, job: str, node: str, err: Any) -> None:
+    """Say in one line that the node is lost, then try its control socket again until it
+    knows ``job`` (its error, e.g. an unknown job, ends the command) or
+    ``reattach_seconds`` (config.toml) pass."""
+    seconds = Config.load(home).reattach_seconds
+    err.print(f"[yellow]lost the node {node} (its control socket closed); waiting up to "
+              f"{seconds} s for it to come back (reattach_seconds)[/]", highlight=False)
+    with trio.move_on_after(seconds):
+        while True:
+            try:
+                await api.call("status", job=job)
+            except NoNodeError:
+                await trio.sleep(REDIAL)
+                continue
+            err.print(f"node {node} is back; following job {job} again", highlight=False)
+            return
+    raise NoNodeError(
+        f"the node {node} did not come back within {seconds} s (reattach_seconds in "
+        f"config.toml); once it runs again, {say_where(job)} reach the job")
 
 
 async def _find_chief(api: Any, chief: str, err: Any, timeout: float = 10) -> None:
@@ -142,13 +181,16 @@ class _Printer:
         task_status.started()
         if first.get("event") != "subscribed":
             self.early.append(first)
-        async for event in events:
-            if self.job is None:
-                self.early.append(event)
-                continue
-            for one in [*self.early, event]:
-                self._show(one, started, Progress)
-            self.early.clear()
+        try:
+            async for event in events:
+                if self.job is None:
+                    self.early.append(event)
+                    continue
+                for one in [*self.early, event]:
+                    self._show(one, started, Progress)
+                self.early.clear()
+        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+            pass  # the node is gone: `_wait` says so, and follows it again once back
 
     def _show(self, event: dict[str, Any], started: float, progress_cls: Any) -> None:
         if event.get("job") != self.job:
@@ -186,12 +228,16 @@ async def _say_waiting(api: Any, job: str, err: Any) -> None:
     said = ""
     await trio.sleep(FIRST_CHECK)
     while True:
-        status = await api.call("status", job=job)
-        if status["state"] in FINISHED or status["fragments_done"]:
-            return
-        reason = status.get("waiting") or no_worker_reason(
-            await api.call("info"), await api.call("peers")
-        )
+        try:
+            status = await api.call("status", job=job)
+            if status["state"] in FINISHED or status["fragments_done"]:
+                return
+            reason = status.get("waiting") or no_worker_reason(
+                await api.call("info"), await api.call("peers")
+            )
+        except NoNodeError:
+            return  # the node is gone: `_wait` says so
+
         if reason and reason != said:
             err.print(f"[yellow]waiting:[/] {reason} (see {DOCS_SWARM})")
         elif said and not reason:
