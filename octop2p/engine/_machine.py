@@ -134,6 +134,7 @@ class JobMachine:
         self.backup_tasks = backup_tasks
         self._unchecked: dict[str, int] = {}  # single-copy results merged, per voter
         self.phase: Phase | None = None
+        self._expired: set[tuple[str, int]] = set()  # (worker, seq) whose lease ran out
         self.log: list[str] = []
         #: The content digest of the last accepted result and the voters that agreed on
         #: it: the job's provenance, for its manifest.
@@ -150,6 +151,7 @@ class JobMachine:
         table = FragmentTable(redundancy=self.redundancy, max_attempts=self.max_attempts,
                               lease_seconds=self.lease_seconds)
         table.backup_tasks = self.backup_tasks
+        self._expired.clear()
         if items is not None:
             table.add(items)
             table.mark_exhausted()
@@ -268,6 +270,11 @@ class JobMachine:
             raise JobFailed(
                 message=f"{kind} {seq}: {exc.attempts} workers returned {exc.attempts} results "
                 f"and no {self.redundancy} of them agreed", rule="redundancy") from None
+        if (worker, seq) in self._expired:
+            self._expired.discard((worker, seq))
+            if verdict is Verdict.DUPLICATE:
+                self._note(f"worker {worker}'s late result for fragment {seq} was dropped: "
+                           "another copy of it was merged")
         if verdict is Verdict.ACCEPT:
             self.accepted += 1
             for voter in table.agreed:
@@ -351,6 +358,7 @@ class JobMachine:
             return []
         ended = self.table.expire(now)
         for worker, seq in ended:
+            self._expired.add((worker, seq))
             self._note(f"worker {worker} held fragment {seq} past its lease; it goes to others")
         return ended
 

@@ -283,8 +283,12 @@ class PeerLink:
 
     async def _heartbeats(self, scope: trio.CancelScope) -> None:
         while True:
+            slept = time.monotonic()
             await trio.sleep(HEARTBEAT_SECONDS)
-            if time.monotonic() - self.last_heard > SILENCE_SECONDS:
+            # Woken far too late, this process was frozen (SIGSTOP, a suspended laptop):
+            # what the peer sent meanwhile waits unread, so its silence is ours. Read first.
+            frozen = time.monotonic() - slept > 2 * HEARTBEAT_SECONDS
+            if not frozen and time.monotonic() - self.last_heard > SILENCE_SECONDS:
                 log.warning(
                     "peer %s (%s) silent for %.0f s: dropping it",
                     self.short,

@@ -4,6 +4,7 @@ network namespace a root-only test made)."""
 from __future__ import annotations
 
 import json
+import os
 import signal
 import socket
 import subprocess
@@ -20,9 +21,11 @@ class NodeProcess:
     """`octop2p node` running in a home of its own; stopped by `stop()`."""
 
     def __init__(
-        self, home: Path, *args: str, host: str = "127.0.0.1", prefix: Sequence[str] = ()
+        self, home: Path, *args: str, host: str = "127.0.0.1", prefix: Sequence[str] = (),
+        group: bool = False,
     ) -> None:
-        """Start the node; ``prefix`` wraps the command (e.g. ``ip netns exec NS``)."""
+        """Start the node; ``prefix`` wraps the command (e.g. ``ip netns exec NS``);
+        ``group``: in a process group of its own, with its children (see `signal_group`)."""
         self.home = home
         self.host = host
         self.log = open(home.parent / f"{home.name}.log", "w+")
@@ -43,6 +46,7 @@ class NodeProcess:
             stdout=subprocess.PIPE,
             stderr=self.log,
             text=True,
+            start_new_session=group,
         )
         line = self.proc.stdout.readline() if self.proc.stdout else ""
         if not line:
@@ -87,6 +91,11 @@ class NodeProcess:
     def read_log(self) -> str:
         self.log.flush()
         return Path(self.log.name).read_text()
+
+    def signal_group(self, sig: signal.Signals) -> None:
+        """Signal the node and its sandboxed children at once (a node started with
+        ``group=True``): SIGSTOP and SIGCONT freeze and thaw the whole machine."""
+        os.killpg(self.proc.pid, sig)
 
     def kill(self) -> None:
         self.proc.kill()

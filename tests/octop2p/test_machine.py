@@ -443,3 +443,26 @@ def test_slots_that_disagree_in_a_local_run_are_not_quarantined() -> None:
     _run_one(machine, {"local-0": b"x", "local-1": b"y"})
     _run_one(machine, {"local-2": b"x"})
     assert machine.finished and set(machine.workers) == {"local-0", "local-1", "local-2"}
+
+
+def test_a_late_result_after_its_lease_ran_out_is_dropped_and_said() -> None:
+    """A worker frozen past its lease (SIGSTOP, a closed lid) answers after another
+    worker's copy was merged: dropped, counted for no one, and the chief's log says so."""
+    machine = JobMachine(LIMITS)  # leases of 30 s
+    machine.begin("process")
+    machine.join("w1", "A", cap=1)
+    machine.join("w2", "B", cap=1)
+    machine.split([b"x"], True)
+    machine.credit("w1", 1)
+    assert [a.seq for a in machine.take("w1", 0)] == [0]
+    assert machine.tick(31) == [("w1", 0)]
+    machine.credit("w2", 1)
+    assert [a.seq for a in machine.take("w2", 31)] == [0]
+    assert machine.result("w2", "process", 0, b"r", 32) is Verdict.ACCEPT
+    machine.drain_log()
+    assert machine.result("w1", "process", 0, b"r", 40) is Verdict.DUPLICATE
+    assert machine.drain_log() == [
+        "worker w1's late result for fragment 0 was dropped: another copy of it was merged"]
+    assert machine.result("w1", "process", 0, b"r", 41) is Verdict.DUPLICATE
+    assert machine.drain_log() == []  # said once
+    assert machine.counts() == {"B": 1}

@@ -4,17 +4,21 @@ and the authenticated close."""
 
 from __future__ import annotations
 
+import types
+
 import pytest
 import trio
 import trio.testing
 
-from octop2p.net._peer import SILENCE_SECONDS, LinkClosed, PeerLink
+from octop2p.net import _peer
+from octop2p.net._peer import HEARTBEAT_SECONDS, SILENCE_SECONDS, LinkClosed, PeerLink
 from protocol import (
     Connection,
     ConnectionClosed,
     Envelope,
     EnvelopeKind,
     Fragment,
+    Heartbeat,
     Message,
     MessageReceived,
     NodeIdentity,
@@ -120,3 +124,32 @@ async def test_a_reset_stream_is_link_closed() -> None:
     await a.stream.aclose()
     with pytest.raises(LinkClosed):
         await a.send(WorkRequest(credits=1, job_id=JOB))
+
+
+async def test_a_process_woken_from_a_freeze_reads_before_it_calls_its_peer_silent(
+        autojump_clock: object, monkeypatch: pytest.MonkeyPatch) -> None:
+    """SIGSTOP for longer than SILENCE_SECONDS: on waking, what the peer sent meanwhile
+    is still unread, so the first check sends a heartbeat instead of dropping the peer;
+    a peer that really stays silent is dropped at the next one."""
+    a, b = await linked(lockstep=False)
+    frozen = [0.0]  # the process's own clock jumps: time that trio's clock did not see
+    monkeypatch.setattr(_peer, "time", types.SimpleNamespace(
+        monotonic=lambda: trio.current_time() + frozen[0]))
+    a.last_heard = _peer.time.monotonic()
+    start = trio.current_time()
+
+    async def freeze() -> None:
+        await trio.sleep(1)
+        frozen[0] = 2 * SILENCE_SECONDS
+
+    with trio.CancelScope() as scope:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(freeze)
+            nursery.start_soon(a._heartbeats, scope)
+            got = await receive(b, 1)
+            woke = trio.current_time()
+            await trio.sleep(100)  # until the next check drops the peer: a never read
+    assert isinstance(got[0], Heartbeat)
+    assert woke - start == pytest.approx(HEARTBEAT_SECONDS)
+    assert scope.cancelled_caught
+    assert trio.current_time() - start == pytest.approx(2 * HEARTBEAT_SECONDS)
