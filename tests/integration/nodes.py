@@ -21,11 +21,9 @@ class NodeProcess:
     """`octop2p node` running in a home of its own; stopped by `stop()`."""
 
     def __init__(
-        self, home: Path, *args: str, host: str = "127.0.0.1", prefix: Sequence[str] = (),
-        group: bool = False,
+        self, home: Path, *args: str, host: str = "127.0.0.1", prefix: Sequence[str] = ()
     ) -> None:
-        """Start the node; ``prefix`` wraps the command (e.g. ``ip netns exec NS``);
-        ``group``: in a process group of its own, with its children (see `signal_group`)."""
+        """Start the node; ``prefix`` wraps the command (e.g. ``ip netns exec NS``)."""
         self.home = home
         self.host = host
         self.log = open(home.parent / f"{home.name}.log", "w+")
@@ -46,7 +44,6 @@ class NodeProcess:
             stdout=subprocess.PIPE,
             stderr=self.log,
             text=True,
-            start_new_session=group,
         )
         line = self.proc.stdout.readline() if self.proc.stdout else ""
         if not line:
@@ -92,10 +89,19 @@ class NodeProcess:
         self.log.flush()
         return Path(self.log.name).read_text()
 
-    def signal_group(self, sig: signal.Signals) -> None:
-        """Signal the node and its sandboxed children at once (a node started with
-        ``group=True``): SIGSTOP and SIGCONT freeze and thaw the whole machine."""
-        os.killpg(self.proc.pid, sig)
+    def processes(self) -> list[int]:
+        """The node's process and every process it started (its sandbox's fork server
+        calls setsid, so they are not all in the node's process group)."""
+        return [self.proc.pid, *sorted(descendants(self.proc.pid))]
+
+    def signal_all(self, sig: signal.Signals, pids: Sequence[int] = ()) -> None:
+        """Signal the node and its children (or ``pids``, from `processes`): SIGSTOP and
+        SIGCONT freeze and thaw the whole machine, as a closed laptop lid does."""
+        for pid in pids or self.processes():
+            try:
+                os.kill(pid, sig)
+            except ProcessLookupError:
+                pass  # it ended meanwhile
 
     def kill(self) -> None:
         self.proc.kill()
@@ -110,6 +116,24 @@ class NodeProcess:
                 self.proc.kill()
                 self.proc.wait()
         self.log.close()
+
+
+def descendants(pid: int) -> set[int]:
+    """Every process whose parent chain leads to ``pid`` (children call setsid)."""
+    parents: dict[int, int] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    parents[int(entry)] = int(f.read().rsplit(")", 1)[1].split()[1])
+            except (FileNotFoundError, ProcessLookupError, IndexError):
+                pass
+    found: set[int] = set()
+    frontier = {pid}
+    while frontier:
+        frontier = {p for p, pp in parents.items() if pp in frontier} - found
+        found |= frontier
+    return found
 
 
 def make_swarm(tmp: Path, names: list[str]) -> list[Path]:

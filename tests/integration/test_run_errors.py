@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
@@ -10,6 +9,7 @@ import time
 from pathlib import Path
 
 from tests.conftest import run_cli
+from tests.integration.nodes import descendants as _descendants
 
 
 def make_package(root: Path, process_body: str, n: int = 20, merge: str | None = None) -> Path:
@@ -110,23 +110,6 @@ def test_ctrl_c_stops_every_child_and_exits_130(tmp_path: Path) -> None:
     time.sleep(0.5)
     alive = [pid for pid in descendants if _alive(pid)]
     assert alive == [], f"left running: {alive}"
-
-
-def _descendants(pid: int) -> set[int]:
-    """Every process whose parent chain leads to ``pid`` (children call setsid)."""
-    parents: dict[int, int] = {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/stat") as f:
-                    parents[int(entry)] = int(f.read().rsplit(")", 1)[1].split()[1])
-            except (FileNotFoundError, ProcessLookupError, IndexError):
-                pass
-    found, frontier = set(), {pid}
-    while frontier:
-        frontier = {p for p, pp in parents.items() if pp in frontier} - found
-        found |= frontier
-    return found
 
 
 def _alive(pid: int) -> bool:

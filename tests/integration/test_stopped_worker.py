@@ -70,7 +70,7 @@ def test_a_worker_frozen_past_its_lease_loses_its_fragments_and_merges_nothing_t
         nodes.append(chief)
         donor = ("--no-discovery", "--donate", "--cores", "1", "--peer", chief.address)
         nodes.append(NodeProcess(homes[1], *donor))
-        frozen = NodeProcess(homes[2], *donor, group=True)
+        frozen = NodeProcess(homes[2], *donor)
         nodes.append(frozen)
         chief.wait_for_peers(2, donating=True)
         out = tmp_path / "out"
@@ -79,14 +79,14 @@ def test_a_worker_frozen_past_its_lease_loses_its_fragments_and_merges_nothing_t
              "--home", str(chief.home)],
             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         job_id = _running_job(chief, [nodes[1].id, frozen.id])
-        frozen.signal_group(signal.SIGSTOP)
+        frozen.signal_all(signal.SIGSTOP)
         stopped = time.monotonic()
         before = _status(chief, job_id)
         while not (line := _handed_on(chief, frozen.id)):
             assert time.monotonic() - stopped < FROZEN + 8, chief.read_log()
             time.sleep(0.05)
         held = time.monotonic() - stopped
-        frozen.signal_group(signal.SIGCONT)
+        frozen.signal_all(signal.SIGCONT)
         _, err = submit.communicate(timeout=60)
         assert submit.returncode == 0, err + chief.read_log()
         status = _status(chief, job_id)
@@ -96,7 +96,7 @@ def test_a_worker_frozen_past_its_lease_loses_its_fragments_and_merges_nothing_t
             submit.kill()
             submit.wait()
         if frozen is not None and frozen.proc.poll() is None:
-            frozen.signal_group(signal.SIGCONT)
+            frozen.signal_all(signal.SIGCONT)
         for node in nodes:
             node.stop()
     # Not before the lease (or the link's silence) ran out: a pause is not a loss.
