@@ -115,21 +115,23 @@ def cgroup_works() -> bool:
 
 def make_cpu_job(root: Path, name: str, n: int, cpu: float, backups: bool) -> Path:
     """``n`` fragments, each burning ``cpu`` seconds of CPU time, then returning i * i."""
+    files = {
+        "Split.py": f"def splitter():\n    yield from range({n})\n",
+        "Process.py": ("import time\n\n"
+                       "def process(i):\n"
+                       "    start = time.process_time()\n"
+                       f"    while time.process_time() - start < {cpu}:\n"
+                       "        pass\n"
+                       "    return i * i\n"),
+        "Merge.py": ("def merger(result, results_dir):\n"
+                     "    with open(results_dir / 'out.txt', 'a') as f:\n"
+                     "        f.write(f'{result}\\n')\n"),
+        "job.toml": f"backup_tasks = {str(backups).lower()}\n",
+    }
     job = root / name
     job.mkdir()
-    (job / "Split.py").write_text(f"def splitter():\n    yield from range({n})\n")
-    (job / "Process.py").write_text(
-        "import time\n\n"
-        "def process(i):\n"
-        "    start = time.process_time()\n"
-        f"    while time.process_time() - start < {cpu}:\n"
-        "        pass\n"
-        "    return i * i\n")
-    (job / "Merge.py").write_text(
-        "def merger(result, results_dir):\n"
-        "    with open(results_dir / 'out.txt', 'a') as f:\n"
-        "        f.write(f'{result}\\n')\n")
-    (job / "job.toml").write_text(f"backup_tasks = {str(backups).lower()}\n")
+    for file, text in files.items():
+        (job / file).write_text(text)
     return job
 
 
