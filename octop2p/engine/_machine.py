@@ -329,6 +329,9 @@ class JobMachine:
         table.refresh(worker, now)
         where = f"{kind} {seq} on worker {worker}"
         if not failure.deterministic:
+            if seq not in table.leased_to(worker):  # its lease ran out: no attempt lost
+                self._note(f"{where} was lost ({failure.message}) after its lease ended")
+                return
             self._note(f"{where} was lost ({failure.message}); it goes back to the queue")
             try:
                 table.lost(worker, seq, attempt=True)

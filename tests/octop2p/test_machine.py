@@ -466,3 +466,21 @@ def test_a_late_result_after_its_lease_ran_out_is_dropped_and_said() -> None:
     assert machine.result("w1", "process", 0, b"r", 41) is Verdict.DUPLICATE
     assert machine.drain_log() == []  # said once
     assert machine.counts() == {"B": 1}
+
+
+def test_a_crash_after_the_lease_ran_out_costs_no_attempt() -> None:
+    machine = JobMachine(LIMITS, max_attempts=1)
+    machine.begin("process")
+    machine.join("w1", "A", cap=1)
+    machine.split([b"x"], True)
+    machine.credit("w1", 1)
+    machine.take("w1", 0)
+    assert machine.tick(31) == [("w1", 0)]
+    machine.drain_log()
+    machine.failure("w1", "process", 0, CRASH, 32)  # no JobFailed: the lease had ended
+    assert machine.drain_log() == [
+        "process 0 on worker w1 was lost (the child was killed (memory)) after its lease "
+        "ended"]
+    machine.credit("w1", 1)
+    assert [a.seq for a in machine.take("w1", 33)] == [0]
+    assert machine.result("w1", "process", 0, b"r", 34) is Verdict.ACCEPT
