@@ -118,7 +118,10 @@ async def _wait(api: Any, home: Home, job: str, err: Any, printer: _Printer,
             if not node:  # a temporary node dies with this command: nothing to wait for
                 raise
         await _reattach(api, home, job, node, err)
-        await nursery.start(printer.follow, api)
+        try:
+            await nursery.start(printer.follow, api)
+        except NoNodeError:
+            pass  # gone again at once: the next `wait` says so
 
 
 async def _reattach(api: Any, home: Home, job: str, node: str, err: Any) -> None:
