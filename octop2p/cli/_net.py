@@ -77,11 +77,13 @@ def _register_node(ctx: _Ctx) -> None:
     @click.option("--donate/--no-donate", default=None, help="Run others' fragments (consent).")
     @click.option("--cores", type=click.IntRange(min=1), help="Cores to donate.")
     @click.option("--no-discovery", is_flag=True, help="Do not use mDNS on the LAN.")
+    @click.option("--no-resume", is_flag=True,
+                  help="Drop the jobs a crash or a stop interrupted instead of resuming them.")
     @ctx.common
     @ctx.handle
     def node(listen: str | None, peers: tuple[str, ...], donate: bool | None,
-             cores: int | None, no_discovery: bool, home: Path | None, as_json: bool,
-             verbose: int) -> None:
+             cores: int | None, no_discovery: bool, no_resume: bool, home: Path | None,
+             as_json: bool, verbose: int) -> None:
         """Run a headless node: discover peers, donate CPU if told to, be chief of jobs.
 
         With --json, one JSON line ({"node": ...}) once the node listens.
@@ -102,7 +104,7 @@ def _register_node(ctx: _Ctx) -> None:
             overrides["cores"] = cores
         if no_discovery:
             overrides["discovery"] = False
-        run_node(_home(home), overrides, as_json, ctx.err)
+        run_node(_home(home), overrides, as_json, ctx.err, resume=not no_resume)
 
 
 def _register_submit(ctx: _Ctx) -> None:

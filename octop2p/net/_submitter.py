@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
-from octop2p.engine._package import PACKAGE_BYTES, load_job, pack_package, with_folder
+from octop2p.engine._package import PACKAGE_BYTES, load_job, pack_package, renamed, with_folder
 from octop2p.engine._results import MAX_RESULT_ENTRIES
 from octop2p.engine._runner import Progress
 from octop2p.engine._unpack import UnpackError, plain_name, unpack_tar
@@ -314,6 +314,8 @@ async def accept_submission(node: Node, link: PeerLink, message: JobSubmit) -> N
         script = message.script if message.kind is JobKind.SCRIPT else None
         target = folder / script if script else folder
         spec = await trio.to_thread.run_sync(load_job, target, node.limits)
+        if plain_name(message.name):
+            spec = renamed(spec, message.name)
     except (JobRefused, UnpackError, OSError) as exc:
         await trio.to_thread.run_sync(partial(shutil.rmtree, job_dir, ignore_errors=True))
         if isinstance(exc, OSError) and not isinstance(exc, FileExistsError):
