@@ -5,6 +5,7 @@ again what the journal kept (docs/jobs.md, "When the chief restarts")."""
 from __future__ import annotations
 
 import json
+import socket
 import textwrap
 import time
 from collections import Counter
@@ -225,3 +226,35 @@ def test_a_splitter_that_is_not_deterministic_fails_on_resume(tmp_path: Path) ->
     assert status["state"] == "failed"
     assert status["rule"] == "deterministic splitter"
     assert "not deterministic" in status["error"] and "docs/jobs.md" in status["error"]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_a_job_submitted_with_chief_survives_that_chief_restarting(tmp_path: Path) -> None:
+    chief_home, mine = make_swarm(tmp_path, ["chief", "mine"])
+    port = _free_port()
+    listen = ("--listen", f"127.0.0.1:{port}")
+    chief = _restart(chief_home, *listen)
+    node = NodeProcess(mine, "--no-discovery", "--peer", chief.address)
+    try:
+        node.wait_for_peers(1, donating=True)
+        proc = node.cli("submit", str(_package(tmp_path / "job", split_delay=0.05)),
+                        "--chief", chief.id, "--no-wait", "--json")
+        assert proc.returncode == 0, proc.stderr
+        job = json.loads(proc.stdout)["job"]
+        _wait(chief, job, lambda s: s["fragments_done"] >= 20)
+        time.sleep(1.5)
+        chief.kill()
+        chief = _restart(chief_home, *listen)  # the same port: `mine` redials it
+        status = _wait(node, job, lambda s: s["state"] in ("done", "failed"), timeout=90)
+        assert status["state"] == "done", (status, node.read_log())
+        assert _status(chief, job)["resumed"] >= 20
+        out = _results(node, job, tmp_path / "out")
+    finally:
+        node.stop()
+        chief.stop()
+    assert (out / "merged.txt").read_text().splitlines() == [str(i * i) for i in range(N)]
