@@ -4,13 +4,17 @@ one JSON object where --json is given."""
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import re
+import select
 import signal
 import socket
+import struct
 import subprocess
 import sys
+import termios
 import time
 from pathlib import Path
 
@@ -112,6 +116,83 @@ def test_submit_says_what_it_waits_for_and_ctrl_c_leaves_the_job(idle_node) -> N
     assert table.stdout.splitlines()[0].split() == [
         "JOB", "NAME", "STATE", "PHASE", "FRAGMENTS", "WORKERS", "NOTE"]
     assert "waiting: no donating worker in reach" in table.stdout
+
+
+class Terminal:
+    """`octop2p submit` on a pseudo-terminal of its own (its controlling terminal, so a
+    typed Ctrl-C reaches it as on a desktop): what it shows, with colours stripped."""
+
+    ANSI = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]|\x1b\][^\x07]*\x07|\r")
+    # Runs in the child: take the terminal as controlling terminal, then become octop2p.
+    LAUNCH = ("import fcntl, os, sys, termios; fcntl.ioctl(0, termios.TIOCSCTTY, 0); "
+              "os.execv(sys.executable, [sys.executable, '-m', 'octop2p', *sys.argv[1:]])")
+
+    def __init__(self, *args: str) -> None:
+        self.master, slave = os.openpty()
+        fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 200, 0, 0))
+        self.proc = subprocess.Popen([sys.executable, "-c", self.LAUNCH, *args], stdin=slave,
+                                     stdout=slave, stderr=slave, start_new_session=True)
+        os.close(slave)
+        self.seen = ""
+
+    def read_until(self, pattern: str, timeout: float) -> re.Match[str]:
+        """Read the screen until ``pattern`` shows (AssertionError after ``timeout``)."""
+        deadline = time.monotonic() + timeout
+        while (found := re.search(pattern, self.seen)) is None:
+            left = deadline - time.monotonic()
+            ready, _, _ = select.select([self.master], [], [], max(0.0, min(left, 0.5)))
+            try:
+                chunk = os.read(self.master, 65536) if ready else b""
+            except OSError:  # EIO: the command ended and closed the terminal
+                chunk = b""
+            self.seen += self.ANSI.sub("", chunk.decode(errors="replace"))
+            if left <= 0 or (not chunk and self.proc.poll() is not None):
+                raise AssertionError(f"no {pattern!r} on the terminal:\n{self.seen[-3000:]}")
+        return found
+
+    def type(self, keys: bytes) -> None:
+        os.write(self.master, keys)
+
+    def close(self) -> int:
+        """Wait for the command (killed after 20 s); its exit code."""
+        try:
+            return self.proc.wait(timeout=20)
+        finally:
+            self.proc.kill()
+            os.close(self.master)
+
+
+@pytest.mark.parametrize(("answer", "state"), [("cancel", "cancelled"), ("l", "running")])
+def test_ctrl_c_on_a_terminal_asks_and_says_how_to_reach_the_job(donor, tmp_path: Path,
+                                                                   answer: str,
+                                                                   state: str) -> None:
+    slow = _package(tmp_path / "slow", merge_print=False)
+    (slow / "Split.py").write_text("def splitter():\n    yield from range(300)\n")
+    (slow / "Process.py").write_text("import time\ndef process(f):\n    time.sleep(0.2)\n"
+                                     "    return f\n")
+    term = Terminal("submit", str(slow), "--home", str(donor.home))
+    try:
+        job = term.read_until(r"submitted slow as job ([0-9a-f]{32})", 30).group(1)
+        term.read_until(r" [1-9]\d*/(\?|300) ", 30)  # the progress bar: a worker runs it
+        term.type(b"\x03")  # Ctrl-C, as typed
+        term.read_until(r"still running: \[c\]ancel it or \[l\]eave it running\?.*:", 20)
+        term.type(answer.encode() + b"\n")
+        verb = "cancelled" if state == "cancelled" else "keeps running on the node"
+        term.read_until(rf"interrupted: job {job} \(slow\) {verb}", 20)
+        term.read_until(rf"`octop2p status {job}`, `octop2p fetch {job}`, "
+                        rf"`octop2p cancel {job}`", 5)
+        assert term.close() == 130
+    finally:
+        term.proc.kill()
+    deadline = time.monotonic() + 15
+    while (shown := _one_json(donor.cli("status", job, "--json").stdout))["state"] != state:
+        assert time.monotonic() < deadline, shown
+        time.sleep(0.3)
+    if state == "running":  # it goes on without the command
+        done = shown["fragments_done"]
+        time.sleep(1.5)
+        assert _one_json(donor.cli("status", job, "--json").stdout)["fragments_done"] > done
+        assert donor.cli("cancel", job).returncode == 0
 
 
 def test_submit_interrupted_with_json_is_one_object(idle_node) -> None:
