@@ -236,6 +236,56 @@ def test_submit_prints_like_run_and_json_has_runs_keys(donor, tmp_path: Path) ->
     assert set(_one_json(quiet.stdout)) == RUN_KEYS
 
 
+@pytest.fixture
+def chief_and_member(tmp_path: Path):
+    """A chief that donates one core, and a member that does not, linked to it."""
+    homes = make_swarm(tmp_path, ["chief", "member"])
+    chief = NodeProcess(homes[0], "--no-discovery", "--donate", "--cores", "1")
+    try:
+        member = NodeProcess(homes[1], "--no-discovery", "--no-donate", "--peer", chief.address)
+    except BaseException:
+        chief.stop()
+        raise
+    try:
+        member.wait_for_peers(1, donating=True)
+        yield chief, member
+    finally:
+        member.stop()
+        chief.stop()
+
+
+def _as_run_shows(lines: list[str]) -> list[str]:
+    return sorted(line for line in lines if re.match(r"(splitter|merger|warning): ", line))
+
+
+def test_a_chief_submitter_sees_what_run_shows_as_it_comes(chief_and_member,
+                                                           tmp_path: Path) -> None:
+    chief, member = chief_and_member
+    job = _package(tmp_path / "pk", limits="memory_mb = 999999")
+    (job / "Process.py").write_text(  # the last fragment comes seconds after the others
+        "import time\ndef process(fragment):\n    if fragment == 2:\n        time.sleep(3)\n"
+        "    return fragment * 2\n")
+    ran = run_cli("run", job, "-w", "1", "-o", tmp_path / "r1")
+    assert ran.returncode == 0, ran.stderr
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "octop2p", "submit", str(job), "--chief", chief.id,
+         "-o", str(tmp_path / "r2"), "--home", str(member.home)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert proc.stderr is not None
+    seen = [(time.monotonic(), line.rstrip("\n")) for line in proc.stderr]
+    assert proc.wait(timeout=60) == 0, seen
+    lines = [line for _, line in seen]
+    # The same lines, with the same prefixes, as `run` shows (merges come in any order).
+    assert _as_run_shows(lines) == _as_run_shows(ran.stderr.splitlines())
+    assert {"splitter: splitting", "merger: merged 0", "merger: merged 4"} <= set(lines)
+    assert any(line.startswith("warning: limits.memory_mb = 999999 is above this node's "
+                               "limit") for line in lines), lines
+    # Live: the merger's first print reached the submitter while the job still ran.
+    first = next(at for at, line in seen if line.startswith("merger: "))
+    done = next(at for at, line in seen if line.startswith("done: "))
+    assert done - first > 2, seen
+
+
 def test_failed_submit_json_is_one_object(donor, tmp_path: Path) -> None:
     job = tmp_path / "boom.py"
     job.write_text(
