@@ -5,7 +5,7 @@
 
 `octop2p gui --screenshot PATH` shows the app as it starts (first-start.png); this script
 fills it first: three nodes on 127.0.0.1 in one swarm (this one, "lab-pc" donating and
-"laptop" not), the primes example done, a job running, "lab-pc"'s job running here, and
+"laptop" not), two examples done, a job running, "lab-pc"'s job running here, and
 a package the submit dialog refuses. Everything lives in a temporary folder.
 """
 
@@ -78,9 +78,11 @@ class Shots:
     def start_app(self) -> OctoApp:
         """The app on "studio", donating, on mains power, its owner away for 7 minutes."""
         home = self.home_for("studio")
+        # The owner's consent is the node's config (the app never widens it on its own).
         cores = min(2, os.cpu_count() or 1)
-        (home.path / "gui.toml").write_text(
-            f'results_dir = "{self.tmp}/results"\ndonate = true\ncores = {cores}\n')
+        with (home.path / "config.toml").open("a") as config:
+            config.write(f"donate = true\ncores = {cores}\n")
+        (home.path / "gui.toml").write_text(f'results_dir = "{self.tmp}/results"\n')
         power = self.tmp / "power_supply"
         for supply, values in (("BAT0", {"type": "Battery", "status": "Charging"}),
                                ("AC", {"type": "Mains", "online": "1"})):
@@ -122,9 +124,13 @@ def main(theme: str, out: Path) -> None:
     shots = Shots(QApplication([]))
     app = shots.start_app()
     shots.start_peers(app)
-    app.bridge.submit(str(ROOT / "examples" / "primes"))
-    shots.spin(lambda: any(j.state == "done" and j.results_path
-                           for j in app.bridge.book.jobs.values()))
+    def delivered() -> int:
+        return sum(j.state == "done" and j.results_path is not None
+                   for j in app.bridge.book.jobs.values())
+
+    for count, example in enumerate(("montecarlo_pi", "primes"), 1):
+        app.bridge.submit(str(ROOT / "examples" / example))
+        shots.spin(lambda count=count: delivered() >= count)
     frames = write_job(shots.tmp / "frames", "render-frames", 900,
                        "import math, time\ndef process(i):\n"
                        "    time.sleep(0.02 + 0.03 * (1 + math.sin(i / 9)))\n    return i\n")
