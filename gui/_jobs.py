@@ -30,6 +30,7 @@ from PySide6.QtWidgets import (
     QStyle,
     QStyledItemDelegate,
     QStyleOptionViewItem,
+    QTableView,
     QVBoxLayout,
     QWidget,
 )
@@ -54,6 +55,8 @@ from ._widgets import (
 _Index = QModelIndex | QPersistentModelIndex
 
 WAITING_HINT_SECONDS = 5.0
+#: Rows the jobs table shows at the window's default size, and at the least.
+TABLE_ROWS, TABLE_MIN_ROWS = 6, 3
 STATE_KIND = {"queued": "muted", "running": "running", "finishing": "running", "done": "ok",
               "failed": "error", "cancelled": "warn"}
 
@@ -65,6 +68,12 @@ def elapsed(job: JobView, now: float | None = None) -> str:
     seconds = int(max(0.0, (job.finished or now or time.time()) - job.started))
     hours, rest = divmod(seconds, 3600)
     return f"{hours}:{rest // 60:02}:{rest % 60:02}" if hours else f"{rest // 60}:{rest % 60:02}"
+
+
+def table_height(table: QTableView, rows: int) -> int:
+    """The height that shows the header and ``rows`` rows of ``table``."""
+    return (table.horizontalHeader().sizeHint().height()
+            + rows * table.verticalHeader().defaultSectionSize() + 2 * table.frameWidth())
 
 
 class JobsModel(RowsModel):
@@ -307,8 +316,12 @@ class JobsPanel(QWidget):
         self.splitter.addWidget(self.stack)
         self.splitter.addWidget(self.detail)
         self.splitter.setChildrenCollapsible(False)
-        self.splitter.setStretchFactor(0, 2)
-        self.splitter.setStretchFactor(1, 3)
+        # The table keeps a few rows however small the window; at the default size it
+        # shows TABLE_ROWS, and the detail (the chart) takes what is left and any growth.
+        self.table.setMinimumHeight(table_height(self.table, TABLE_MIN_ROWS))
+        self.splitter.setStretchFactor(0, 0)
+        self.splitter.setStretchFactor(1, 1)
+        self.splitter.setSizes([table_height(self.table, TABLE_ROWS), 1000])
         self.detail.hide()
         layout.addWidget(self.splitter, 1)
 

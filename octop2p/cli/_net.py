@@ -156,16 +156,11 @@ def _interrupted(home: Any, sub: Any, as_json: bool, err: Any) -> None:
             f"start `octop2p node` first for jobs that outlive `submit` ({DOCS_SWARM})"
         )
     else:
-        cancel = False
-        if not as_json and _is_terminal():
-            err.print()
-            answer = click.prompt(
-                f"job {sub.job} is still running: [c]ancel it or [l]eave it running?",
-                type=click.Choice(["c", "l"]), default="l", err=True)
-            cancel = answer == "c"
+        cancel = not as_json and _is_terminal() and _ask_cancel(sub.job, err)
         if cancel:
             _call(home.path, "cancel", job=sub.job)
-            exc = Interrupted(f"interrupted: job {sub.job} cancelled")
+            exc = Interrupted(f"interrupted: job {sub.job} ({sub.name}) cancelled; "
+                              f"{say_where(sub.job)}")
         else:
             exc = Interrupted(
                 f"interrupted: job {sub.job} ({sub.name}) keeps running on the node; "
@@ -173,6 +168,25 @@ def _interrupted(home: Any, sub: Any, as_json: bool, err: Any) -> None:
             )
     exc.job = sub.job
     raise exc
+
+
+def _ask_cancel(job: str, err: Any) -> bool:
+    """Ask on the terminal whether to cancel ``job``: c or cancel, l or leave (the
+    default); another Ctrl-C, or the end of input, leaves it running."""
+
+    def answer(text: str) -> bool:
+        word = text.strip().lower()
+        if word[:1] not in ("c", "l"):
+            raise click.UsageError("answer c (cancel it) or l (leave it running)")
+        return word[:1] == "c"
+
+    err.print()
+    try:
+        return bool(click.prompt(
+            f"job {job} is still running: [c]ancel it or [l]eave it running?",
+            default="l", value_proc=answer, err=True))
+    except click.Abort:
+        return False
 
 
 def _register_jobs(ctx: _Ctx) -> None:

@@ -19,6 +19,9 @@ from octop2p.errors import JobFailed, NoNodeError
 
 FIRST_CHECK = 0.3  # "within a second" the user hears what the job waits for
 RECHECK = 2.0
+#: After the job's end, how long `submit` waits for the events that preceded it (the
+#: job's last prints) to come through the node's event stream.
+ENDED_SECONDS = 2.0
 
 
 class Submission:
@@ -76,6 +79,8 @@ async def submit(
                 if chief is None:
                     nursery.start_soon(_say_waiting, api, sub.job, err)
                 final = await api.call("wait", job=sub.job)
+                with trio.move_on_after(ENDED_SECONDS):
+                    await printer.ended.wait()  # the prints that came before the end
                 nursery.cancel_scope.cancel()
         if final["state"] != "done":
             raise job_failed(final)
@@ -132,6 +137,7 @@ class _Printer:
         self.early: list[dict[str, Any]] = []  # events before the job's id was known
         self.printed_final = False  # what `final` printed reached stdout
         self.told: set[tuple[Any, Any]] = set()  # refusals shown (a donor repeats its own)
+        self.ended = trio.Event()  # the job's last event was shown
 
     async def follow(self, api: Any, *, task_status: trio.TaskStatus[None]) -> None:
         from octop2p.engine._runner import Progress
@@ -165,6 +171,8 @@ class _Printer:
             self.told.add((event.get("donor"), event.get("reason")))
             self.err.print(f"[yellow]warning:[/] donor {event.get('donor')} refused the job: "
                            f"{event.get('reason')}", markup=True, highlight=False)
+        elif kind == "job" and event.get("state") in FINISHED:
+            self.ended.set()
         elif kind == "progress" and self.progress is not None:
             self.progress.update(progress_cls(
                 phase=event["phase"], done=event["done"], total=event["total"],
