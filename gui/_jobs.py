@@ -61,6 +61,11 @@ STATE_KIND = {"queued": "muted", "running": "running", "finishing": "running", "
               "failed": "error", "cancelled": "warn"}
 
 
+def resumed_text(kept: int) -> str:
+    """What the app says of a job its chief resumed after a restart."""
+    return f"resumed after its chief restarted: {kept:,} results kept"
+
+
 def elapsed(job: JobView, now: float | None = None) -> str:
     """How long the job ran (or has been running): 0:42, 12:03, 1:02:03."""
     if job.started is None:
@@ -118,7 +123,8 @@ class JobsModel(RowsModel):
             return STATE_KIND.get(job.state, "muted")
         if role == Qt.ItemDataRole.DisplayRole:
             if column == "Job":
-                return job.name or job.id[:8]
+                name = job.name or job.id[:8]
+                return f"{name} (resumed)" if job.resumed is not None else name
             if column == "State":
                 return job.state
             if column == "Progress":
@@ -131,7 +137,8 @@ class JobsModel(RowsModel):
             if column == "Time":
                 return elapsed(job)
         if role == Qt.ItemDataRole.ToolTipRole and column == "Job":
-            return f"{job.name}\njob {job.id}"
+            return f"{job.name}\njob {job.id}" + (
+                f"\n{resumed_text(job.resumed)}" if job.resumed is not None else "")
         if role == Qt.ItemDataRole.TextAlignmentRole and column in ("Fragments", "Workers",
                                                                      "Time"):
             return int(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
@@ -265,6 +272,8 @@ class JobDetail(QWidget):
                  f"time <b>{elapsed(job)}</b>", f"average <b>{average:,.1f}</b>/s"]
         if job.results_path is not None:
             facts.append(f"results in <code>{job.results_path}</code>")
+        if job.resumed is not None:
+            facts.append(resumed_text(job.resumed))
         text = " &nbsp;·&nbsp; ".join(facts)
         if (not job.is_finished and not job.workers and job.started is not None
                 and time.time() - job.started > WAITING_HINT_SECONDS):

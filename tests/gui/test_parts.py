@@ -200,3 +200,24 @@ def test_the_jobs_table_shows_its_rows_at_the_default_size(make_app: Any, gui_ho
     app.window.resize(app.window.minimumSize())
     qtbot.waitUntil(lambda: app.window.height() == app.window.minimumHeight())
     assert table.viewport().height() >= 3 * row
+
+
+def test_a_resumed_job_says_so_in_the_table_and_its_details(make_app: Any, gui_home: Home,
+                                                            qtbot: Any) -> None:
+    app = make_app(gui_home)
+    job = JobView("ab" * 16)
+    # The node API's status of a job its chief resumed after a restart.
+    job.apply_status({"name": "primes", "state": "running", "phase": "fragments",
+                      "fragments_done": 40, "fragments_total": 100, "started": 1000.0,
+                      "resumed": 37, "workers": {}})
+    app.bridge.book.jobs[job.id] = job
+    app.window.show()
+    app.window.jobs.refresh()
+    app.window.jobs.select(job.id)
+    qtbot.waitUntil(lambda: app.window.jobs.detail.isVisible())
+    model = app.window.jobs.table.model()
+    assert model.index(0, 0).data() == "primes (resumed)"
+    assert "37 results kept" in app.window.jobs.detail.facts.text()
+    job.apply_status({"name": "primes", "state": "running", "resumed": None})
+    app.window.jobs.refresh()
+    assert model.index(0, 0).data() == "primes"
