@@ -42,14 +42,23 @@ def divisions(top: float) -> int:
     return 4 if round(leading, 3) in (2.0, 4.0) else 5
 
 
-def _short_duration(seconds: float) -> str:
-    if seconds < 10:
-        return f"{seconds:.1f} s"
-    if seconds < 120:
-        return f"{seconds:.0f} s"
-    if seconds < 7200:
-        return f"{seconds / 60:.0f} min"
-    return f"{seconds / 3600:.1f} h"
+#: The time axis spans at least this long: a job of a fraction of a second still gets
+#: round, distinct ticks (0 s, 0.25 s, ... 1 s).
+MIN_SPAN_SECONDS = 1.0
+
+
+def time_ticks(span: float, most: int = 5) -> list[tuple[float, str]]:
+    """Ticks for a time axis from 0 to ``span`` seconds: at most ``most``, at round steps
+    of seconds, minutes or hours, each label distinct (``(seconds, label)`` pairs)."""
+    span = max(span, MIN_SPAN_SECONDS)
+    unit, name = (1.0, "s") if span < 120 else (60.0, "min") if span < 7200 else (3600.0, "h")
+    step = nice_ceiling(span / unit / (most - 1))
+    ticks, count = [], 0
+    while count * step * unit <= span * (1 + 1e-9):
+        value = round(count * step, 6)  # 3 * 0.1 is 0.30000000000000004
+        ticks.append((value * unit, f"{value:g} {name}"))
+        count += 1
+    return ticks
 
 
 def _small_font(widget: QWidget) -> QFont:
@@ -97,19 +106,19 @@ class ThroughputChart(QWidget):
         painter.setFont(font)
         metrics = painter.fontMetrics()
         top_peak = nice_ceiling(max((rate for _, rate in self.points), default=0) * 1.1)
-        label_width = metrics.horizontalAdvance(f"{top_peak:,.0f}/s") + 10
+        steps = divisions(top_peak)
+        labels = [f"{top_peak * i / steps:,.0f}/s" if top_peak >= 10
+                  else f"{top_peak * i / steps:.1f}/s" for i in range(steps + 1)]
+        label_width = max(metrics.horizontalAdvance(text) for text in labels) + 10
         plot = QRectF(label_width, 8, self.width() - label_width - 8,
                       self.height() - metrics.height() - 16)
         if plot.width() < 20 or plot.height() < 20:
             return
-        steps = divisions(top_peak)
-        for i in range(steps + 1):
+        for i, text in enumerate(labels):
             y = plot.bottom() - plot.height() * i / steps
             painter.setPen(QPen(_grid_color(palette), 1))
             painter.drawLine(QPointF(plot.left(), y), QPointF(plot.right(), y))
             painter.setPen(_dim_color(palette))
-            value = top_peak * i / steps
-            text = f"{value:,.0f}/s" if top_peak >= 10 else f"{value:.1f}/s"
             painter.drawText(QRectF(0, y - metrics.height() / 2, label_width - 8,
                                     metrics.height()),
                              Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter, text)
@@ -117,19 +126,8 @@ class ThroughputChart(QWidget):
             painter.setPen(_dim_color(palette))
             painter.drawText(plot, Qt.AlignmentFlag.AlignCenter, self.empty_text)
             return
-        span = max(self.points[-1][0], 1e-3)
-        painter.setPen(_dim_color(palette))
-        for fraction, align in ((0.0, Qt.AlignmentFlag.AlignLeft),
-                                (0.5, Qt.AlignmentFlag.AlignHCenter),
-                                (1.0, Qt.AlignmentFlag.AlignRight)):
-            x = plot.left() + plot.width() * fraction
-            box = QRectF(x - 60, plot.bottom() + 4, 120, metrics.height())
-            if fraction == 0.0:
-                box.moveLeft(x)
-            elif fraction == 1.0:
-                box.moveRight(x)
-            painter.drawText(box, align | Qt.AlignmentFlag.AlignTop,
-                             _short_duration(span * fraction))
+        span = max(self.points[-1][0], MIN_SPAN_SECONDS)
+        self._time_axis(painter, plot, span)
 
         def at(t: float, rate: float) -> QPointF:
             return QPointF(plot.left() + plot.width() * t / span,
@@ -161,6 +159,24 @@ class ThroughputChart(QWidget):
             painter.drawEllipse(last, 6, 6)
             painter.setBrush(color)
             painter.drawEllipse(last, 3, 3)
+
+
+    def _time_axis(self, painter: QPainter, plot: QRectF, span: float) -> None:
+        """Round time ticks under ``plot``, which spans ``span`` seconds."""
+        metrics = painter.fontMetrics()
+        painter.setPen(_dim_color(self.palette()))
+        for seconds, text in time_ticks(span):
+            x = plot.left() + plot.width() * seconds / span
+            width = metrics.horizontalAdvance(text) + 4
+            box = QRectF(x - width / 2, plot.bottom() + 4, width, metrics.height())
+            if box.left() < plot.left():
+                box.moveLeft(plot.left())
+            if box.right() > plot.right():
+                box.moveRight(plot.right())
+            painter.setPen(QPen(_grid_color(self.palette()), 1))
+            painter.drawLine(QPointF(x, plot.bottom()), QPointF(x, plot.bottom() + 3))
+            painter.setPen(_dim_color(self.palette()))
+            painter.drawText(box, Qt.AlignmentFlag.AlignHCenter | Qt.AlignmentFlag.AlignTop, text)
 
 
 class WorkerBars(QWidget):

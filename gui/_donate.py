@@ -41,7 +41,27 @@ class DonatePanel(Card):
         layout = QVBoxLayout(self)
         layout.setContentsMargins(18, 16, 18, 16)
         layout.setSpacing(10)
+        self._add_switch(layout)
+        layout.addWidget(_rule())
+        self._add_cores(layout, max_cores)
+        self._add_conditions(layout)
+        layout.addWidget(_rule())
+        self._add_running(layout)
 
+        self.switch.toggled.connect(lambda on: bridge.set_donation(donate=on))
+        self.cores.valueChanged.connect(lambda n: bridge.set_donation(cores=n))
+        self.cpu.valueChanged.connect(self._cpu_moved)
+        self.cpu.sliderReleased.connect(lambda: bridge.set_donation(cpu_percent=self.cpu.value()))
+        self.idle_only.toggled.connect(lambda on: bridge.set_donation(idle_only=on))
+        self.idle_minutes.valueChanged.connect(lambda n: bridge.set_donation(idle_minutes=n))
+        self.battery.toggled.connect(lambda on: bridge.set_donation(pause_on_battery=on))
+        bridge.donation_changed.connect(self.show_donation)
+        bridge.running_changed.connect(self._show_running)
+        bridge.peers_changed.connect(lambda _peers: self._show_running(bridge.running))
+        self._set_enabled(False)
+
+    def _add_switch(self, layout: QVBoxLayout) -> None:
+        """The on/off switch, what the node does now, and the node's refusal if any."""
         top = QHBoxLayout()
         top.addWidget(heading("Donate CPU", scale=1.3))
         top.addStretch(1)
@@ -63,8 +83,9 @@ class DonatePanel(Card):
         self.error.setStyleSheet("color: #e5484d;")
         self.error.hide()
         layout.addWidget(self.error)
-        layout.addWidget(_rule())
 
+    def _add_cores(self, layout: QVBoxLayout, max_cores: int) -> None:
+        """Cores and the CPU-time slider, with what the share means in whole cores."""
         cores_row = QHBoxLayout()
         cores_row.addWidget(QLabel("Cores"))
         cores_row.addStretch(1)
@@ -84,7 +105,7 @@ class DonatePanel(Card):
         self.cpu.setAccessibleName("CPU time percentage")
         cpu_row.addWidget(self.cpu, 1)
         # The owner's values from the start, also while no node answers.
-        self.cpu.setValue(bridge.settings.cpu_percent)
+        self.cpu.setValue(self.bridge.settings.cpu_percent)
         self.cpu_value = QLabel(f"{self.cpu.value()} %")
         self.cpu_value.setMinimumWidth(44)
         self.cpu_value.setAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
@@ -93,6 +114,9 @@ class DonatePanel(Card):
         self.cpu_note = caption("")
         layout.addWidget(self.cpu_note)
 
+    def _add_conditions(self, layout: QVBoxLayout) -> None:
+        """The "only when I'm away" and "pause on battery" choices, with what this machine
+        can tell of each."""
         idle_row = QHBoxLayout()
         self.idle_only = QCheckBox("Only when I'm away")
         idle_row.addWidget(self.idle_only)
@@ -110,8 +134,9 @@ class DonatePanel(Card):
         layout.addWidget(self.battery)
         self.battery_note = caption("")
         layout.addWidget(self.battery_note)
-        layout.addWidget(_rule())
 
+    def _add_running(self, layout: QVBoxLayout) -> None:
+        """What runs on this machine for others, in a scroll area that takes the rest."""
         layout.addWidget(heading("Running on this machine now", scale=1.05))
         self.running_box = QVBoxLayout()
         self.running_box.setSpacing(8)
@@ -126,18 +151,6 @@ class DonatePanel(Card):
         holder.setAutoFillBackground(False)
         layout.addWidget(scroll, 1)
         self._show_running([])
-
-        self.switch.toggled.connect(lambda on: bridge.set_donation(donate=on))
-        self.cores.valueChanged.connect(lambda n: bridge.set_donation(cores=n))
-        self.cpu.valueChanged.connect(self._cpu_moved)
-        self.cpu.sliderReleased.connect(lambda: bridge.set_donation(cpu_percent=self.cpu.value()))
-        self.idle_only.toggled.connect(lambda on: bridge.set_donation(idle_only=on))
-        self.idle_minutes.valueChanged.connect(lambda n: bridge.set_donation(idle_minutes=n))
-        self.battery.toggled.connect(lambda on: bridge.set_donation(pause_on_battery=on))
-        bridge.donation_changed.connect(self.show_donation)
-        bridge.running_changed.connect(self._show_running)
-        bridge.peers_changed.connect(lambda _peers: self._show_running(bridge.running))
-        self._set_enabled(False)
 
     def _cpu_moved(self, value: int) -> None:
         self.cpu_value.setText(f"{value} %")

@@ -30,6 +30,7 @@ from PySide6.QtWidgets import (
     QStyle,
     QStyledItemDelegate,
     QStyleOptionViewItem,
+    QTableView,
     QVBoxLayout,
     QWidget,
 )
@@ -54,8 +55,15 @@ from ._widgets import (
 _Index = QModelIndex | QPersistentModelIndex
 
 WAITING_HINT_SECONDS = 5.0
+#: Rows the jobs table shows at the window's default size, and at the least.
+TABLE_ROWS, TABLE_MIN_ROWS = 6, 3
 STATE_KIND = {"queued": "muted", "running": "running", "finishing": "running", "done": "ok",
               "failed": "error", "cancelled": "warn"}
+
+
+def resumed_text(kept: int) -> str:
+    """What the app says of a job its chief resumed after a restart."""
+    return f"resumed after its chief restarted: {kept:,} results kept"
 
 
 def elapsed(job: JobView, now: float | None = None) -> str:
@@ -65,6 +73,12 @@ def elapsed(job: JobView, now: float | None = None) -> str:
     seconds = int(max(0.0, (job.finished or now or time.time()) - job.started))
     hours, rest = divmod(seconds, 3600)
     return f"{hours}:{rest // 60:02}:{rest % 60:02}" if hours else f"{rest // 60}:{rest % 60:02}"
+
+
+def table_height(table: QTableView, rows: int) -> int:
+    """The height that shows the header and ``rows`` rows of ``table``."""
+    return (table.horizontalHeader().sizeHint().height()
+            + rows * table.verticalHeader().defaultSectionSize() + 2 * table.frameWidth())
 
 
 class JobsModel(RowsModel):
@@ -109,7 +123,8 @@ class JobsModel(RowsModel):
             return STATE_KIND.get(job.state, "muted")
         if role == Qt.ItemDataRole.DisplayRole:
             if column == "Job":
-                return job.name or job.id[:8]
+                name = job.name or job.id[:8]
+                return f"{name} (resumed)" if job.resumed is not None else name
             if column == "State":
                 return job.state
             if column == "Progress":
@@ -122,7 +137,8 @@ class JobsModel(RowsModel):
             if column == "Time":
                 return elapsed(job)
         if role == Qt.ItemDataRole.ToolTipRole and column == "Job":
-            return f"{job.name}\njob {job.id}"
+            return f"{job.name}\njob {job.id}" + (
+                f"\n{resumed_text(job.resumed)}" if job.resumed is not None else "")
         if role == Qt.ItemDataRole.TextAlignmentRole and column in ("Fragments", "Workers",
                                                                      "Time"):
             return int(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
@@ -256,6 +272,8 @@ class JobDetail(QWidget):
                  f"time <b>{elapsed(job)}</b>", f"average <b>{average:,.1f}</b>/s"]
         if job.results_path is not None:
             facts.append(f"results in <code>{job.results_path}</code>")
+        if job.resumed is not None:
+            facts.append(resumed_text(job.resumed))
         text = " &nbsp;·&nbsp; ".join(facts)
         if (not job.is_finished and not job.workers and job.started is not None
                 and time.time() - job.started > WAITING_HINT_SECONDS):
@@ -307,8 +325,12 @@ class JobsPanel(QWidget):
         self.splitter.addWidget(self.stack)
         self.splitter.addWidget(self.detail)
         self.splitter.setChildrenCollapsible(False)
-        self.splitter.setStretchFactor(0, 2)
-        self.splitter.setStretchFactor(1, 3)
+        # The table keeps a few rows however small the window; at the default size it
+        # shows TABLE_ROWS, and the detail (the chart) takes what is left and any growth.
+        self.table.setMinimumHeight(table_height(self.table, TABLE_MIN_ROWS))
+        self.splitter.setStretchFactor(0, 0)
+        self.splitter.setStretchFactor(1, 1)
+        self.splitter.setSizes([table_height(self.table, TABLE_ROWS), 1000])
         self.detail.hide()
         layout.addWidget(self.splitter, 1)
 

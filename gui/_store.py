@@ -34,6 +34,7 @@ class JobView:
     rule: str | None = None
     traceback: str | None = None
     has_results: bool = False
+    resumed: int | None = None  # resumed after its chief restarted: results kept
     submitted_here: bool = False  # the app submitted it, so it fetches its results
     results_path: Path | None = None  # where the app delivered its results
     samples: list[tuple[float, int]] = field(default_factory=list)  # (time, done, all phases)
@@ -68,6 +69,8 @@ class JobView:
         self.error, self.rule = status.get("error"), status.get("rule")
         self.traceback = status.get("traceback")
         self.has_results = bool(status.get("has_results"))
+        resumed = status.get("resumed")
+        self.resumed = resumed if isinstance(resumed, int) else None
         self.workers = dict(status.get("workers") or {})
         phase = status.get("phase") or ""
         done, total = int(status.get("fragments_done") or 0), status.get("fragments_total")

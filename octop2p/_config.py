@@ -82,6 +82,7 @@ class Config:
     block_after_breaches: int = 3  # sandbox breaches by a chief's jobs before it is blocked
     block_hours: int = 24  # how long a block lasts, and the window breaches count in
     reattach_seconds: int = 600  # how long `submit --chief` waits for a lost link to return
+    journal: bool = True  # journal the jobs this node is chief of, so a restart resumes them
     limits: Limits = field(default_factory=Limits)  # the most any job may use here
 
     def __post_init__(self) -> None:
@@ -193,6 +194,11 @@ _HELP: dict[str, str] = {
     "reattach_seconds": (
         "How long a job submitted with --chief waits for a lost link to its chief to come\n"
         "back before it is marked failed (its chief may still finish it: `octop2p fetch`)."
+    ),
+    "journal": (
+        "Keep a journal of each job this node is chief of (results received, checkpoints\n"
+        "of the merger's folder), so that a crash or a restart resumes the job instead of\n"
+        "losing it. false saves its small cost, and loses such jobs."
     ),
     "block_after_breaches": (
         "Refuse a chief's jobs for block_hours once this many of its jobs broke sandbox\n"
@@ -342,6 +348,7 @@ def _checked(data: Mapping[str, object], limits: Limits) -> dict[str, Any]:
         "cores": _cores,
         "cpu_percent": _percent,
         "unconfined_trusted_swarm": lambda v: _bool("unconfined_trusted_swarm", v),
+        "journal": lambda v: _bool("journal", v),
         "packages_mb": lambda v: _int("packages_mb", v),
         "jobs_mb": lambda v: _int("jobs_mb", v),
         "block_after_breaches": _breaches,

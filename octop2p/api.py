@@ -95,6 +95,8 @@ def job_status(node: Node, record: JobRecord) -> dict[str, Any]:
         "waiting": (NO_WORKER if progress.waiting == "no worker in reach" else progress.waiting)
         if progress else "",
         "refused": dict(record.refused),  # donor id -> why it would not work on the job
+        # Resumed after its chief restarted: the results kept from before (else None).
+        "resumed": record.resumed,
     }
 
 

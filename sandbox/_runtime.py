@@ -267,11 +267,11 @@ class SplitRole:
             if data is None:
                 self.exhausted = True
                 break
-            self.count += 1
+            seq, self.count = self.count, self.count + 1  # fragments count from 0
             if len(data) > self.fragment_bytes:
                 raise JobCodeError(
                     "fragment size",
-                    f"fragment {self.count} is {len(data)} bytes; "
+                    f"fragment {seq} is {len(data)} bytes; "
                     f"this job's limit is {self.fragment_bytes}",
                 )
             if self.count > self.max_fragments:

@@ -77,11 +77,13 @@ def _register_node(ctx: _Ctx) -> None:
     @click.option("--donate/--no-donate", default=None, help="Run others' fragments (consent).")
     @click.option("--cores", type=click.IntRange(min=1), help="Cores to donate.")
     @click.option("--no-discovery", is_flag=True, help="Do not use mDNS on the LAN.")
+    @click.option("--no-resume", is_flag=True,
+                  help="Drop the jobs a crash or a stop interrupted instead of resuming them.")
     @ctx.common
     @ctx.handle
     def node(listen: str | None, peers: tuple[str, ...], donate: bool | None,
-             cores: int | None, no_discovery: bool, home: Path | None, as_json: bool,
-             verbose: int) -> None:
+             cores: int | None, no_discovery: bool, no_resume: bool, home: Path | None,
+             as_json: bool, verbose: int) -> None:
         """Run a headless node: discover peers, donate CPU if told to, be chief of jobs.
 
         With --json, one JSON line ({"node": ...}) once the node listens.
@@ -102,7 +104,7 @@ def _register_node(ctx: _Ctx) -> None:
             overrides["cores"] = cores
         if no_discovery:
             overrides["discovery"] = False
-        run_node(_home(home), overrides, as_json, ctx.err)
+        run_node(_home(home), overrides, as_json, ctx.err, resume=not no_resume)
 
 
 def _register_submit(ctx: _Ctx) -> None:
@@ -154,16 +156,11 @@ def _interrupted(home: Any, sub: Any, as_json: bool, err: Any) -> None:
             f"start `octop2p node` first for jobs that outlive `submit` ({DOCS_SWARM})"
         )
     else:
-        cancel = False
-        if not as_json and _is_terminal():
-            err.print()
-            answer = click.prompt(
-                f"job {sub.job} is still running: [c]ancel it or [l]eave it running?",
-                type=click.Choice(["c", "l"]), default="l", err=True)
-            cancel = answer == "c"
+        cancel = not as_json and _is_terminal() and _ask_cancel(sub.job, err)
         if cancel:
             _call(home.path, "cancel", job=sub.job)
-            exc = Interrupted(f"interrupted: job {sub.job} cancelled")
+            exc = Interrupted(f"interrupted: job {sub.job} ({sub.name}) cancelled; "
+                              f"{say_where(sub.job)}")
         else:
             exc = Interrupted(
                 f"interrupted: job {sub.job} ({sub.name}) keeps running on the node; "
@@ -171,6 +168,25 @@ def _interrupted(home: Any, sub: Any, as_json: bool, err: Any) -> None:
             )
     exc.job = sub.job
     raise exc
+
+
+def _ask_cancel(job: str, err: Any) -> bool:
+    """Ask on the terminal whether to cancel ``job``: c or cancel, l or leave (the
+    default); another Ctrl-C, or the end of input, leaves it running."""
+
+    def answer(text: str) -> bool:
+        word = text.strip().lower()
+        if word[:1] not in ("c", "l"):
+            raise click.UsageError("answer c (cancel it) or l (leave it running)")
+        return word[:1] == "c"
+
+    err.print()
+    try:
+        return bool(click.prompt(
+            f"job {job} is still running: [c]ancel it or [l]eave it running?",
+            default="l", value_proc=answer, err=True))
+    except click.Abort:
+        return False
 
 
 def _register_jobs(ctx: _Ctx) -> None:

@@ -54,7 +54,8 @@ async def call(home: Home, cmd: str, temporary: bool = False, **args: Any) -> An
         return await api.call(cmd, **args)
 
 
-def run_node(home: Home, overrides: dict[str, Any], as_json: bool, err: Any) -> None:
+def run_node(home: Home, overrides: dict[str, Any], as_json: bool, err: Any, *,
+             resume: bool = True) -> None:
     """`octop2p node`: take the home, start the node, serve until SIGTERM."""
     from octop2p.net._start import home_error
 
@@ -62,15 +63,16 @@ def run_node(home: Home, overrides: dict[str, Any], as_json: bool, err: Any) -> 
         with home.lock():
             Config.write_default(home)
             config = Config.load(home, **overrides)
-            trio.run(_serve_node, home, config, as_json, err)
+            trio.run(_serve_node, home, config, as_json, err, resume)
     except PermissionError as exc:
         raise home_error(home, exc) from None
 
 
-async def _serve_node(home: Home, config: Config, as_json: bool, err: Any) -> None:
+async def _serve_node(home: Home, config: Config, as_json: bool, err: Any,
+                      resume: bool = True) -> None:
     from octop2p.net._start import build_node, start_node
 
-    node = build_node(home, config)
+    node = build_node(home, config, resume=resume)
     if node.swarm is None:
         err.print(
             "[yellow]warning:[/] this node is in no swarm, so it works alone; "

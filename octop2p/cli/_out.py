@@ -44,7 +44,9 @@ def jobs_table(jobs: list[dict[str, Any]]) -> None:
         done = f"{j['fragments_done']}/{total if total is not None else '?'}"
         note = j.get("error") or (f"waiting: {j['waiting']}" if j.get("waiting") else "")
         refused = "; ".join(f"refused by {d[:7]}: {r}" for d, r in (j.get("refused") or {}).items())
-        note = "; ".join(n for n in (note, refused) if n)
+        resumed = (f"resumed after a restart, {j['resumed']} results kept"
+                   if j.get("resumed") is not None else "")
+        note = "; ".join(n for n in (resumed, note, refused) if n)
         rows.append([j["job"][:12], j["name"], j["state"], j["phase"] or "-", done,
                      len(j["workers"]), note])
     table(["JOB", "NAME", "STATE", "PHASE", "FRAGMENTS", "WORKERS", "NOTE"], rows)

@@ -22,6 +22,9 @@ from octop2p.net._control import ControlClient
 FIRST_CHECK = 0.3  # "within a second" the user hears what the job waits for
 RECHECK = 2.0
 REDIAL = 0.5  # how often a lost node's control socket is tried again
+#: After the job's end, how long `submit` waits for the events that preceded it (the
+#: job's last prints) to come through the node's event stream.
+ENDED_SECONDS = 2.0
 
 
 class Submission:
@@ -79,6 +82,8 @@ async def submit(
                 if chief is None:
                     nursery.start_soon(_say_waiting, api, sub.job, err)
                 final = await _wait(api, home, sub.job, err, printer, nursery)
+                with trio.move_on_after(ENDED_SECONDS):
+                    await printer.ended.wait()  # the prints that came before the end
                 nursery.cancel_scope.cancel()
         if final["state"] != "done":
             raise job_failed(final)
@@ -117,16 +122,17 @@ async def _wait(api: Any, home: Home, job: str, err: Any, printer: _Printer,
         except NoNodeError:
             if not node:  # a temporary node dies with this command: nothing to wait for
                 raise
-        await _reattach(api, home, job, node, err)
+        if (await _reattach(api, home, job, node, err))["state"] in FINISHED:
+            printer.ended.set()  # it ended while the node was away: no event will say so
         try:
             await nursery.start(printer.follow, api)
         except NoNodeError:
             pass  # gone again at once: the next `wait` says so
 
 
-async def _reattach(api: Any, home: Home, job: str, node: str, err: Any) -> None:
+async def _reattach(api: Any, home: Home, job: str, node: str, err: Any) -> dict[str, Any]:
     """Say in one line that the node is lost, then try its control socket again until it
-    knows ``job`` (its error, e.g. an unknown job, ends the command) or
+    knows ``job`` (its error, e.g. an unknown job, ends the command; else its status) or
     ``reattach_seconds`` (config.toml) pass."""
     seconds = Config.load(home).reattach_seconds
     err.print(f"[yellow]lost the node {node} (its control socket closed); waiting up to "
@@ -134,12 +140,12 @@ async def _reattach(api: Any, home: Home, job: str, node: str, err: Any) -> None
     with trio.move_on_after(seconds):
         while True:
             try:
-                await api.call("status", job=job)
+                status = await api.call("status", job=job)
             except NoNodeError:
                 await trio.sleep(REDIAL)
                 continue
             err.print(f"node {node} is back; following job {job} again", highlight=False)
-            return
+            return dict(status)
     raise NoNodeError(
         f"the node {node} did not come back within {seconds} s (reattach_seconds in "
         f"config.toml); once it runs again, {say_where(job)} reach the job")
@@ -174,6 +180,7 @@ class _Printer:
         self.early: list[dict[str, Any]] = []  # events before the job's id was known
         self.printed_final = False  # what `final` printed reached stdout
         self.told: set[tuple[Any, Any]] = set()  # refusals shown (a donor repeats its own)
+        self.ended = trio.Event()  # the job's last event was shown
 
     async def follow(self, api: Any, *, task_status: trio.TaskStatus[None]) -> None:
         from octop2p.engine._runner import Progress
@@ -210,6 +217,8 @@ class _Printer:
             self.told.add((event.get("donor"), event.get("reason")))
             self.err.print(f"[yellow]warning:[/] donor {event.get('donor')} refused the job: "
                            f"{event.get('reason')}", markup=True, highlight=False)
+        elif kind == "job" and event.get("state") in FINISHED:
+            self.ended.set()
         elif kind == "progress" and self.progress is not None:
             self.progress.update(progress_cls(
                 phase=event["phase"], done=event["done"], total=event["total"],

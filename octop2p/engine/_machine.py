@@ -142,8 +142,10 @@ class JobMachine:
 
     # --- phases --------------------------------------------------------------------------
 
-    def begin(self, kind: str, items: list[Any] | None = None) -> None:
-        """Start a phase; ``items`` are all its fragments (else the splitter fills it)."""
+    def begin(self, kind: str, items: list[Any] | None = None,
+              settled: set[int] | None = None) -> None:
+        """Start a phase; ``items`` are all its fragments (else the splitter fills it).
+        ``settled``: fragments accepted before the chief restarted (never sent again)."""
         if self.phase is not None and self.phase.table.backups:
             old = self.phase.table
             self._note(f"{self.phase.kind}: {old.backups} backup tasks ran, "
@@ -152,6 +154,8 @@ class JobMachine:
                               lease_seconds=self.lease_seconds)
         table.backup_tasks = self.backup_tasks
         self._expired.clear()
+        if settled:
+            table.settle(settled)
         if items is not None:
             table.add(items)
             table.mark_exhausted()

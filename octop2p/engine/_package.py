@@ -99,6 +99,14 @@ class JobSpec:
         return digest_files(self.root, self.files)
 
 
+def renamed(spec: JobSpec, name: str) -> JobSpec:
+    """``spec`` under the name its submitter gave it (a chief unpacks every package into
+    a folder of its own naming, whose name would otherwise name the job)."""
+    if not name or name == spec.options.name:
+        return spec
+    return dataclasses.replace(spec, options=dataclasses.replace(spec.options, name=name))
+
+
 def load_job(path: Path, node_limits: Limits, *, package_bytes: int = PACKAGE_BYTES) -> JobSpec:
     """Check the job at `path` without running it; raise `JobRefused` if it breaks a rule."""
     path = Path(path)

@@ -16,7 +16,6 @@ import logging
 import shutil
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -24,12 +23,16 @@ import trio
 
 from octop2p.engine._children import ChildDied, ChildProtocolError, ChildReported, ForkServer
 from octop2p.engine._groups import collapse_groups
+from octop2p.engine._journal import Logged, Recovered, restore
 from octop2p.engine._limits import Limits
 from octop2p.engine._machine import JobMachine, Trust, WorkFailure
 from octop2p.engine._package import JobSpec
+from octop2p.engine._progress import Changed, OutputSink, Progress
 from octop2p.engine._reorder import CausalBuffer
 from octop2p.engine._results import output_usage
+from octop2p.engine._resume import JobJournal
 from octop2p.engine._scheduler import Verdict
+from octop2p.engine._scriptflow import run_script
 from octop2p.engine._slot import (
     MAX_BATCH,
     ChildMaker,
@@ -52,21 +55,6 @@ QUOTA_SECONDS = 0.5
 TICK_SECONDS = 1.0
 
 
-@dataclass
-class Progress:
-    """A snapshot of one job's progress, for progress bars and the node API."""
-
-    phase: str
-    done: int = 0
-    total: int | None = None
-    workers: dict[str, int] = field(default_factory=dict)
-    started: float = field(default_factory=time.monotonic)
-    waiting: str = ""  # why no work goes out, when none can
-
-
-OutputSink = Callable[[str, str], None]  # (where, text)
-
-
 class WorkerPort(Protocol):
     """Workers of one kind: they join the runner, and take what it delivers."""
 
@@ -80,20 +68,6 @@ class ServedPort(WorkerPort, Protocol):
     async def serve(self, runner: JobRunner, *,
                     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Join the runner's workers and serve them until cancelled."""
-
-
-class _Changed:
-    """Wakes every task waiting for the job's state to change."""
-
-    def __init__(self) -> None:
-        self._event = trio.Event()
-
-    def notify(self) -> None:
-        self._event.set()
-        self._event = trio.Event()
-
-    async def wait(self) -> None:
-        await self._event.wait()
 
 
 class JobRunner:
@@ -111,6 +85,7 @@ class JobRunner:
         on_output: OutputSink | None = None,
         on_log: Callable[[str], None] | None = None,
         trust: Trust | None = None,
+        journal: JobJournal | None = None,
     ) -> None:
         self.spec = spec
         self.limits: Limits = spec.options.limits
@@ -118,7 +93,12 @@ class JobRunner:
         self.work_dir = work_dir
         self.results_dir = work_dir / "results"
         self.layers = layers
-        self.partitions = spec.options.partitions or partitions or 2
+        #: The job's journal (a node's jobs; None in `octop2p run`) and what an earlier
+        #: run of the chief left in it (docs/architecture.md, "What a crash keeps").
+        self.journal = journal
+        self.recovered = journal.recovered if journal is not None else Recovered()
+        self.partitions = (self.recovered.meta.get("partitions")
+                           or spec.options.partitions or partitions or 2)
         self.machine = JobMachine(self.limits, redundancy=spec.options.redundancy, trust=trust,
                                   backup_tasks=spec.options.backup_tasks)
         self.on_progress = on_progress or (lambda p: None)
@@ -127,7 +107,7 @@ class JobRunner:
         #: Called for every accepted result: (kind, seq, content digest, agreeing voters).
         self.on_accepted: Callable[[str, int, bytes, list[str]], None] = (
             lambda kind, seq, digest, voters: None)
-        self.changed = _Changed()
+        self.changed = Changed()
         self._kick = trio.Event()  # set by `_changed`, served by `_dispatcher`
         self._dispatching = False
         self._cancelled = False
@@ -172,8 +152,10 @@ class JobRunner:
         try:
             for d in done:
                 if self.machine.result(worker, d.kind, d.seq, d.payload, now) is Verdict.ACCEPT:
-                    self._accept(d.seq, d.payload)
                     digest, voters = self.machine.last_accepted
+                    if self.journal is not None:
+                        self.journal.accepted(d.kind, d.seq, d.payload, digest, voters)
+                    self._accept(d.seq, d.payload)
                     self.on_accepted(d.kind, d.seq, digest, voters)
                     accepted = True
                 if d.out:
@@ -226,8 +208,9 @@ class JobRunner:
 
     def _dispatch(self) -> None:
         phase = self.machine.phase
-        if phase is None or self._failure is not None:
-            return
+        if phase is None or self._failure is not None or (
+                self._scope is not None and self._scope.cancel_called):
+            return  # a job that is ending hands out nothing (its inputs may be closed)
         load = self._load
         for worker, assigned in self.machine.dispatch(time.monotonic()):
             works = [Work(phase.kind, a.seq, load(a.payload) if load else a.payload)
@@ -325,7 +308,16 @@ class JobRunner:
 
         ``task_status.started()`` is called once the job's children may be spawned and
         workers may join (ports start then)."""
-        self.results_dir.mkdir(parents=True, exist_ok=True)
+        if self.journal is not None:
+            # Resume: results_dir as the last checkpoint had it (made anew either way).
+            await trio.to_thread.run_sync(restore, self.recovered, self.results_dir)
+            if not self.recovered.meta:
+                self.journal.journal.meta(partitions=self.partitions)
+            if self.journal.kept:
+                self.on_log(f"resumed: {self.journal.kept} results kept from before the "
+                            f"chief restarted ({len(self.recovered.merged)} of them merged)")
+        else:
+            self.results_dir.mkdir(parents=True, exist_ok=True)
         if self.spec.kind == "script":
             # Workers see the script alone, as on a remote worker: `source` is the chief's.
             self.worker_dir = self.work_dir / "package"
@@ -340,11 +332,13 @@ class JobRunner:
                 async with trio.open_nursery() as self.watchers:
                     self.watchers.start_soon(self._tick)
                     self.watchers.start_soon(self._dispatcher)
+                    if self.journal is not None:
+                        self.watchers.start_soon(self.journal.writer, self.fail)
                     for port in self.served:
                         await self.watchers.start(port.serve, self)
                     task_status.started()
                     if self.spec.kind == "script":
-                        await self._run_script()
+                        await run_script(self)
                     else:
                         await self._run_package()
                     self.watchers.cancel_scope.cancel()
@@ -384,7 +378,8 @@ class JobRunner:
             self._changed()
 
     def _begin(self, kind: str, items: list[Any] | None, accept: Callable[[int, Any], None],
-               load: Callable[[int], Any] | None = None, *, label: str | None = None) -> None:
+               load: Callable[[int], Any] | None = None, *, label: str | None = None,
+               settled: set[int] | None = None) -> None:
         now = time.monotonic()
         old = self.machine.phase
         if old is not None:
@@ -392,7 +387,7 @@ class JobRunner:
                      now - self._phase_started)
         self._phase_started = now
         self._accept, self._load = accept, load
-        self.machine.begin(kind, items)
+        self.machine.begin(kind, items, settled)
         self.progress = Progress(phase=label or kind, total=len(items) if items else None,
                                  workers=self.machine.counts(), started=self.progress.started)
         self._changed()
@@ -418,6 +413,9 @@ class JobRunner:
                         isinstance(f, bytes) for f in fragments):
                     raise JobFailed(message=f"the {where} child sent a malformed reply",
                                     rule="protocol")
+                if self.journal is not None and self.machine.phase is not None:
+                    self.journal.split(self.machine.phase.kind, self.machine.table.produced,
+                                       fragments, where)
                 self.machine.split(fragments, bool(exhausted), where=where)
                 if exhausted:
                     self.progress.total = self.machine.table.total
@@ -428,7 +426,18 @@ class JobRunner:
 
     async def _run_package(self) -> None:
         buffer = CausalBuffer(ordered=self.spec.options.ordered, spill_dir=self.work_dir)
-        self._begin("process", None, buffer.add, label="fragments")
+        logged = self.resumed("process")
+        merged = self.recovered.merged
+        if self.journal is not None:
+            self.journal.merged = merged
+        if buffer.ordered:
+            buffer.skip_to(merged.low)
+        for seq in sorted(logged):
+            if seq not in merged:
+                buffer.add(seq, logged[seq].payload)  # type: ignore[arg-type]
+        settled = set(logged) | set(range(merged.low)) | merged.above
+        self._begin("process", None, buffer.add, label="fragments", settled=settled)
+        self.progress.done = len(merged)
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._split_loop, "splitter")
             nursery.start_soon(self._merge_loop, buffer)
@@ -450,73 +459,20 @@ class JobRunner:
                 pacer.record(len(batch), time.monotonic() - started)
                 self.progress.done += len(batch)
                 self._report()
+                if self.journal is not None:
+                    await self.journal.merged_batch([s for s, _ in batch], self.results_dir)
             await self._call(child, ["finalize"], "finalize", timeout=self.limits.wall_seconds)
             self._check_output_quota()
         finally:
             await child.aclose()
             buffer.close()
 
-    async def _run_script(self) -> None:
-        parts_dir = self.work_dir / "partitions"
-        parts_dir.mkdir(exist_ok=True)
-        part_files = [open(parts_dir / f"{r}.bin", "w+b") for r in range(self.partitions)]
-        reduced: dict[int, bytes] = {}
-        try:
-            def store_parts(seq: int, parts: list[bytes]) -> None:
-                for f, part in zip(part_files, parts, strict=True):
-                    f.write(len(part).to_bytes(8, "big"))
-                    f.write(part)
-
-            self._begin("map", None, store_parts)
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(self._split_loop, "source")
-                nursery.start_soon(self._wait_finished)
-            if self.machine.table.produced == 0:
-                raise JobFailed(
-                    message="the script's source has no keys, so there is nothing to map "
-                    "(are the files it reads beside the script?)", rule="empty source")
-
-            def load_partition(r: int) -> list[bytes]:
-                f = part_files[r]
-                f.seek(0)
-                out = []
-                while header := f.read(8):
-                    out.append(f.read(int.from_bytes(header, "big")))
-                return out
-
-            self._begin("reduce", list(range(self.partitions)), reduced.__setitem__,
-                        load_partition)
-            await self._wait_finished()
-        finally:
-            for f in part_files:
-                f.close()
-            shutil.rmtree(parts_dir, ignore_errors=True)
-        await self._final([reduced[r] for r in range(self.partitions)])
-
-    async def _final(self, reduced: list[bytes]) -> None:
-        """Every reduced pair in key order, in one chief-side child."""
-        self._begin("final", [], lambda seq, data: None)
-        self.progress.total = 1
-        with open(self.results_dir / "output.txt", "w", encoding="utf-8") as output:
-            sink = self.on_output
-
-            def tee(where: str, text: str) -> None:
-                output.write(text)
-                sink("final", text)
-
-            self.on_output = tee
-            child = await self._spawn("merge")
-            try:
-                await self._call(child, ["final", reduced], "final",
-                                 timeout=self.limits.wall_seconds)
-            finally:
-                self.on_output = sink
-                await child.aclose()
-        self._check_output_quota()
-        log.info("job %s: final took %.2f s", self.spec.options.name,
-                 time.monotonic() - self._phase_started)
-        self.progress.done = 1
-        self._report()
+    def resumed(self, kind: str) -> dict[int, Logged]:
+        """Results of phase ``kind`` kept from an earlier run of the chief (none without
+        a journal)."""
+        if self.journal is None:
+            return {}
+        return self.journal.resumed(kind, self.on_accepted)
 
     def _check_output_quota(self) -> None:
         """The merger's output stays under merge_output_mb and merge_output_files
@@ -536,3 +492,4 @@ class JobRunner:
                 f"{limit} (merge_output_mb = {self.limits.merge_output_mb})",
                 rule="merge output",
             )
+

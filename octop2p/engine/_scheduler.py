@@ -97,14 +97,24 @@ class FragmentTable:
         self.backup_tasks = True
         self.backups = 0
         self.backups_won = 0
+        self._settled: set[int] = set()  # accepted in an earlier run of the chief
 
     # --- fragments -----------------------------------------------------------------------
+
+    def settle(self, seqs: set[int]) -> None:
+        """Resume: these fragments were accepted before the chief restarted. When they
+        are added again (a re-run splitter), they count as done and are never queued."""
+        self._settled = set(seqs)
 
     def add(self, payloads: list[Any]) -> None:
         """Queue new fragments, numbered from where the last ones stopped."""
         for payload in payloads:
             frag = _Fragment(self._next_seq, payload)
             self._next_seq += 1
+            if self._settled and frag.seq in self._settled:
+                self._settled.discard(frag.seq)
+                self.done += 1
+                continue
             self._live[frag.seq] = frag
             self._queue.append(frag)
 

@@ -96,7 +96,7 @@ def _read_manifest(stream: IO[bytes]) -> tuple[dict[str, Any], int]:
                 raise ValueError("wrong field types")
         except (ValueError, TypeError) as exc:
             raise ManifestMismatch(
-                f"{MANIFEST}: fragment line {count + 1} is malformed ({exc})") from None
+                f"{MANIFEST}: line {count + 2} (a fragment's entry) is malformed ({exc})") from None
         count += 1
     last = stream.read(200)
     found = _SIGNATURE.fullmatch(last)

@@ -9,6 +9,7 @@ events, and the job's record and folder in the store.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import secrets
 import time
@@ -18,13 +19,16 @@ from typing import TYPE_CHECKING, Any
 import trio
 
 from octop2p.engine._groups import collapse_groups
+from octop2p.engine._journal import Journal
 from octop2p.engine._local import LocalPort
 from octop2p.engine._machine import Trust
 from octop2p.engine._manifest import Provenance
-from octop2p.engine._package import JobSpec, pack_package
+from octop2p.engine._package import PACKAGE_BYTES, JobSpec, load_job, pack_package, renamed
 from octop2p.engine._results import pack
+from octop2p.engine._resume import JobJournal
 from octop2p.engine._runner import JobRunner, Progress
-from octop2p.errors import JobFailed, OctoError
+from octop2p.engine._unpack import UnpackError, plain_name, unpack_tar
+from octop2p.errors import JobFailed, JobRefused, OctoError
 from octop2p.net._jobstore import ArchivedJob, JobRecord, JobStore
 from octop2p.net._peer import LinkClosed, PeerLink
 from octop2p.net._peerport import PeerPort
@@ -148,6 +152,16 @@ class NetworkJob:
                            name=record.name, error=record.error)
             return
         work_dir = job_dir / "work"
+        try:
+            journal = await self._open_journal(job_dir)
+        except OSError as exc:
+            record.state, record.finished = JobState.FAILED, time.time()
+            record.error = f"the chief could not open this job's journal: {exc.strerror or exc}"
+            self.store.write_journal(self)
+            self.done.set()
+            self.node.emit("job", job=record.id_hex, state=record.state.value,
+                           name=record.name, error=record.error)
+            return
         local = self.node.local_slots()
         options = self.spec.options
         self.trust = self.node.reputation.trust(
@@ -157,7 +171,7 @@ class NetworkJob:
         self.runner = runner = JobRunner(
             self.spec, self.node.forkserver, work_dir=work_dir, layers=self.node.layers,
             partitions=max(2, 2 * local), on_progress=self._on_progress,
-            on_output=self._on_output, on_log=self._on_log, trust=self.trust)
+            on_output=self._on_output, on_log=self._on_log, trust=self.trust, journal=journal)
         if self._cancel_requested:
             runner.cancel()  # the owner cancelled it while it was being stored
         self.provenance = Provenance(work_dir)
@@ -185,19 +199,41 @@ class NetworkJob:
         finally:
             self._nursery = None
             self._fold_trust()
-            record.finished = time.time()
-            await remove_tree(work_dir)  # off the event loop: a job may leave 400,000 files
-            await remove_tree(job_dir / "submitted")
-            self.store.write_journal(self)
-            await self._tell_workers_done()
-            self.done.set()
-            self.node.emit(
-                "job",
-                job=record.id_hex,
-                state=record.state.value,
-                name=record.name,
-                error=record.error,
-            )
+            if journal is not None:
+                journal.journal.close()
+            if record.state in (JobState.RUNNING, JobState.FINISHING):
+                # The node is stopping: the job stays as it is, for the next start to
+                # resume (docs/architecture.md, "What a crash keeps").
+                self.store.write_journal(self)
+                self.done.set()
+            else:
+                await self._ended(job_dir)
+
+    async def _ended(self, job_dir: Path) -> None:
+        """The job is over: its scratch folders go, its record is written, its workers
+        and the node's listeners are told."""
+        record = self.record
+        record.finished = time.time()
+        for folder in ("work", "submitted", "journal"):
+            await remove_tree(job_dir / folder)  # off the event loop: 400,000 files...
+        assert self.store is not None
+        self.store.write_journal(self)
+        await self._tell_workers_done()
+        self.done.set()
+        self.node.emit("job", job=record.id_hex, state=record.state.value, name=record.name,
+                       error=record.error)
+
+    async def _open_journal(self, job_dir: Path) -> JobJournal | None:
+        """The job's journal, with what an earlier run of this node left in it."""
+        if not getattr(self.node.settings, "journal", True):
+            return None
+        journal = Journal(job_dir / "journal")
+        recovered = await trio.to_thread.run_sync(journal.open)
+        if self.record.resumed is not None:
+            self.record.resumed = recovered.kept()
+            log.info("job %s (%s) resumed: %d results kept from before the restart",
+                     self.record.name, self.record.id_hex[:12], self.record.resumed)
+        return JobJournal(journal, recovered)
 
     async def _serve(self, runner: JobRunner) -> None:
         record = self.record
@@ -357,3 +393,52 @@ class NetworkJob:
                     package=request.package, offset=request.offset, total=len(blob), data=data
                 )
         return None
+
+
+async def resume_job(node: Node, archived: ArchivedJob) -> None:
+    """Take up a job that the node's last run left unfinished (its journal says where it
+    stood): its package is unpacked again from the store, checked as at submission, and
+    run from what its journal kept. A job that cannot be taken up is marked failed."""
+    journal = archived.journal
+    record = archived.record
+    folder = node.jobs_dir / record.id_hex
+    assert journal is not None
+    try:
+        spec, tar = await _reload(node, folder, journal)
+    except (OSError, UnpackError, JobRefused, ValueError, KeyError, TypeError) as exc:
+        why = str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__
+        await trio.to_thread.run_sync(archived.interrupted, folder, why)
+        log.warning("job %s could not be resumed: %s", record.id_hex, why)
+        return
+    envelope = None
+    if spec.kind == "package":  # donors check the submitter's signature on the package
+        envelope = Envelope(EnvelopeKind.PACKAGE, bytes.fromhex(journal["package_author"]),
+                            record.job_id, 0, b"", bytes.fromhex(journal["package_signature"]),
+                            tar)
+    job = NetworkJob(node, spec, job_id=record.job_id, package_envelope=envelope, tar=tar)
+    job.submitter = bytes.fromhex(journal["submitter"])  # whose Cancel counts, as before
+    job.record.started = record.started
+    job.record.resumed = 0  # the journal tells how much was kept, once it is open
+    node.jobs[job.job_id] = job
+    log.info("resuming job %s (%s), interrupted when its chief stopped", record.name,
+             record.id_hex)
+    await job.run(folder)
+
+
+async def _reload(node: Node, folder: Path, journal: dict[str, Any]) -> tuple[JobSpec, bytes]:
+    """The job's spec and package bytes from its folder in the store (package.tar is
+    unpacked with the same bounds as a peer's, into a fresh ``submitted/``)."""
+    tar = await trio.to_thread.run_sync((folder / "package.tar").read_bytes)
+    submitted = folder / "submitted"
+    for scratch in (submitted, folder / "work"):
+        await remove_tree(scratch)
+    await trio.to_thread.run_sync(
+        functools.partial(unpack_tar, tar, submitted, max_bytes=PACKAGE_BYTES))
+    target = submitted
+    if journal.get("kind") == "script":
+        script = journal.get("script")
+        if not (isinstance(script, str) and plain_name(script)):
+            raise ValueError("its record names no script")
+        target = submitted / script
+    spec = await trio.to_thread.run_sync(load_job, target, node.limits)
+    return renamed(spec, str(journal.get("name") or "")), tar

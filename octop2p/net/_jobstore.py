@@ -56,6 +56,8 @@ class JobRecord:
     refused: dict[str, str] = field(default_factory=dict)  # donor id -> why it refused
     #: The content hash ``results_file`` must have (None: unknown, checked as gzip only).
     results_digest: bytes | None = None
+    #: A job resumed after its chief restarted: the results kept from before (else None).
+    resumed: int | None = None
 
     @property
     def id_hex(self) -> str:
@@ -131,17 +133,20 @@ class JobStore:
 
     @classmethod
     async def start(cls, folder: Path, job: NetworkJob) -> JobStore:
-        """The store of a job about to run: its package, first journal and ``work/``,
-        written in a thread (each write ends with fsync).
+        """The store of a job about to run: its package (kept from before when the job
+        resumes), first journal and ``work/``, written in a thread (each write ends with
+        fsync).
 
         Raises StoreError (disk full, read-only) before anything runs."""
         journal = cls.journal(job)  # on the event loop: it reads the job's state
-        return await trio.to_thread.run_sync(cls._start, folder, job.tar, journal)
+        tar = None if job.record.resumed is not None else job.tar
+        return await trio.to_thread.run_sync(cls._start, folder, tar, journal)
 
     @classmethod
-    def _start(cls, folder: Path, tar: bytes, journal: bytes) -> JobStore:
+    def _start(cls, folder: Path, tar: bytes | None, journal: bytes) -> JobStore:
         store = cls(folder)
-        store.save_package(tar)
+        if tar is not None:
+            store.save_package(tar)
         write_atomic(folder / "job.json", journal)
         try:
             (folder / "work").mkdir(exist_ok=True)
@@ -197,16 +202,22 @@ class JobStore:
             "traceback": record.traceback,
             "output": "".join(record.output)[: 1 << 20],
             "results_hash": job.results_hash.hex() if job.results_hash else None,
+            # What a restarted node needs to resume the job as its submitter sent it.
+            "package_author": job.package_envelope.author.hex(),
+            "package_signature": job.package_envelope.signature.hex(),
+            "resumed": record.resumed,
         }
         return json.dumps(journal).encode()
 
     @staticmethod
-    def load(folder: Path) -> ArchivedJob | None:
+    def load(folder: Path, *, resume: bool = False) -> ArchivedJob | None:
         """A job a previous run of the node left in the store.
 
         A damaged ``job.json`` (unparseable, a field of the wrong type) gives a record
         that says so, with the results if ``results.tar.gz`` is there (checked when
         fetched); None only for a folder that is no job's (its name is no job id).
+        A job that was still running is marked ``resumable`` when ``resume`` is set and
+        its package is there; else it is marked failed ("interrupted").
         """
         try:
             job_id = bytes.fromhex(folder.name)
@@ -215,11 +226,15 @@ class JobStore:
         if len(job_id) != 16 or not folder.is_dir():
             return None
         try:
-            archived, running = _archived(folder, json.loads((folder / "job.json").read_bytes()))
+            journal = json.loads((folder / "job.json").read_bytes())
+            archived, running = _archived(folder, journal)
         except (OSError, ValueError, KeyError, TypeError) as exc:
             return _damaged(folder, job_id, exc)
         if running:
-            _interrupted(folder, archived.record)
+            if resume and (folder / "package.tar").is_file():
+                archived.journal = journal
+            else:
+                _interrupted(folder, archived.record, resume=resume)
         return archived
 
 
@@ -258,6 +273,7 @@ def _archived(folder: Path, journal: Any) -> tuple[ArchivedJob, bool]:
         workers=workers,
     )
     error = get("error", (str, type(None)), "") or ""
+    record.resumed = get("resumed", (int, type(None)), None)
     digest_hex = get("results_hash", (str, type(None)), None)
     digest = bytes.fromhex(digest_hex) if digest_hex is not None else None
     record.state, record.error = state, error
@@ -288,15 +304,28 @@ class _Fields:
         return value
 
 
-def _interrupted(folder: Path, record: JobRecord) -> None:
-    """A job that was running when the node stopped, as the next start shows it.
-
-    Kept in this one function so that resuming can replace it; ``work/`` (the chief's
-    scratch folder of a job that will not go on) is removed now.
-    """
-    shutil.rmtree(folder / "work", ignore_errors=True)
+def _interrupted(folder: Path, record: JobRecord, *, resume: bool = True,
+                 why: str = "") -> None:
+    """A job that was running when the node stopped and will not go on: its scratch
+    folders and journal are removed, and its record says why."""
+    for name in ("work", "journal", "submitted"):
+        shutil.rmtree(folder / name, ignore_errors=True)
     record.state = JobState.FAILED
-    record.error = "interrupted: the node stopped before the job finished; submit it again"
+    record.finished = record.finished or time.time()
+    if why:
+        record.error = f"interrupted: the node stopped before the job finished, and it " \
+            f"could not be resumed ({why}); submit it again"
+    elif not resume:
+        record.error = ("interrupted: the node stopped before the job finished, and was "
+                        "started with --no-resume; submit it again")
+    else:
+        record.error = "interrupted: the node stopped before the job finished; submit it again"
+    try:  # written, so that the next start does not take it up again
+        journal = json.loads((folder / "job.json").read_bytes())
+        journal.update(state=record.state.value, error=record.error, finished=record.finished)
+        write_atomic(folder / "job.json", json.dumps(journal).encode())
+    except (OSError, ValueError, AttributeError, StoreError) as exc:
+        log.warning("job %s: could not record that it was interrupted: %s", record.id_hex, exc)
 
 
 def _why(exc: BaseException) -> str:
@@ -339,6 +368,13 @@ class ArchivedJob:
         self._results_hash = results_hash
         #: Why its ``job.json`` could not be read, for a damaged record (else None).
         self.damage: str | None = None
+        #: A job that was running when the node stopped: its ``job.json``, for resuming.
+        self.journal: dict[str, Any] | None = None
+
+    def interrupted(self, folder: Path, why: str) -> None:
+        """It cannot be resumed after all: failed, with ``why``, and written so."""
+        self.journal = None
+        _interrupted(folder, self.record, why=why)
 
     @property
     def results_hash(self) -> bytes | None:

@@ -34,7 +34,7 @@ from octop2p.errors import OctoError, UsageError
 from octop2p.net import _discovery
 from octop2p.net._admission import Admission
 from octop2p.net._donor import WorkerService
-from octop2p.net._hosted import JobRecord, JobStore, NetworkJob
+from octop2p.net._hosted import ArchivedJob, JobRecord, JobStore, NetworkJob, resume_job
 from octop2p.net._peer import LinkClosed, PeerLink
 from octop2p.net._reputation import Reputation
 from octop2p.net._routes import MessageRoutes
@@ -101,6 +101,8 @@ class NodeSettings:
     block_after_breaches: int = 3  # a donor blocks a chief after this many breaches (0: never)
     block_hours: int = 24
     reattach_seconds: int = 600  # a remote job waits this long for a lost chief's link
+    resume: bool = True  # take up the jobs a crash or a stop interrupted (`node --no-resume`)
+    journal: bool = True  # keep each job's journal, so that it can be resumed
 
 
 class Node(MessageRoutes):
@@ -129,6 +131,7 @@ class Node(MessageRoutes):
         self.forkserver: ForkServer = None  # type: ignore[assignment]
         self.worker = WorkerService(self)
         self.jobs: dict[bytes, NetworkJob] = {}
+        self._resumable: list[ArchivedJob] = []  # interrupted jobs to take up at start
         self._links: dict[str, PeerLink] = {}
         self._discovery: _discovery.Discovery | None = None
         self._dialing: set[tuple[str, int]] = set()
@@ -171,6 +174,9 @@ class Node(MessageRoutes):
                     self.port,
                     self.donating,
                 )
+                for archived in self._resumable:
+                    nursery.start_soon(resume_job, self, archived)
+                self._resumable.clear()
                 self.started.set()
                 task_status.started(self)
                 await trio.sleep_forever()
@@ -193,9 +199,11 @@ class Node(MessageRoutes):
         evict_oldest(self.package_cache, self.settings.packages_mb << 20)
         # Jobs of earlier runs: still listed, shown and fetchable (results read on fetch).
         for folder in sorted(self.jobs_dir.iterdir(), key=lambda p: p.stat().st_mtime):
-            archived = JobStore.load(folder)
+            archived = JobStore.load(folder, resume=self.settings.resume)
             if archived is not None:
                 self.jobs[archived.job_id] = archived  # type: ignore[assignment]
+                if archived.journal is not None:
+                    self._resumable.append(archived)
 
     def _layers(self) -> frozenset[str]:
         status = sandbox.probe()

@@ -17,6 +17,7 @@ from protocol import (
     Fragment,
     Heartbeat,
     Hello,
+    JobEvent,
     JobInfo,
     JobStatus,
     JobSubmit,
@@ -85,6 +86,11 @@ class MessageRoutes:
         if isinstance(remote, RemoteJob) and remote.link is link:
             remote.reply(message)
 
+    async def _on_job_event(self, link: PeerLink, message: JobEvent) -> None:
+        remote = self.jobs.get(message.job_id)
+        if isinstance(remote, RemoteJob) and remote.link is link:
+            remote.on_event(message)  # only from the chief the job was submitted to
+
     async def _on_work(self, link: PeerLink, message: WorkRequest | Result) -> None:
         job_id = message.job_id if isinstance(message, WorkRequest) else message.envelope.job_id
         target = self.jobs.get(job_id) if job_id is not None else None
@@ -129,6 +135,7 @@ class MessageRoutes:
         JobSubmit: _on_submit,
         StatusRequest: _on_status_request,
         JobStatus: _on_job_status,
+        JobEvent: _on_job_event,
         WorkRequest: _on_work,
         Result: _on_work,
         PackageRequest: _on_package_request,

@@ -9,9 +9,11 @@ the job with ``StatusRequest`` and fetches the results tarball by its content ha
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
+import re
 import secrets
 import shutil
 import time
@@ -21,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
-from octop2p.engine._package import PACKAGE_BYTES, load_job, pack_package, with_folder
+from octop2p.engine._package import PACKAGE_BYTES, load_job, pack_package, renamed, with_folder
 from octop2p.engine._results import MAX_RESULT_ENTRIES
 from octop2p.engine._runner import Progress
 from octop2p.engine._unpack import UnpackError, plain_name, unpack_tar
@@ -37,6 +39,8 @@ from protocol import (
     EnvelopeKind,
     Error,
     ErrorCode,
+    EventKind,
+    JobEvent,
     JobKind,
     JobState,
     JobStatus,
@@ -56,6 +60,10 @@ POLL_SECONDS = 0.5
 #: A chief silent this long on a live link is taken as lost (and waited for).
 REPLY_SECONDS = 60.0
 _FINISHED = (JobState.DONE, JobState.FAILED, JobState.CANCELLED)
+#: Characters of a job's prints per `JobEvent` (the message allows 65536; a character
+#: may take four bytes).
+EVENT_TEXT = 16384
+_ROLE = re.compile(r"[a-z_]{1,32}")
 
 
 def status_of(job: Any) -> JobStatus:
@@ -169,6 +177,20 @@ class RemoteJob:
             record.error = message.message
             return True
         return False
+
+    def on_event(self, message: JobEvent) -> None:
+        """What the chief shows of the job as it runs, shown here as `octop2p run` would:
+        the role's prints as ``output`` events, a lowered limit as a ``warning``."""
+        job = self.record.id_hex
+        if message.kind is EventKind.WARNING:
+            self.node.emit("warning", job=job, text=message.text)
+        elif message.kind is EventKind.OUTPUT:
+            where, _, text = message.text.partition("\n")
+            if not _ROLE.fullmatch(where):
+                where = "chief"  # a role is a plain word: no markup reaches the terminal
+            if where == "final" and sum(map(len, self.record.output)) < 1 << 20:
+                self.record.output.append(text)
+            self.node.emit("output", job=job, where=where, text=text)
 
     async def _wait_for_link(self, lost: PeerLink) -> None:
         """Wait for a new link to the chief; OctoError after ``reattach_seconds``."""
@@ -314,6 +336,8 @@ async def accept_submission(node: Node, link: PeerLink, message: JobSubmit) -> N
         script = message.script if message.kind is JobKind.SCRIPT else None
         target = folder / script if script else folder
         spec = await trio.to_thread.run_sync(load_job, target, node.limits)
+        if plain_name(message.name):
+            spec = renamed(spec, message.name)
     except (JobRefused, UnpackError, OSError) as exc:
         await trio.to_thread.run_sync(partial(shutil.rmtree, job_dir, ignore_errors=True))
         if isinstance(exc, OSError) and not isinstance(exc, FileExistsError):
@@ -328,8 +352,50 @@ async def accept_submission(node: Node, link: PeerLink, message: JobSubmit) -> N
     node.jobs[job.job_id] = job
     log.info("chief of job %s (%s) submitted by %s", spec.options.name, job.record.id_hex,
              link.short)
+    # Listen before the job starts: its splitter prints within milliseconds.
+    node.spawn(partial(forward_events, node, job, link.peer_id, node.subscribe(),
+                       list(spec.warnings)))
     node.spawn(job.run, node.jobs_dir / job.record.id_hex)
     await link.send(status_of(job))
+
+
+async def forward_events(node: Node, job: NetworkJob, submitter: str,
+                         events: trio.MemoryReceiveChannel[dict[str, Any]],
+                         warnings: list[str]) -> None:
+    """What `octop2p run` would show of ``job`` (its limits lowered, what its splitter,
+    merger and `final` print), sent to the submitter as `JobEvent`s while it runs. A
+    submitter away for a moment misses what was printed then (`final`'s prints stay in
+    the results' output.txt)."""
+    seq = 0
+
+    async def send(kind: EventKind, text: str) -> None:
+        nonlocal seq
+        for link in node.links():
+            if link.peer_id == submitter:
+                with contextlib.suppress(LinkClosed):
+                    await link.send(JobEvent(job_id=job.job_id, seq=seq, kind=kind, text=text))
+                seq += 1
+                return
+
+    with events:
+        for warning in warnings:
+            await send(EventKind.WARNING, warning[:EVENT_TEXT])
+        while True:
+            with trio.move_on_after(1.0) as idle:
+                event = await events.receive()
+            if idle.cancelled_caught:
+                if job.done.is_set():
+                    return  # its last event was missed (a slow link): nothing more comes
+                continue
+            if event.get("job") != job.record.id_hex:
+                continue
+            if event.get("event") == "job" and job.done.is_set():
+                return  # the job's last event: everything it printed came before
+            if event.get("event") == "output":
+                where, text = str(event.get("where", "")), str(event.get("text", ""))
+                step = EVENT_TEXT - len(where) - 1
+                for start in range(0, len(text), step):  # the role heads every piece
+                    await send(EventKind.OUTPUT, f"{where}\n{text[start:start + step]}")
 
 
 def _submission_refused(node: Node, link: PeerLink, message: JobSubmit) -> (

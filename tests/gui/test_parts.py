@@ -15,8 +15,12 @@ import trio
 from PySide6.QtGui import QPalette
 
 from gui._app import binding_problem
+from gui._chart import time_ticks
 from gui._guest import GuestRun
+from gui._jobs import TABLE_ROWS
+from gui._store import JobView
 from gui._theme import ThemeFollower, is_dark
+from octop2p._home import Home
 from tests.conftest import ROOT
 
 pytestmark = pytest.mark.gui
@@ -162,3 +166,58 @@ def test_a_blocked_chief_shows_in_the_log_as_a_warning() -> None:
                                 "reason": "3 of its jobs broke sandbox rules here"})
     assert level == logging.WARNING
     assert text.startswith("blocked chief AAAAAAA") and "broke sandbox rules" in text
+
+
+@pytest.mark.parametrize("span", [0.05, 0.23, 0.9, 2.3, 7.0, 28.0, 119.0, 600.0, 9000.0])
+def test_time_ticks_are_round_and_distinct_on_short_jobs(span: float) -> None:
+    ticks = time_ticks(span)
+    labels = [label for _, label in ticks]
+    assert 3 <= len(ticks) <= 5, labels
+    assert len(set(labels)) == len(labels), labels  # never "0.1 s, 0.1 s"
+    assert ticks[0] == (0.0, labels[0]) and labels[0].startswith("0 ")
+    assert ticks[-1][0] <= max(span, 1.0) + 1e-9  # a job under a second spans one second
+    steps = {round(b[0] - a[0], 9) for a, b in zip(ticks, ticks[1:], strict=False)}
+    assert len(steps) == 1  # evenly spaced
+    if span < 120:
+        assert all(label.endswith(" s") for label in labels)
+    if span < 1:
+        assert labels == ["0 s", "0.25 s", "0.5 s", "0.75 s", "1 s"]
+
+
+def test_the_jobs_table_shows_its_rows_at_the_default_size(make_app: Any, gui_home: Home,
+                                                         qtbot: Any) -> None:
+    app = make_app(gui_home)  # not started: the layout alone
+    for i in range(TABLE_ROWS + 3):
+        app.bridge.book.jobs[f"{i:032x}"] = JobView(f"{i:032x}", name=f"job-{i}", state="done",
+                                                    started=1000.0 + i, finished=1001.0 + i)
+    app.window.show()
+    app.window.jobs.refresh()
+    qtbot.waitUntil(lambda: app.window.jobs.detail.isVisible())
+    table = app.window.jobs.table
+    row = table.verticalHeader().defaultSectionSize()
+    assert table.viewport().height() >= TABLE_ROWS * row  # was 2.5 rows
+    assert app.window.jobs.detail.chart.height() >= 150  # and the chart keeps its room
+    app.window.resize(app.window.minimumSize())
+    qtbot.waitUntil(lambda: app.window.height() == app.window.minimumHeight())
+    assert table.viewport().height() >= 3 * row
+
+
+def test_a_resumed_job_says_so_in_the_table_and_its_details(make_app: Any, gui_home: Home,
+                                                            qtbot: Any) -> None:
+    app = make_app(gui_home)
+    job = JobView("ab" * 16)
+    # The node API's status of a job its chief resumed after a restart.
+    job.apply_status({"name": "primes", "state": "running", "phase": "fragments",
+                      "fragments_done": 40, "fragments_total": 100, "started": 1000.0,
+                      "resumed": 37, "workers": {}})
+    app.bridge.book.jobs[job.id] = job
+    app.window.show()
+    app.window.jobs.refresh()
+    app.window.jobs.select(job.id)
+    qtbot.waitUntil(lambda: app.window.jobs.detail.isVisible())
+    model = app.window.jobs.table.model()
+    assert model.index(0, 0).data() == "primes (resumed)"
+    assert "37 results kept" in app.window.jobs.detail.facts.text()
+    job.apply_status({"name": "primes", "state": "running", "resumed": None})
+    app.window.jobs.refresh()
+    assert model.index(0, 0).data() == "primes"

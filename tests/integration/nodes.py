@@ -86,7 +86,8 @@ class NodeProcess:
         raise AssertionError(f"{self.id} saw {peers}, wanted {n} peers\n{self.read_log()}")
 
     def read_log(self) -> str:
-        self.log.flush()
+        if not self.log.closed:
+            self.log.flush()
         return Path(self.log.name).read_text()
 
     def processes(self) -> list[int]:

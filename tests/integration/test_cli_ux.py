@@ -4,13 +4,17 @@ one JSON object where --json is given."""
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import re
+import select
 import signal
 import socket
+import struct
 import subprocess
 import sys
+import termios
 import time
 from pathlib import Path
 
@@ -114,6 +118,83 @@ def test_submit_says_what_it_waits_for_and_ctrl_c_leaves_the_job(idle_node) -> N
     assert "waiting: no donating worker in reach" in table.stdout
 
 
+class Terminal:
+    """`octop2p submit` on a pseudo-terminal of its own (its controlling terminal, so a
+    typed Ctrl-C reaches it as on a desktop): what it shows, with colours stripped."""
+
+    ANSI = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]|\x1b\][^\x07]*\x07|\r")
+    # Runs in the child: take the terminal as controlling terminal, then become octop2p.
+    LAUNCH = ("import fcntl, os, sys, termios; fcntl.ioctl(0, termios.TIOCSCTTY, 0); "
+              "os.execv(sys.executable, [sys.executable, '-m', 'octop2p', *sys.argv[1:]])")
+
+    def __init__(self, *args: str) -> None:
+        self.master, slave = os.openpty()
+        fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 200, 0, 0))
+        self.proc = subprocess.Popen([sys.executable, "-c", self.LAUNCH, *args], stdin=slave,
+                                     stdout=slave, stderr=slave, start_new_session=True)
+        os.close(slave)
+        self.seen = ""
+
+    def read_until(self, pattern: str, timeout: float) -> re.Match[str]:
+        """Read the screen until ``pattern`` shows (AssertionError after ``timeout``)."""
+        deadline = time.monotonic() + timeout
+        while (found := re.search(pattern, self.seen)) is None:
+            left = deadline - time.monotonic()
+            ready, _, _ = select.select([self.master], [], [], max(0.0, min(left, 0.5)))
+            try:
+                chunk = os.read(self.master, 65536) if ready else b""
+            except OSError:  # EIO: the command ended and closed the terminal
+                chunk = b""
+            self.seen += self.ANSI.sub("", chunk.decode(errors="replace"))
+            if left <= 0 or (not chunk and self.proc.poll() is not None):
+                raise AssertionError(f"no {pattern!r} on the terminal:\n{self.seen[-3000:]}")
+        return found
+
+    def type(self, keys: bytes) -> None:
+        os.write(self.master, keys)
+
+    def close(self) -> int:
+        """Wait for the command (killed after 20 s); its exit code."""
+        try:
+            return self.proc.wait(timeout=20)
+        finally:
+            self.proc.kill()
+            os.close(self.master)
+
+
+@pytest.mark.parametrize(("answer", "state"), [("cancel", "cancelled"), ("l", "running")])
+def test_ctrl_c_on_a_terminal_asks_and_says_how_to_reach_the_job(donor, tmp_path: Path,
+                                                                   answer: str,
+                                                                   state: str) -> None:
+    slow = _package(tmp_path / "slow", merge_print=False)
+    (slow / "Split.py").write_text("def splitter():\n    yield from range(300)\n")
+    (slow / "Process.py").write_text("import time\ndef process(f):\n    time.sleep(0.2)\n"
+                                     "    return f\n")
+    term = Terminal("submit", str(slow), "--home", str(donor.home))
+    try:
+        job = term.read_until(r"submitted slow as job ([0-9a-f]{32})", 30).group(1)
+        term.read_until(r" [1-9]\d*/(\?|300) ", 30)  # the progress bar: a worker runs it
+        term.type(b"\x03")  # Ctrl-C, as typed
+        term.read_until(r"still running: \[c\]ancel it or \[l\]eave it running\?.*:", 20)
+        term.type(answer.encode() + b"\n")
+        verb = "cancelled" if state == "cancelled" else "keeps running on the node"
+        term.read_until(rf"interrupted: job {job} \(slow\) {verb}", 20)
+        term.read_until(rf"`octop2p status {job}`, `octop2p fetch {job}`, "
+                        rf"`octop2p cancel {job}`", 5)
+        assert term.close() == 130
+    finally:
+        term.proc.kill()
+    deadline = time.monotonic() + 15
+    while (shown := _one_json(donor.cli("status", job, "--json").stdout))["state"] != state:
+        assert time.monotonic() < deadline, shown
+        time.sleep(0.3)
+    if state == "running":  # it goes on without the command
+        done = shown["fragments_done"]
+        time.sleep(1.5)
+        assert _one_json(donor.cli("status", job, "--json").stdout)["fragments_done"] > done
+        assert donor.cli("cancel", job).returncode == 0
+
+
 def test_submit_interrupted_with_json_is_one_object(idle_node) -> None:
     proc = _submit(idle_node, str(EXAMPLES / "primes"), "--json")
     try:
@@ -153,6 +234,56 @@ def test_submit_prints_like_run_and_json_has_runs_keys(donor, tmp_path: Path) ->
     assert sorted(counted.stdout.splitlines()) == sorted(local.stdout.splitlines())
     quiet = donor.cli("submit", str(script), "-o", str(tmp_path / "w1"), "--json")
     assert set(_one_json(quiet.stdout)) == RUN_KEYS
+
+
+@pytest.fixture
+def chief_and_member(tmp_path: Path):
+    """A chief that donates one core, and a member that does not, linked to it."""
+    homes = make_swarm(tmp_path, ["chief", "member"])
+    chief = NodeProcess(homes[0], "--no-discovery", "--donate", "--cores", "1")
+    try:
+        member = NodeProcess(homes[1], "--no-discovery", "--no-donate", "--peer", chief.address)
+    except BaseException:
+        chief.stop()
+        raise
+    try:
+        member.wait_for_peers(1, donating=True)
+        yield chief, member
+    finally:
+        member.stop()
+        chief.stop()
+
+
+def _as_run_shows(lines: list[str]) -> list[str]:
+    return sorted(line for line in lines if re.match(r"(splitter|merger|warning): ", line))
+
+
+def test_a_chief_submitter_sees_what_run_shows_as_it_comes(chief_and_member,
+                                                           tmp_path: Path) -> None:
+    chief, member = chief_and_member
+    job = _package(tmp_path / "pk", limits="memory_mb = 999999")
+    (job / "Process.py").write_text(  # the last fragment comes seconds after the others
+        "import time\ndef process(fragment):\n    if fragment == 2:\n        time.sleep(3)\n"
+        "    return fragment * 2\n")
+    ran = run_cli("run", job, "-w", "1", "-o", tmp_path / "r1")
+    assert ran.returncode == 0, ran.stderr
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "octop2p", "submit", str(job), "--chief", chief.id,
+         "-o", str(tmp_path / "r2"), "--home", str(member.home)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert proc.stderr is not None
+    seen = [(time.monotonic(), line.rstrip("\n")) for line in proc.stderr]
+    assert proc.wait(timeout=60) == 0, seen
+    lines = [line for _, line in seen]
+    # The same lines, with the same prefixes, as `run` shows (merges come in any order).
+    assert _as_run_shows(lines) == _as_run_shows(ran.stderr.splitlines())
+    assert {"splitter: splitting", "merger: merged 0", "merger: merged 4"} <= set(lines)
+    assert any(line.startswith("warning: limits.memory_mb = 999999 is above this node's "
+                               "limit") for line in lines), lines
+    # Live: the merger's first print reached the submitter while the job still ran.
+    first = next(at for at, line in seen if line.startswith("merger: "))
+    done = next(at for at, line in seen if line.startswith("done: "))
+    assert done - first > 2, seen
 
 
 def test_failed_submit_json_is_one_object(donor, tmp_path: Path) -> None:

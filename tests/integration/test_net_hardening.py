@@ -23,7 +23,9 @@ from protocol import (
     EnvelopeKind,
     Error,
     ErrorCode,
+    EventKind,
     JobCode,
+    JobEvent,
     JobInfo,
     JobKind,
     JobState,
@@ -169,6 +171,14 @@ def test_submitted_script_must_be_a_plain_name(donor: NodeProcess, script: str) 
     assert str(donor.home) not in reply.reason and "/tmp" not in reply.reason
 
 
+def _submit_primes(home: Path, chief_id: str, out: Path) -> subprocess.Popen[str]:
+    """`octop2p submit examples/primes --chief CHIEF_ID` from ``home``, running."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "octop2p", "submit", str(EXAMPLES / "primes"),
+         "--chief", chief_id, "--home", str(home), "-o", str(out)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
 def test_submitter_refuses_huge_results_from_a_hostile_chief(tmp_path: Path) -> None:
     """A chief announcing 4 GiB of results: the submitter refuses before fetching a
     byte (it held them in RAM, growing to gigabytes), and its memory stays small."""
@@ -178,10 +188,7 @@ def test_submitter_refuses_huge_results_from_a_hostile_chief(tmp_path: Path) -> 
         s, conn = member_socket(node)  # the hostile chief, linked as a member
         chief_id = str(NodeId.from_public_key(conn.identity.public_key))
         with s:
-            submit = subprocess.Popen(
-                [sys.executable, "-m", "octop2p", "submit", str(EXAMPLES / "primes"),
-                 "--chief", chief_id, "--home", str(home), "-o", str(tmp_path / "out")],
-                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            submit = _submit_primes(home, chief_id, tmp_path / "out")
             try:
                 job = receive(s, conn, (JobSubmit,), 60)
                 assert isinstance(job, JobSubmit), node.read_log()[-2000:]
@@ -198,6 +205,48 @@ def test_submitter_refuses_huge_results_from_a_hostile_chief(tmp_path: Path) -> 
         assert "more than" in stderr, stderr
         assert memory < 300, memory
         assert not (tmp_path / "out").exists()
+    finally:
+        node.stop()
+
+
+def test_job_events_come_only_from_the_chief_and_name_no_markup(tmp_path: Path) -> None:
+    """`submit --chief` shows what its chief prints: a bystander member that knows the
+    job's id cannot put words in the chief's mouth, and a role that is not a plain word
+    (terminal markup) is shown as "chief"."""
+    (home,) = make_swarm(tmp_path, ["submitter"])
+    node = NodeProcess(home, "--no-discovery", "--no-donate")
+    try:
+        s, conn = member_socket(node)  # the chief, hostile
+        bystander, other = member_socket(node)
+        chief_id = str(NodeId.from_public_key(conn.identity.public_key))
+        with s, bystander:
+            submit = _submit_primes(home, chief_id, tmp_path / "out")
+            try:
+                job = receive(s, conn, (JobSubmit,), 60)
+                assert isinstance(job, JobSubmit), node.read_log()[-2000:]
+                job_id = job.package.job_id
+                s.sendall(conn.send(JobStatus(job_id=job_id, name="primes",
+                                              state=JobState.RUNNING)))
+                bystander.sendall(other.send(JobEvent(
+                    job_id=job_id, seq=0, kind=EventKind.OUTPUT, text="merger\nforged")))
+                time.sleep(1)  # the bystander's event is in before the job ends
+                for seq, (kind, text) in enumerate([
+                        (EventKind.OUTPUT, "merger\nfrom the chief"),
+                        (EventKind.OUTPUT, "[red]x[/red]\nplain words"),
+                        (EventKind.WARNING, "limits.memory_mb lowered")]):
+                    s.sendall(conn.send(JobEvent(job_id=job_id, seq=seq, kind=kind,
+                                                 text=text)))
+                receive(s, conn, (StatusRequest,), 10)
+                s.sendall(conn.send(JobStatus(job_id=job_id, name="primes",
+                                              state=JobState.FAILED, message="stopped")))
+                _, stderr = submit.communicate(timeout=30)
+            finally:
+                submit.kill()
+        lines = stderr.splitlines()
+        assert "merger: from the chief" in lines, stderr
+        assert "chief: plain words" in lines, stderr
+        assert "warning: limits.memory_mb lowered" in lines, stderr
+        assert "forged" not in stderr and "[red]" not in stderr, stderr
     finally:
         node.stop()
 

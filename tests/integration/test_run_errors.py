@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import signal
 import subprocess
 import sys
@@ -84,6 +85,20 @@ def test_fragment_that_always_kills_its_child_fails_the_job(tmp_path: Path) -> N
     assert proc.returncode == 1
     assert "fragment 5 failed 3 times" in proc.stderr
     assert time.monotonic() - started < 30
+
+
+def test_fragments_are_numbered_from_zero_in_every_message(tmp_path: Path) -> None:
+    # The engine numbers fragments from 0 (the splitter's 6th fragment "failed 3 times" as
+    # "fragment 5" above); the splitter's own size check, in its sandboxed child, names
+    # a fragment by the same number.
+    big = make_package(tmp_path / "big", "def process(fragment):\n    return 0\n")
+    (big / "Split.py").write_text(
+        "def splitter():\n    for i in range(6):\n        yield 'x' * (5000 if i == 3 else 1)\n")
+    (big / "job.toml").write_text("[limits]\nfragment_bytes = 1000\n")
+    too_big = run_cli("run", big, "-w", "1", "-o", tmp_path / "out", timeout=60)
+    assert too_big.returncode == 1
+    assert re.search(r"fragment 3 is \d+ bytes; this job's limit is 1000", too_big.stderr), \
+        too_big.stderr
 
 
 def test_ctrl_c_stops_every_child_and_exits_130(tmp_path: Path) -> None:

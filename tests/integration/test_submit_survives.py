@@ -1,7 +1,8 @@
 """`octop2p submit` against a node daemon (`octop2p node` in a home) outlives what can
 happen to either side (docs/jobs.md, "When things break"): `kill -9` of the submit, then
 `octop2p fetch` with the id it printed; `kill -9` of the node, then a restart in the same
-home, which the submit waits for (reattach_seconds) and follows to the job's end.
+home, which the submit waits for (reattach_seconds) and follows to the job's end: the
+resumed job's results, or (`node --no-resume`) its failure.
 
 The answer is computed here, not by octop2p: fragment i squares i, and the merger writes
 one line per result in fragment order."""
@@ -127,8 +128,9 @@ def _kill_node_under_submit(tmp: Path, reattach: int) -> tuple[Path, str, str,
     return home, node.id, job_id, proc
 
 
+@pytest.mark.parametrize("resume", [True, False], ids=["resumed", "no-resume"])
 def test_submit_waits_for_its_node_to_come_back_and_ends_with_the_jobs_state(
-        tmp_path: Path) -> None:
+        tmp_path: Path, resume: bool) -> None:
     home, node_id, job_id, proc = _kill_node_under_submit(tmp_path, 40)
     out, log = tmp_path / "out", tmp_path / "submit.err"
     again: NodeProcess | None = None
@@ -142,7 +144,7 @@ def test_submit_waits_for_its_node_to_come_back_and_ends_with_the_jobs_state(
             time.sleep(0.1)
         time.sleep(2)  # the submit keeps trying the dead socket meanwhile
         assert proc.poll() is None, log.read_text()
-        again = NodeProcess(home, *DAEMON)
+        again = NodeProcess(home, *DAEMON, *(() if resume else ("--no-resume",)))
         code = proc.wait(timeout=60)
         ended = _status(again, job_id)
     finally:
@@ -153,10 +155,11 @@ def test_submit_waits_for_its_node_to_come_back_and_ends_with_the_jobs_state(
     said = log.read_text()
     assert said.count("lost the node") == 1, said
     assert f"node {node_id[:7]} is back; following job {job_id} again" in said, said
-    if ended["state"] == "done":  # the node resumed the job
+    if resume:  # the node resumed the job, and the submit delivers its results
+        assert ended["state"] == "done", ended
         assert code == 0, said
         assert tree(out) == _expected()
-    else:  # today: the restarted node lists it as failed, "interrupted"
+    else:  # the node dropped it: failed, "interrupted"
         assert ended["state"] == "failed" and ended["error"].startswith("interrupted"), ended
         assert code == 1, said  # README.md: 1, the job failed
         last = said.strip().splitlines()[-1]

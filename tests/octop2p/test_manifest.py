@@ -51,7 +51,7 @@ async def test_an_empty_job_has_a_valid_manifest(tmp_path: Path) -> None:
     (lambda t: t.replace('"fragment_count": 3', '"fragment_count": 2'), "header says 2"),
     (lambda t: t.rpartition('"signature"')[0], "no signature line"),
     (lambda t: "x" * 100, "not an octop2p manifest"),
-    (lambda t: t.replace('["map",1,', '["map",1,[],'), "fragment line 2 is malformed"),
+    (lambda t: t.replace('["map",1,', '["map",1,[],'), "line 3 (a fragment's entry) is malformed"),
 ])
 async def test_hostile_manifests_are_refused_with_the_reason(tmp_path: Path, edit,
                                                              problem: str) -> None:
