@@ -7,7 +7,9 @@ With ``wall_seconds = 1`` a lease lasts 2 x 1 + 10 = 12 s (engine/_machine.py), 
 as a silent link lives (net/_peer.py): the chief either ends the frozen donor's leases
 or drops its link first. Both hand its fragments on, and the chief's log says which.
 The answer is computed here: fragment i gives i * i, and the merger writes one line per
-result it merges, so a result merged twice (or lost) changes the file."""
+result it merges, so a result merged twice (or lost) changes the file. Whether the thawed
+donor's answer comes before or after the other donor's copy is a race; the chief's
+handling of the late one (dropped, said once) is tested in tests/octop2p/test_machine.py."""
 
 from __future__ import annotations
 
