@@ -39,7 +39,8 @@ from . import _landlock, _seccomp
 from ._policy import LAYER_ORDER, Policy, SandboxError
 
 __all__ = [
-    "LayerStatus", "clean_environ", "confine", "landlock_paths", "probe", "python_read_paths",
+    "LayerStatus", "clean_environ", "confine", "landlock_paths", "prepare", "probe",
+    "python_read_paths",
 ]
 
 _CLONE_NEWUSER = 0x10000000
@@ -101,6 +102,52 @@ def _covers_sensitive(path: str) -> bool:
     return path == "/" or any(p == path or p.startswith(prefix) for p in _NEVER_COVER)
 
 
+#: Entry -> what `_readable` made of it, filled by `prepare` in the fork server before it
+#: forks: a child then resolves only what is new (its job folder), not a dozen paths.
+_RESOLVED: dict[tuple[str, bool], str | None] = {}
+
+
+def _readable(entry: str, *, system: bool = False) -> str | None:
+    """`entry` resolved, if it exists and may be read; None for a relative entry, a
+    missing one, or (unless it is one of `_SYSTEM_READ`) one covering a sensitive folder."""
+    key = (entry, system)
+    if key in _RESOLVED:
+        return _RESOLVED[key]
+    if not entry or not os.path.isabs(entry):
+        return None
+    real = os.path.realpath(entry)
+    if (not system and _covers_sensitive(real)) or not os.path.exists(real):
+        return None
+    return real
+
+
+def _python_candidates() -> list[str]:
+    """Where Python's own files may be, for `python_read_paths`."""
+    candidates = [sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix]
+    candidates += sys.path
+    candidates += _SITE_PACKAGES
+    if getattr(sys, "frozen", False):
+        # A PyInstaller bundle keeps its pure-Python modules in an archive appended to
+        # the program file itself, which lies beside sys.prefix (its _internal folder),
+        # not in it: without it a child can import only what the fork server preloaded.
+        # The file alone, not its folder, which may be a shared bin directory.
+        candidates.append(sys.executable)
+    return candidates
+
+
+def prepare() -> None:
+    """Do once, in the fork server before it forks, what every child's confine() needs:
+    resolve Python's read paths and pack the seccomp filters. A child then only adds
+    its own job's paths and writes its pid into a copy of the filter."""
+    _RESOLVED.update(((e, False), _readable(e)) for e in _python_candidates())
+    _RESOLVED.update(((p, True), _readable(p, system=True)) for p in _SYSTEM_READ)
+    for threads in (False, True):
+        try:
+            _seccomp.compiled(_MACHINE, pid=0, threads=threads)
+        except SandboxError:
+            return  # no table for this architecture: confine() says so, with seccomp
+
+
 def python_read_paths() -> list[str]:
     """Python's own files, as this process finds them, for Landlock to allow reading.
 
@@ -113,24 +160,9 @@ def python_read_paths() -> list[str]:
     /etc, /tmp, /proc and the like are left out. Paths are resolved, made unique, and
     dropped when another path already covers them.
     """
-    candidates = [sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix]
-    candidates += sys.path
-    candidates += _SITE_PACKAGES
-    if getattr(sys, "frozen", False):
-        # A PyInstaller bundle keeps its pure-Python modules in an archive appended to
-        # the program file itself, which lies beside sys.prefix (its _internal folder),
-        # not in it: without it a child can import only what the fork server preloaded.
-        # The file alone, not its folder, which may be a shared bin directory.
-        candidates.append(sys.executable)
-    found: list[str] = []
-    for entry in candidates:
-        if not entry or not os.path.isabs(entry):
-            continue
-        real = os.path.realpath(entry)
-        if _covers_sensitive(real) or not os.path.exists(real):
-            continue
-        found.append(real)
-    found += [os.path.realpath(p) for p in _SYSTEM_READ if os.path.exists(p)]
+    candidates = _python_candidates()
+    found = [real for entry in candidates if (real := _readable(entry))]
+    found += [real for path in _SYSTEM_READ if (real := _readable(path, system=True))]
     unique = sorted(set(found), key=len)
     kept: list[str] = []
     for path in unique:
@@ -256,14 +288,12 @@ def _unshare(*, userns: bool, netns: bool) -> None:
         ) from None
 
 
-def _vm_size() -> int:
-    """This process's address space in bytes (VmSize), read before Landlock hides /proc."""
-    with open("/proc/self/statm", "rb") as f:
-        return int(f.read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
-
-
 def _stat_fields() -> list[bytes]:
-    """/proc/self/stat from field 3 on (index 0 is field 3, as in proc(5) minus 3)."""
+    """/proc/self/stat from field 3 on (index 0 is field 3, as in proc(5) minus 3).
+
+    Read before Landlock hides /proc: num_threads (field 20), vsize (23, the address
+    space in bytes, as VmSize), env_start and env_end (50, 51).
+    """
     with open("/proc/self/stat", "rb") as f:
         # The command name (field 2) may hold spaces and parentheses: cut after the last.
         return f.read().rpartition(b")")[2].split()
@@ -361,7 +391,7 @@ def confine(policy: Policy) -> None:
             "another thread here would stay unconfined"
         )
     _wipe_initial_environ(fields)
-    vm_size = _vm_size() if "rlimits" in layers and policy.memory_bytes is not None else 0
+    vm_size = int(fields[20])  # vsize, field 23: our address space, in bytes
     if "userns" in layers or "netns" in layers:
         _unshare(userns="userns" in layers, netns="netns" in layers)
     if "landlock" in layers:
@@ -372,8 +402,7 @@ def confine(policy: Policy) -> None:
     if "nnp" in layers:
         _no_new_privs()
     if "seccomp" in layers:
-        program = _seccomp.build_filter(_MACHINE, pid=pid, threads=policy.max_threads > 1)
-        _seccomp.install(program)
+        _seccomp.install(_seccomp.compiled(_MACHINE, pid=pid, threads=policy.max_threads > 1))
 
 
 # --- probe -----------------------------------------------------------------------------
@@ -421,7 +450,7 @@ def _probe_seccomp() -> tuple[bool, str]:
 
 def _probe_layers() -> dict[str, tuple[bool, str]]:
     """Runs in the throwaway child: apply each layer as confine does and check it holds."""
-    vm_size = _vm_size()  # before Landlock hides /proc
+    vm_size = int(_stat_fields()[20])  # vsize, before Landlock hides /proc
 
     def rlimits() -> tuple[bool, str]:
         _apply_rlimits(Policy(memory_bytes=1 << 30, cpu_seconds=60), vm_size)
