@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from sandbox import _confine
+from sandbox import _confine, _paths
 from sandbox._confine import landlock_paths, python_read_paths
 from sandbox._landlock import (
     IOCTL_DEV,
@@ -152,7 +152,7 @@ def test_paths_prepared_in_the_server_are_the_same_paths(
 ) -> None:
     # prepare() resolves Python's paths once, before the fork server forks; a child then
     # resolves only its own additions (the job folder the runtime puts in sys.path).
-    monkeypatch.setattr(_confine, "_RESOLVED", {})
+    monkeypatch.setattr(_paths, "_RESOLVED", {})
     monkeypatch.setattr(sys, "path", [*sys.path, "/", os.path.expanduser("~")])
     fresh = python_read_paths()
     _confine.prepare()

@@ -12,7 +12,7 @@ import struct
 
 import pytest
 
-from sandbox import SandboxError, _confine, _seccomp, describe_exit
+from sandbox import SandboxError, _confine, _paths, _seccomp, describe_exit
 from sandbox._seccomp import ARCHES, DENY, build_filter, compiled, pack
 
 from .confined import LIMITS, alive, run_confined, victim
@@ -116,7 +116,7 @@ def test_filter_decides_every_syscall_as_the_rules_say(machine: str, threads: bo
 def test_a_packed_filter_is_the_built_one_for_each_pid(monkeypatch: pytest.MonkeyPatch) -> None:
     # compiled() packs one template and writes each child's pid in: never a pid left
     # from the process that packed it, or from the previous child.
-    monkeypatch.setattr(_confine, "_RESOLVED", {})
+    monkeypatch.setattr(_paths, "_RESOLVED", {})
     _confine.prepare()
     for pid in (os.getpid(), 1, PID, 2**31 - 1, PID):
         for threads in (False, True):
@@ -129,7 +129,7 @@ def test_a_child_of_a_prepared_server_gets_the_whole_filter(
 ) -> None:
     # As in the fork server: filters and paths prepared once, then every child forked
     # from there. The child's own pid is the one in its filter, and every rule holds.
-    monkeypatch.setattr(_confine, "_RESOLVED", {})
+    monkeypatch.setattr(_paths, "_RESOLVED", {})
     _confine.prepare()
     assert _seccomp._packed.cache_info().currsize >= 2
     with victim() as proc:
