@@ -25,21 +25,20 @@ import ctypes
 import errno
 import json
 import os
-import pwd
 import resource
 import select
 import signal
 import socket
-import sys
-import sysconfig
 import time
 from dataclasses import dataclass
 
-from . import _landlock, _seccomp
+from . import _landlock, _paths, _seccomp
+from ._paths import landlock_paths, python_read_paths
 from ._policy import LAYER_ORDER, Policy, SandboxError
 
 __all__ = [
-    "LayerStatus", "clean_environ", "confine", "landlock_paths", "probe", "python_read_paths",
+    "LayerStatus", "clean_environ", "confine", "landlock_paths", "prepare", "probe",
+    "python_read_paths",
 ]
 
 _CLONE_NEWUSER = 0x10000000
@@ -58,36 +57,6 @@ _libc.syscall.restype = ctypes.c_long
 _MACHINE = os.uname().machine
 
 
-def _homes() -> frozenset[str]:
-    # Read now, in the fork server, while HOME and /etc/passwd are still there to read.
-    homes = {os.path.expanduser("~")}
-    try:
-        homes.add(pwd.getpwuid(os.getuid()).pw_dir)
-    except KeyError:
-        pass
-    return frozenset(os.path.realpath(h) for h in homes if os.path.isabs(h))
-
-
-#: Folders an automatically added read path may never cover: a sys.path entry of "/"
-#: or of a home folder would hand the job every file below it.
-_NEVER_COVER = _homes() | frozenset(
-    ("/root", "/home", "/etc", "/tmp", "/var", "/run", "/proc", "/sys", "/dev", "/boot")
-)
-
-#: System files Python needs once running, beyond its own folders:
-_SYSTEM_READ = (
-    "/usr/lib", "/lib", "/usr/lib64", "/lib64",  # libc and the libraries C extensions load
-    "/usr/local/lib",  # in Debian's default ld.so.conf: libraries installed by hand
-    "/etc/ld.so.cache",  # how the dynamic loader finds those libraries by name
-    "/dev/urandom",  # the fallback of os.urandom and of libraries seeding themselves
-    "/usr/share/zoneinfo",  # zoneinfo.ZoneInfo("Europe/Paris"): public tz data
-)
-#: The venv's site-packages; sysconfig is slow to ask, so ask once, in the fork server.
-_SITE_PACKAGES = tuple(sysconfig.get_paths().get(key, "") for key in ("purelib", "platlib"))
-#: Read-write on a file: code that silences output with open(os.devnull, "w").
-_SYSTEM_WRITE = ("/dev/null",)
-
-
 @dataclass(frozen=True)
 class LayerStatus:
     """Whether one layer works on this machine, and why not (or what it does)."""
@@ -96,59 +65,16 @@ class LayerStatus:
     detail: str
 
 
-def _covers_sensitive(path: str) -> bool:
-    prefix = path.rstrip("/") + "/"
-    return path == "/" or any(p == path or p.startswith(prefix) for p in _NEVER_COVER)
-
-
-def python_read_paths() -> list[str]:
-    """Python's own files, as this process finds them, for Landlock to allow reading.
-
-    sys.prefix, sys.base_prefix, sys.exec_prefix (the venv and the interpreter's install),
-    every absolute sys.path entry that exists (stdlib, lib-dynload, site-packages, an
-    editable checkout, the job folder once the runtime puts it there), sysconfig's
-    purelib/platlib (the venv's site-packages), in a frozen (PyInstaller) app the program
-    file that holds the module archive, then `_SYSTEM_READ`. Relative entries
-    ("" is the working directory) and anything that is "/" or covers a home folder,
-    /etc, /tmp, /proc and the like are left out. Paths are resolved, made unique, and
-    dropped when another path already covers them.
-    """
-    candidates = [sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix]
-    candidates += sys.path
-    candidates += _SITE_PACKAGES
-    if getattr(sys, "frozen", False):
-        # A PyInstaller bundle keeps its pure-Python modules in an archive appended to
-        # the program file itself, which lies beside sys.prefix (its _internal folder),
-        # not in it: without it a child can import only what the fork server preloaded.
-        # The file alone, not its folder, which may be a shared bin directory.
-        candidates.append(sys.executable)
-    found: list[str] = []
-    for entry in candidates:
-        if not entry or not os.path.isabs(entry):
-            continue
-        real = os.path.realpath(entry)
-        if _covers_sensitive(real) or not os.path.exists(real):
-            continue
-        found.append(real)
-    found += [os.path.realpath(p) for p in _SYSTEM_READ if os.path.exists(p)]
-    unique = sorted(set(found), key=len)
-    kept: list[str] = []
-    for path in unique:
-        if not any(path.startswith(k.rstrip("/") + "/") for k in kept):
-            kept.append(path)
-    return kept
-
-
-def landlock_paths(policy: Policy) -> tuple[list[str], list[str]]:
-    """(read-only, read-write) paths Landlock allows a child under `policy`.
-
-    Read-only: `policy.read_paths` plus `python_read_paths()`. Read-write:
-    `policy.write_paths` plus /dev/null. Nothing else: not /proc (so not /proc/self/mem
-    nor /proc/<pid>/environ), not /tmp, not /etc beyond ld.so.cache, not the home folder.
-    """
-    read = list(policy.read_paths) + python_read_paths()
-    write = list(policy.write_paths) + [p for p in _SYSTEM_WRITE if os.path.exists(p)]
-    return read, write
+def prepare() -> None:
+    """Do once, in the fork server before it forks, what every child's confine() needs:
+    resolve Python's read paths and pack the seccomp filters. A child then only adds
+    its own job's paths and writes its pid into a copy of the filter."""
+    _paths.remember()
+    for threads in (False, True):
+        try:
+            _seccomp.compiled(_MACHINE, pid=0, threads=threads)
+        except SandboxError:
+            return  # no table for this architecture: confine() says so, with seccomp
 
 
 def clean_environ(threads: int) -> dict[str, str]:
@@ -256,14 +182,12 @@ def _unshare(*, userns: bool, netns: bool) -> None:
         ) from None
 
 
-def _vm_size() -> int:
-    """This process's address space in bytes (VmSize), read before Landlock hides /proc."""
-    with open("/proc/self/statm", "rb") as f:
-        return int(f.read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
-
-
 def _stat_fields() -> list[bytes]:
-    """/proc/self/stat from field 3 on (index 0 is field 3, as in proc(5) minus 3)."""
+    """/proc/self/stat from field 3 on (index 0 is field 3, as in proc(5) minus 3).
+
+    Read before Landlock hides /proc: num_threads (field 20), vsize (23, the address
+    space in bytes, as VmSize), env_start and env_end (50, 51).
+    """
     with open("/proc/self/stat", "rb") as f:
         # The command name (field 2) may hold spaces and parentheses: cut after the last.
         return f.read().rpartition(b")")[2].split()
@@ -361,7 +285,7 @@ def confine(policy: Policy) -> None:
             "another thread here would stay unconfined"
         )
     _wipe_initial_environ(fields)
-    vm_size = _vm_size() if "rlimits" in layers and policy.memory_bytes is not None else 0
+    vm_size = int(fields[20])  # vsize, field 23: our address space, in bytes
     if "userns" in layers or "netns" in layers:
         _unshare(userns="userns" in layers, netns="netns" in layers)
     if "landlock" in layers:
@@ -372,8 +296,7 @@ def confine(policy: Policy) -> None:
     if "nnp" in layers:
         _no_new_privs()
     if "seccomp" in layers:
-        program = _seccomp.build_filter(_MACHINE, pid=pid, threads=policy.max_threads > 1)
-        _seccomp.install(program)
+        _seccomp.install(_seccomp.compiled(_MACHINE, pid=pid, threads=policy.max_threads > 1))
 
 
 # --- probe -----------------------------------------------------------------------------
@@ -421,7 +344,7 @@ def _probe_seccomp() -> tuple[bool, str]:
 
 def _probe_layers() -> dict[str, tuple[bool, str]]:
     """Runs in the throwaway child: apply each layer as confine does and check it holds."""
-    vm_size = _vm_size()  # before Landlock hides /proc
+    vm_size = int(_stat_fields()[20])  # vsize, before Landlock hides /proc
 
     def rlimits() -> tuple[bool, str]:
         _apply_rlimits(Policy(memory_bytes=1 << 30, cpu_seconds=60), vm_size)

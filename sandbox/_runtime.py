@@ -23,6 +23,7 @@ import linecache
 import mmap
 import os
 import pickle
+import signal
 import sys
 import time
 import traceback
@@ -58,13 +59,13 @@ _SANDBOX_DIR = str(Path(__file__).resolve().parent)
 
 Send = Callable[[list[Any]], None]
 _PR_SET_PDEATHSIG = 1
+# Loaded once, when the fork server imports us: a child calls die_with_parent twice.
+_libc = ctypes.CDLL(None, use_errno=True)
 
 
 def die_with_parent() -> None:
     """Ask the kernel to SIGKILL this process when its parent dies."""
-    import signal
-
-    ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    _libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
 
 
 class JobCodeError(Exception):

@@ -10,6 +10,7 @@ import sys
 
 import pytest
 
+from sandbox import _confine, _paths
 from sandbox._confine import landlock_paths, python_read_paths
 from sandbox._landlock import (
     IOCTL_DEV,
@@ -144,6 +145,21 @@ def test_landlock_alone_refuses_signals_and_abstract_sockets_outside(box: Box) -
         assert alive(proc)
     assert report.value["kill"][:2] == ("PermissionError", errno.EPERM)
     assert report.value["abstract"][:2] == ("PermissionError", errno.EPERM)
+
+
+def test_paths_prepared_in_the_server_are_the_same_paths(
+    box: Box, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # prepare() resolves Python's paths once, before the fork server forks; a child then
+    # resolves only its own additions (the job folder the runtime puts in sys.path).
+    monkeypatch.setattr(_paths, "_RESOLVED", {})
+    monkeypatch.setattr(sys, "path", [*sys.path, "/", os.path.expanduser("~")])
+    fresh = python_read_paths()
+    _confine.prepare()
+    assert python_read_paths() == fresh
+    monkeypatch.setattr(sys, "path", [str(box.job), *sys.path])
+    child = python_read_paths()
+    assert sorted(child) == sorted([*fresh, str(box.job.resolve())])
 
 
 def test_sys_path_entries_that_cover_home_are_left_out(monkeypatch) -> None:  # type: ignore[no-untyped-def]

@@ -7,11 +7,13 @@ import errno
 import os
 import resource
 import signal
+import socket
+import struct
 
 import pytest
 
-from sandbox import SandboxError, describe_exit
-from sandbox._seccomp import ARCHES, DENY, build_filter
+from sandbox import SandboxError, _confine, _paths, _seccomp, describe_exit
+from sandbox._seccomp import ARCHES, DENY, build_filter, compiled, pack
 
 from .confined import LIMITS, alive, run_confined, victim
 from .conftest import Box
@@ -46,6 +48,113 @@ def test_filter_assembles_with_every_jump_in_range(machine: str, threads: bool) 
     assert 50 < len(program) < 255
     assert all(0 <= jt <= 255 and 0 <= jf <= 255 for _code, jt, jf, _k in program)
     assert program[-1] == (0x06, 0, 0, 0x80000000)  # the last word: kill on wrong arch
+
+
+ALLOW, KILL = 0x7FFF0000, 0x80000000
+EPERM_RET, ENOSYS_RET = 0x00050000 | errno.EPERM, 0x00050000 | errno.ENOSYS
+PID, OTHER = 4_000_000, 4_000_001
+
+
+def _run_bpf(program: list[tuple[int, int, int, int]], arch: int, nr: int,
+             args: tuple[int, ...]) -> int:
+    """What the kernel's classic BPF does with one struct seccomp_data: the verdict."""
+    data = struct.pack("<iIQ6Q", nr, arch, 0, *args, *[0] * (6 - len(args)))
+    acc = pc = 0
+    while True:
+        code, jt, jf, k = program[pc]
+        if code == 0x20:  # ld [k]
+            acc = int.from_bytes(data[k : k + 4], "little")
+        elif code == 0x54:  # and #k
+            acc &= k
+        elif code == 0x05:  # ja
+            pc += k
+        elif code in (0x15, 0x35):  # jeq, jge
+            pc += jt if (acc == k if code == 0x15 else acc >= k) else jf
+        else:
+            assert code == 0x06, code
+            return k
+        pc += 1
+
+
+def _expected(machine: str, nr: int, args: tuple[int, ...], threads: bool) -> int:
+    """The verdict the rules in sandbox/_seccomp.py promise, written out plainly."""
+    names = {number: name for name, number in ARCHES[machine].numbers.items()}
+    name, a = names.get(nr), (*args, *[0] * (6 - len(args)))
+    if machine == "x86_64" and nr >= 0x40000000:
+        return KILL
+    if name in DENY:
+        return EPERM_RET
+    if name == "clone3":
+        return ENOSYS_RET
+    ok = {
+        "clone": threads and a[0] & 0x7E030000 == 0x10000,
+        "fcntl": a[1] & 0xFFFFFFFF not in _seccomp.FCNTL_DENIED,
+        **{n: a[0] == PID for n in _seccomp.SELF_ONLY},
+        **{n: a[0] in (0, PID) for n in _seccomp.SELF_OR_ZERO},
+        **{n: a[0] == which and a[1] in (0, PID) for n, which in _seccomp.WHICH_PROCESS},
+    }.get(name or "", True)
+    return ALLOW if ok else EPERM_RET
+
+
+@pytest.mark.parametrize("machine", sorted(ARCHES))
+@pytest.mark.parametrize("threads", [False, True])
+def test_filter_decides_every_syscall_as_the_rules_say(machine: str, threads: bool) -> None:
+    # Every number of the table and beyond, with arguments that each rule tells apart:
+    # our pid, another, 0, our pid with a high bit set, the denied fcntl commands.
+    program = build_filter(machine, pid=PID, threads=threads)
+    arch = ARCHES[machine].audit
+    argsets = [(), (PID, PID), (OTHER, OTHER), (PID | 1 << 32, 0), (0, PID | 1 << 32),
+               (1, PID), (1, OTHER), (0x10000, 8), (0x10000 | 0x20000000, 10),
+               (0, 15), (0, 8 | 1 << 32), (0, 1), (0, 4)]
+    for nr in [*range(0, 600), 0x40000000 | 39, 0xFFFFFFFF]:
+        for args in argsets:
+            got = _run_bpf(program, arch, nr if nr < 1 << 31 else nr - (1 << 32), args)
+            assert got == _expected(machine, nr, args, threads), (nr, args)
+    assert _run_bpf(program, arch ^ 1, 39, ()) == KILL  # another architecture
+
+
+def test_a_packed_filter_is_the_built_one_for_each_pid(monkeypatch: pytest.MonkeyPatch) -> None:
+    # compiled() packs one template and writes each child's pid in: never a pid left
+    # from the process that packed it, or from the previous child.
+    monkeypatch.setattr(_paths, "_RESOLVED", {})
+    _confine.prepare()
+    for pid in (os.getpid(), 1, PID, 2**31 - 1, PID):
+        for threads in (False, True):
+            built = pack(build_filter(_MACHINE, pid=pid, threads=threads))
+            assert compiled(_MACHINE, pid=pid, threads=threads) == built
+
+
+def test_a_child_of_a_prepared_server_gets_the_whole_filter(
+    box: Box, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # As in the fork server: filters and paths prepared once, then every child forked
+    # from there. The child's own pid is the one in its filter, and every rule holds.
+    monkeypatch.setattr(_paths, "_RESOLVED", {})
+    _confine.prepare()
+    assert _seccomp._packed.cache_info().currsize >= 2
+    with victim() as proc:
+        target = proc.pid
+
+        def attack() -> dict[str, object]:
+            return {
+                "kill other": outcome(lambda: os.kill(target, signal.SIGKILL)),
+                "kill self": outcome(lambda: os.kill(os.getpid(), 0)),
+                "socket": outcome(lambda: socket.socket().close()),
+                "shmget": raw("shmget", 0, 4096, 0o1600),
+                "F_SETOWN": raw("fcntl", 0, 8, target),
+                "unshare": raw("unshare", 0x10000000),
+                "job data": (box.job / "data.txt").read_text(),
+                "secret": outcome(lambda: box.secret.read_text()),
+            }
+
+        report = run_confined(attack, box.policy())
+        assert alive(proc)
+    eperm = ("PermissionError", errno.EPERM)
+    assert {k: v[:2] if isinstance(v, tuple) else v for k, v in report.value.items()} == {
+        "kill other": eperm, "kill self": None, "socket": eperm, "shmget": -errno.EPERM,
+        "F_SETOWN": -errno.EPERM, "unshare": -errno.EPERM, "job data": "job data\n",
+        "secret": ("PermissionError", errno.EACCES),
+    }
 
 
 def test_other_architectures_are_refused() -> None:
