@@ -1,12 +1,18 @@
-"""What faults cost a job: the tail (one slow worker), with backup tasks on and off.
+"""What faults cost a job: the chief's journal, a chief's crash, and the tail.
 
-    nice python bench/resume.py [--only tail] [--repeat 2] [--slow-by signals|cgroup]
+    nice python bench/resume.py [--only journal,crash,tail] [--repeat 2]
+                                [--slow-by signals|cgroup]
 
-A chief (not donating) and three donor nodes of one core each on 127.0.0.1, as
-`bench/network.py` starts them.
-
-- **tail**: a CPU-bound job (every fragment burns the same CPU time, then returns i * i)
-  on three donors, against the same job when one donor is slowed to about 5% of a core:
+- **journal**: the same jobs (20,000 no-op fragments, then the 20 MB wordcount of
+  `bench/wordcount.py`) through two chiefs sharing two one-core donors, one with the
+  journal and one with `journal = false`, alternated; the ratio of wall times, from
+  `octop2p submit` to its results (goal: at most 1.05x).
+- **crash**: a job of 400 sleeping fragments on a journaled chief with two donors,
+  undisturbed, and with the chief killed (-9) once half its fragments are merged and
+  restarted at once; every run's results checked. Prints the time lost.
+- **tail**: a chief (not donating) and three donor nodes of one core each on 127.0.0.1,
+  as `bench/network.py` starts them; a CPU-bound job (every fragment burns the same CPU
+  time, then returns i * i) on three donors, against the same job when one donor is slowed to about 5% of a core:
   with backup tasks on (`backup_tasks = true`, the default) and off. `--slow-by
   signals` (the default) slows it with a SIGSTOP/SIGCONT duty cycle on its processes
   (node and sandboxed children: 5 ms running in every 100 ms); `--slow-by cgroup` puts
@@ -16,15 +22,17 @@ A chief (not donating) and three donor nodes of one core each on 127.0.0.1, as
   checked byte for byte against the answer computed here.
 
 Each figure is one function taking the parsed arguments and a scratch folder; `FIGURES`
-maps `--only`'s names to them (more figures: the journal's cost, a chief crash at 50%).
+maps `--only`'s names to them.
 """
 
 from __future__ import annotations
 
 import argparse
 import itertools
+import json
 import os
 import signal
+import statistics
 import sys
 import tempfile
 import threading
@@ -35,9 +43,11 @@ from pathlib import Path
 
 from _common import ROOT
 from network import Swarm, line, verdict
+from overhead import make_job as make_noop_job
+from wordcount import make_corpus
 
 sys.path.insert(0, str(ROOT))
-from tests.integration.nodes import NodeProcess  # noqa: E402 - after the path is set
+from tests.integration.nodes import NodeProcess, make_swarm  # noqa: E402 - after the path
 
 SHARE = 0.05  # of one core, for the slow worker
 PERIOD = 0.1  # seconds: the duty cycle's, and the cgroup quota's period
@@ -184,7 +194,158 @@ def bench_tail(args: argparse.Namespace, tmp: Path) -> None:
         f"{case} " + ", ".join(f"{w:.2f}" for w in walls) for case, walls in runs.items()))
 
 
-FIGURES: dict[str, Callable[[argparse.Namespace, Path], None]] = {"tail": bench_tail}
+# --- the journal's cost, and a chief's crash at 50% -----------------------------------
+
+SLEEP_JOB = 400  # fragments of SLEEP_SECONDS each, for the crash figure
+SLEEP_SECONDS = 0.02
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class TwoChiefs:
+    """Two chiefs (not donating), one with the journal and one with `journal = false`,
+    sharing two donating one-core workers: the same jobs alternate between them."""
+
+    def __init__(self, root: Path) -> None:
+        homes = make_swarm(root, ["on", "off", "w1", "w2"])
+        (homes[1] / "config.toml").write_text("journal = false\n")
+        self.port = _free_port()
+        self.on_home = homes[0]
+        self.on = NodeProcess(homes[0], "--no-discovery", "--no-donate",
+                              "--listen", f"127.0.0.1:{self.port}")
+        self.off = NodeProcess(homes[1], "--no-discovery", "--no-donate")
+        self.workers = [
+            NodeProcess(home, "--no-discovery", "--donate", "--cores", "1",
+                        "--peer", self.on.address, "--peer", self.off.address)
+            for home in homes[2:]
+        ]
+        for chief in (self.on, self.off):
+            chief.wait_for_peers(2, donating=True, timeout=30)
+
+    def submit(self, chief: NodeProcess, job: Path, out: Path) -> float:
+        started = time.perf_counter()
+        proc = chief.cli("submit", str(job), "--json", "-o", str(out), timeout=1800)
+        if proc.returncode != 0:
+            sys.exit(f"submit failed: {proc.stderr}\n{chief.read_log()[-3000:]}")
+        return time.perf_counter() - started
+
+    def restart_on(self) -> None:
+        self.on.kill()
+        self.on = NodeProcess(self.on_home, "--no-discovery", "--no-donate",
+                              "--listen", f"127.0.0.1:{self.port}")
+
+    def close(self) -> None:
+        for node in [*self.workers, self.on, self.off]:
+            node.stop()
+
+
+def _status(chief: NodeProcess, job: str) -> dict:
+    proc = chief.cli("status", job, "--json")
+    return json.loads(proc.stdout) if proc.returncode == 0 else {}
+
+
+def bench_journal(args: argparse.Namespace, tmp: Path) -> None:
+    """Wall time of the same jobs with the journal on and off (goal: at most 1.05x)."""
+    rounds = max(2, args.repeat)
+    swarm = TwoChiefs(tmp / "swarm")
+    try:
+        noop = make_noop_job(tmp, 20_000)
+        corpus = tmp / "wc"
+        corpus.mkdir()
+        make_corpus(corpus, files=200, kb=100)
+        for label, job in (("20,000 no-op fragments", noop),
+                           ("wordcount, 20 MB", corpus / "wordcount_bench.py")):
+            on, off = [], []
+            for r in range(rounds):  # alternated, each first in turn
+                order = [("on", swarm.on), ("off", swarm.off)]
+                for name, chief in order if r % 2 == 0 else order[::-1]:
+                    wall = swarm.submit(chief, job, tmp / f"out-{name}-{r}-{len(on)}")
+                    (on if name == "on" else off).append(wall)
+            ratios = sorted(a / b for a, b in zip(on, off, strict=True))
+            print(f"journal cost, {label} ({rounds} alternated rounds, chief + 2 donors):")
+            print(f"  journal on   {min(on):7.2f} s best, {statistics.median(on):.2f} s median")
+            print(f"  journal off  {min(off):7.2f} s best, {statistics.median(off):.2f} s median")
+            print(f"  on / off: best {min(on) / min(off):.3f}x, per round "
+                  f"{ratios[0]:.3f}-{ratios[-1]:.3f}x (median "
+                  f"{statistics.median(ratios):.3f}x); goal <= 1.05x")
+    finally:
+        swarm.close()
+
+
+def _sleep_job(root: Path) -> Path:
+    job = root / "sleepy"
+    job.mkdir()
+    (job / "Split.py").write_text(f"def splitter():\n    yield from range({SLEEP_JOB})\n")
+    (job / "Process.py").write_text(
+        f"import time\ndef process(i):\n    time.sleep({SLEEP_SECONDS})\n    return i * i\n")
+    (job / "Merge.py").write_text(
+        "def merger(result, results_dir):\n"
+        "    with open(results_dir / 'out.txt', 'a') as f:\n"
+        "        f.write(f'{result}\\n')\n")
+    return job
+
+
+def _run_to_end(swarm: TwoChiefs, job: Path, *, crash_at: float | None) -> tuple[float, int]:
+    """Seconds from submit to done on the journaled chief; with ``crash_at``, it is
+    killed (-9) once that share of fragments is merged, and restarted at once."""
+    started = time.perf_counter()
+    proc = swarm.on.cli("submit", str(job), "--no-wait", "--json")
+    job_id = json.loads(proc.stdout)["job"]
+    kept = 0
+    crashed = crash_at is None
+    while True:
+        status = _status(swarm.on, job_id)
+        if not crashed and status.get("fragments_done", 0) >= crash_at * SLEEP_JOB:
+            swarm.restart_on()
+            crashed = True
+            continue
+        if status.get("state") in ("done", "failed", "cancelled"):
+            break
+        time.sleep(0.05)
+    wall = time.perf_counter() - started
+    if status["state"] != "done":
+        sys.exit(f"the job ended {status['state']}: {status.get('error')}")
+    out = job.parent / f"crash-out-{crash_at}"
+    fetched = swarm.on.cli("fetch", job_id, "-o", str(out))
+    assert fetched.returncode == 0, fetched.stderr
+    lines = (out / "out.txt").read_text().split()
+    assert lines == [str(i * i) for i in range(SLEEP_JOB)], "resumed results differ"
+    kept = status.get("resumed") or 0
+    return wall, kept
+
+
+def bench_crash(args: argparse.Namespace, tmp: Path) -> None:
+    """Time lost by a chief's kill -9 at 50% of a job, against the job undisturbed."""
+    rounds = args.repeat
+    swarm = TwoChiefs(tmp / "swarm-crash")
+    try:
+        job = _sleep_job(tmp)
+        calm, crashed, kept = [], [], []
+        for _ in range(rounds):
+            calm.append(_run_to_end(swarm, job, crash_at=None)[0])
+            wall, k = _run_to_end(swarm, job, crash_at=0.5)
+            crashed.append(wall)
+            kept.append(k)
+        print(f"a chief killed at 50% ({SLEEP_JOB} fragments of {SLEEP_SECONDS * 1000:.0f} ms, "
+              f"2 one-core donors, {rounds} alternated rounds; results checked):")
+        print(f"  undisturbed        {statistics.median(calm):6.2f} s median")
+        print(f"  killed at 50%      {statistics.median(crashed):6.2f} s median "
+              f"(restart included), {statistics.median(kept):.0f} results kept")
+        lost = statistics.median(crashed) - statistics.median(calm)
+        print(f"  time lost          {lost:6.2f} s, "
+              f"{statistics.median(crashed) / statistics.median(calm):.2f}x undisturbed")
+    finally:
+        swarm.close()
+
+
+FIGURES: dict[str, Callable[[argparse.Namespace, Path], None]] = {
+    "journal": bench_journal, "crash": bench_crash, "tail": bench_tail}
 
 
 def main() -> None:
