@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from octop2p.engine._results import sync_folder, sync_tree, write_synced
 from octop2p.errors import JobFailed
 
 _MAGIC = b"o2pJ"
@@ -211,7 +212,7 @@ class Journal:
         target = self.folder / f"checkpoint-{number}"
         shutil.rmtree(target, ignore_errors=True)
         shutil.copytree(results_dir, target / "results", symlinks=True)
-        _fsync_tree(target)
+        sync_tree(target)
         state = {"checkpoint": number, "merged": merged.to_json()}
         _write_atomic(self.folder / STATE, json.dumps(state).encode())
         old = self.folder / f"checkpoint-{self._checkpoint_no}"
@@ -330,28 +331,7 @@ def _read_state(folder: Path) -> tuple[int, SeqSet] | None:
 
 def _write_atomic(path: Path, data: bytes) -> None:
     tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
+    tmp.unlink(missing_ok=True)  # left by a crash
+    write_synced(tmp, data)
     os.replace(tmp, path)
-    _fsync_dir(path.parent)
-
-
-def _fsync_dir(folder: Path) -> None:
-    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _fsync_tree(root: Path) -> None:
-    for folder, _dirs, files in os.walk(root):
-        for name in files:
-            fd = os.open(os.path.join(folder, name), os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-        _fsync_dir(Path(folder))
+    sync_folder(path.parent)

@@ -176,7 +176,7 @@ def _deliver_folder(fill: Callable[[Path], object], out: Path, job_name: str, jo
         out.parent.mkdir(parents=True, exist_ok=True)
         fill(fresh)
         _mark(fresh, job_name, job_id)
-        _sync_tree(fresh)
+        sync_tree(fresh)
         if out.is_dir():  # an earlier octop2p results folder (check_out saw its marker)
             os.replace(out, old)
         os.replace(fresh, out)
@@ -200,7 +200,7 @@ def _failed(out: Path, exc: OSError, kept: str) -> DeliveryError:
                          f"there{'; ' + kept if kept else ''} (docs/jobs.md#results)")
 
 
-def _sync_tree(folder: Path) -> None:
+def sync_tree(folder: Path) -> None:
     """fsync every file and folder under ``folder``: renamed into place only once its
     bytes are on disk, it is never found truncated after a power cut."""
     for root, _dirs, files in os.walk(folder):
