@@ -258,3 +258,24 @@ def test_a_job_submitted_with_chief_survives_that_chief_restarting(tmp_path: Pat
         node.stop()
         chief.stop()
     assert (out / "merged.txt").read_text().splitlines() == [str(i * i) for i in range(N)]
+
+
+def test_the_owner_cancels_a_resumed_job(tmp_path: Path) -> None:
+    (home,) = make_swarm(tmp_path, ["chief"])
+    chief = _restart(home)
+    try:
+        job = _submit(chief, _package(tmp_path / "job", split_delay=0.2))
+        _wait(chief, job, lambda s: s["fragments_done"] >= 3)
+        time.sleep(1.2)
+        chief.kill()
+        chief = _restart(home)
+        _wait(chief, job, lambda s: s["state"] == "running" and s["resumed"] is not None)
+        assert chief.cli("cancel", job).returncode == 0
+        status = _wait(chief, job, lambda s: s["state"] in ("cancelled", "failed", "done"))
+        assert status["state"] == "cancelled", status
+        assert not list(home.glob(f"jobs/{job}/journal"))  # nothing left to resume
+        chief.stop()
+        chief = _restart(home)
+        assert _status(chief, job)["state"] == "cancelled"  # and it stays dropped
+    finally:
+        chief.stop()
