@@ -107,7 +107,7 @@ def test_killed_worker_mid_job_still_byte_identical(tmp_path: Path) -> None:
         while status["state"] == "running" and time.monotonic() < deadline:
             time.sleep(0.2)
             status = json.loads(chief.cli("status", job_id, "--json").stdout)
-        assert status["state"] == "done", status
+        assert status["state"] == "done", (status.get("error"), status)
         fetched = chief.cli("fetch", job_id, "-o", str(tmp_path / "net"))
         assert fetched.returncode == 0, fetched.stderr
         assert status["workers"].get(survivor.id, 0) > 0

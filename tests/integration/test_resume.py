@@ -107,7 +107,7 @@ def test_chief_killed_in_mid_merge_resumes_with_a_donor(tmp_path: Path) -> None:
         chief.kill()  # kill -9, the merger in the middle of result 70
         chief = _restart(chief_home, "--peer", donor.address)
         status = _wait(chief, job, lambda s: s["state"] in ("done", "failed"))
-        assert status["state"] == "done", status
+        assert status["state"] == "done", (status.get("error"), status)
         # Every result received before the crash was kept (the merger's pause let them
         # all arrive), and none was computed again: the provenance has each once.
         assert status["resumed"] >= 70
@@ -133,7 +133,7 @@ def test_chief_killed_during_the_split_resumes(tmp_path: Path) -> None:
         chief.kill()
         chief = _restart(home)
         status = _wait(chief, job, lambda s: s["state"] in ("done", "failed"))
-        assert status["state"] == "done", status
+        assert status["state"] == "done", (status.get("error"), status)
         assert status["resumed"] >= 30
         out = _results(chief, job, tmp_path / "out")
     finally:
@@ -169,7 +169,7 @@ def test_chief_killed_during_reduce_resumes_without_mapping_again(tmp_path: Path
         chief.kill()
         chief = _restart(home)
         status = _wait(chief, job, lambda s: s["state"] in ("done", "failed"))
-        assert status["state"] == "done", status
+        assert status["state"] == "done", (status.get("error"), status)
         out = _results(chief, job, tmp_path / "out")
     finally:
         chief.stop()

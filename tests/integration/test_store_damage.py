@@ -97,7 +97,7 @@ def test_damaged_records_are_listed_and_their_intact_results_fetched(
             assert "damaged record" in listed[bad]["error"]
         # A job left running, with its package, is taken up again (docs/jobs.md, "When
         # the chief restarts"), not listed as lost; the damaged ones beside it are not.
-        assert listed["ab" * 16]["state"] in ("running", "finishing", "done")
+        assert listed["ab" * 16]["state"] in ("running", "finishing", "done"), listed["ab" * 16]
         assert listed["ab" * 16]["resumed"] is not None and not listed["ab" * 16]["error"]
         table = node.cli("jobs")
         assert table.returncode == 0 and "damaged record" in table.stdout.replace("\n", " ")
