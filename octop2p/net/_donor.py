@@ -16,7 +16,7 @@ import time
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import trio
 
@@ -50,13 +50,55 @@ from protocol import (
 )
 
 if TYPE_CHECKING:
-    from octop2p.net._node import Node
+    from octop2p.engine._children import ForkServer
+    from protocol import NodeIdentity
 
 log = logging.getLogger(__name__)
 
 FETCH_SECONDS = 60.0
 #: Results wait at most this long for the next one, to go back in one write.
 RESULT_FLUSH_SECONDS = 0.005
+
+
+class DonorSettings(Protocol):
+    """The settings of a node that the worker service reads (``NodeSettings`` has them)."""
+
+    @property
+    def state_dir(self) -> Path | None: ...  # breaches.json lives here (None: kept in memory)
+    @property
+    def block_after_breaches(self) -> int: ...
+    @property
+    def block_hours(self) -> int: ...
+    @property
+    def packages_mb(self) -> int: ...
+
+
+class DonorNode(Protocol):
+    """What the worker service uses of its node: a :class:`~octop2p.net._node.Node`, or
+    any stand-in that has these (the donor side can be tested without a whole node)."""
+
+    @property
+    def identity(self) -> NodeIdentity: ...  # signs the results
+    @property
+    def cores(self) -> int: ...  # donated cores: slots, and how many jobs at once
+    @property
+    def donating(self) -> bool: ...
+    @property
+    def limits(self) -> Limits: ...  # the owner's caps over every job's own
+    @property
+    def layers(self) -> frozenset[str]: ...  # sandbox layers the children get
+    @property
+    def forkserver(self) -> ForkServer: ...
+    @property
+    def package_cache(self) -> Path: ...  # packages/, by content hash
+    @property
+    def settings(self) -> DonorSettings: ...
+
+    def emit(self, kind: str, **fields: Any) -> None:
+        """Publish a node event ("working", "blocked")."""
+
+    def announce_soon(self) -> None:
+        """Tell every chief this node's donation state now (a core came free)."""
 
 
 class WorkRefused(Exception):
@@ -224,7 +266,7 @@ class _ChiefSink:
 class WorkerService:
     """All the work this node does for chiefs of its swarm."""
 
-    def __init__(self, node: Node) -> None:
+    def __init__(self, node: DonorNode) -> None:
         self.node = node
         self.jobs: dict[bytes, WorkerJob] = {}
         self._chunks: dict[tuple[str, bytes], trio.MemorySendChannel[PackageChunk]] = {}

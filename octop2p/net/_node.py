@@ -134,7 +134,7 @@ class Node(MessageRoutes, PeerLinks):
         self._tmp: tempfile.TemporaryDirectory[str] | None = None
         self.started = trio.Event()
         self.home: Any = None  # the Home, when the node has one: members are pinned there
-        self.reputation = Reputation(None)  # read from the state folder at start
+        self.reputation: Reputation = Reputation(None)  # read from the state folder at start
         self._reputation_lock = trio.Lock()
         self.admission = Admission(self)
 
