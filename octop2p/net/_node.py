@@ -5,7 +5,9 @@ mDNS discovery, dialers for static peers, the worker (while donating) and the jo
 node is chief of. Peers talk only after a handshake inside the swarm (or with the
 one-time job code of ``octop2p server``); every message is then routed here by type.
 The node API (``submit``, ``jobs``, ``peers``, ``set_donating``, events) is what the
-control socket, the CLI and the GUI use.
+control socket, the CLI and the GUI use. Two mixins make up the rest of ``Node``: its
+links to peers (``PeerLinks``, ``_links.py``) and the routing of their messages
+(``MessageRoutes``, ``_routes.py``).
 """
 
 from __future__ import annotations
