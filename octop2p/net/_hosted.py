@@ -14,7 +14,7 @@ import logging
 import secrets
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import trio
 
@@ -51,7 +51,10 @@ from protocol import (
 )
 
 if TYPE_CHECKING:
-    from octop2p.net._node import Node
+    from octop2p.engine._children import ForkServer
+    from octop2p.engine._limits import Limits
+    from octop2p.net._reputation import Reputation
+    from protocol import NodeId, NodeIdentity
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +67,46 @@ JOURNAL_SECONDS = 1.0
 PROGRESS_EVENT_SECONDS = 0.1
 
 
+class ChiefNode(Protocol):
+    """What a job this node is chief of uses of its node (a
+    :class:`~octop2p.net._node.Node`)."""
+
+    @property
+    def id(self) -> NodeId: ...
+    @property
+    def identity(self) -> NodeIdentity: ...  # signs the package and the manifest
+    @property
+    def forkserver(self) -> ForkServer: ...
+    @property
+    def layers(self) -> frozenset[str]: ...
+    @property
+    def reputation(self) -> Reputation: ...  # what the node learnt of its workers
+    @property
+    def settings(self) -> Any: ...  # ``NodeSettings``: ``journal`` (on unless False)
+
+    def emit(self, kind: str, **fields: Any) -> None:
+        """Publish a node event ("job", "progress", "output", "worker", ...)."""
+
+    def links(self) -> list[PeerLink]:
+        """Every open link (each may be offered the job)."""
+
+    def local_slots(self) -> int:
+        """The node's own slots for its jobs (0 when it neither donates nor runs its
+        owner's job locally)."""
+
+    def save_reputation(self) -> None:
+        """Write the reputation file soon."""
+
+
+class HostingNode(ChiefNode, Protocol):
+    """What taking up an interrupted job uses of the node, beyond a :class:`ChiefNode`."""
+
+    @property
+    def jobs(self) -> dict[bytes, NetworkJob]: ...  # the jobs this node is chief of
+    @property
+    def jobs_dir(self) -> Path: ...
+    @property
+    def limits(self) -> Limits: ...
 
 
 class NetworkJob:
@@ -71,7 +114,7 @@ class NetworkJob:
 
     def __init__(
         self,
-        node: Node,
+        node: ChiefNode,
         spec: JobSpec,
         *,
         job_id: bytes | None = None,
@@ -157,7 +200,7 @@ class NetworkJob:
         except OSError as exc:
             record.state, record.finished = JobState.FAILED, time.time()
             record.error = f"the chief could not open this job's journal: {exc.strerror or exc}"
-            self.store.write_journal(self)
+            await self.store.write_journal(self)
             self.done.set()
             self.node.emit("job", job=record.id_hex, state=record.state.value,
                            name=record.name, error=record.error)
@@ -204,7 +247,7 @@ class NetworkJob:
             if record.state in (JobState.RUNNING, JobState.FINISHING):
                 # The node is stopping: the job stays as it is, for the next start to
                 # resume (docs/architecture.md, "What a crash keeps").
-                self.store.write_journal(self)
+                await self.store.write_journal(self)
                 self.done.set()
             else:
                 await self._ended(job_dir)
@@ -217,7 +260,7 @@ class NetworkJob:
         for folder in ("work", "submitted", "journal"):
             await remove_tree(job_dir / folder)  # off the event loop: 400,000 files...
         assert self.store is not None
-        self.store.write_journal(self)
+        await self.store.write_journal(self)
         await self._tell_workers_done()
         self.done.set()
         self.node.emit("job", job=record.id_hex, state=record.state.value, name=record.name,
@@ -275,9 +318,10 @@ class NetworkJob:
     def _on_progress(self, progress: Progress) -> None:
         self.record.progress = progress
         now = time.monotonic()
-        if now - self._journalled > JOURNAL_SECONDS and self.store is not None:
+        if (now - self._journalled > JOURNAL_SECONDS and self.store is not None
+                and self._nursery is not None):
             self._journalled = now
-            self.store.write_journal(self)
+            self.store.journal_soon(self, self._nursery)  # fsync: never on the event loop
         if (
             progress.phase == self._progress_phase
             and progress.done != progress.total
@@ -395,7 +439,7 @@ class NetworkJob:
         return None
 
 
-async def resume_job(node: Node, archived: ArchivedJob) -> None:
+async def resume_job(node: HostingNode, archived: ArchivedJob) -> None:
     """Take up a job that the node's last run left unfinished (its journal says where it
     stood): its package is unpacked again from the store, checked as at submission, and
     run from what its journal kept. A job that cannot be taken up is marked failed."""
@@ -425,7 +469,9 @@ async def resume_job(node: Node, archived: ArchivedJob) -> None:
     await job.run(folder)
 
 
-async def _reload(node: Node, folder: Path, journal: dict[str, Any]) -> tuple[JobSpec, bytes]:
+async def _reload(
+    node: HostingNode, folder: Path, journal: dict[str, Any]
+) -> tuple[JobSpec, bytes]:
     """The job's spec and package bytes from its folder in the store (package.tar is
     unpacked with the same bounds as a peer's, into a fresh ``submitted/``)."""
     tar = await trio.to_thread.run_sync((folder / "package.tar").read_bytes)

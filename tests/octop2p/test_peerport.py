@@ -173,7 +173,7 @@ def test_a_donor_signs_each_answer_for_the_fragment_it_answers() -> None:
     from types import SimpleNamespace
 
     from octop2p.engine._limits import JobOptions
-    from octop2p.net._donor import WorkerJob
+    from octop2p.net._workerjob import WorkerJob
     from protocol import JobInfo, JobKind, Task
 
     node = SimpleNamespace(cores=1, limits=Limits(), identity=DONOR)
