@@ -3,7 +3,9 @@
 For each job a chief offers (``JobInfo``), the worker fetches the package by content
 hash (cached), checks the submitter's signature over it, and starts sandboxed work
 children for it. Fragments come in signed by the chief; results go back signed by this
-node, so the chief (or anyone later) can tell who computed what.
+node, so the chief (or anyone later) can tell who computed what. A job whose chief's
+link drops while it holds fragments here keeps its work for the chief's return
+(:mod:`._handback`).
 """
 
 from __future__ import annotations
@@ -11,8 +13,8 @@ from __future__ import annotations
 import logging
 import os
 import secrets
-import shutil
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -23,15 +25,22 @@ import trio
 from octop2p.engine._groups import collapse_groups
 from octop2p.engine._limits import JobOptions, Limits
 from octop2p.engine._machine import WorkFailure
-from octop2p.engine._package import PACKAGE_BYTES, missing_requirements
+from octop2p.engine._package import missing_requirements
 from octop2p.engine._slot import MAX_SLOT_WINDOW, ChildMaker, Done, Work, child_spec, drive_slot
-from octop2p.engine._unpack import MAX_ENTRIES, UnpackError, plain_name, unpack_tar
+from octop2p.engine._unpack import plain_name
+from octop2p.net._fetch import (
+    PACKAGE_DOWNLOAD_BYTES,
+    Downloads,
+    WorkRefused,
+    install_package,
+    verify_package,
+)
 from octop2p.net._guard import BREACH_RULES, BREACHES_FILE, ChiefGuard
+from octop2p.net._handback import HANDOVER_SECONDS, Handback
 from octop2p.net._peer import LinkClosed, PeerLink
-from octop2p.net._peerport import KINDS, NOT_RUN, decode_parts, encode_parts
-from octop2p.net._store import content_hasher, evict_oldest
+from octop2p.net._peerport import KINDS, NOT_RUN, STILL_RUNNING, decode_parts, encode_parts
+from octop2p.net._store import evict_oldest
 from protocol import (
-    MAX_CHUNK,
     Cancel,
     Envelope,
     EnvelopeKind,
@@ -41,12 +50,9 @@ from protocol import (
     Fragment,
     JobInfo,
     JobKind,
-    PackageChunk,
-    PackageRequest,
-    RemoteProtocolError,
+    Message,
     Result,
     WorkRequest,
-    content_hash,
 )
 
 if TYPE_CHECKING:
@@ -54,17 +60,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-FETCH_SECONDS = 60.0
 #: Results wait at most this long for the next one, to go back in one write.
 RESULT_FLUSH_SECONDS = 0.005
-
-
-class WorkRefused(Exception):
-    """This node will not work on a job (not donating, missing module, bad package)."""
-
-    def __init__(self, code: ErrorCode, reason: str) -> None:
-        super().__init__(reason)
-        self.code = code
 
 
 @dataclass
@@ -100,6 +97,9 @@ class WorkerJob:
         limits, _ = options.limits.capped(service.node.limits)
         self.limits: Limits = limits
         self.partitions = int(info.options.get("partitions") or 1)
+        self.handback = Handback(service.node.cores)
+        self._nursery: trio.Nursery | None = None
+        self._back = trio.Event()  # set when the chief takes the job up again
 
     async def run(self) -> None:
         with self.scope:
@@ -107,6 +107,7 @@ class WorkerJob:
                 job_dir = await self.service.fetch_package(self.link, self.info)
                 with collapse_groups():  # a slot's LinkClosed must reach the handlers below
                     async with trio.open_nursery() as nursery:
+                        self._nursery = nursery
                         maker = ChildMaker(self.service.node.forkserver,
                                            self._child_spec(job_dir), self.limits, nursery)
                         sink = _ChiefSink(self)
@@ -134,6 +135,70 @@ class WorkerJob:
     def stop(self) -> None:
         self.scope.cancel()
 
+    def lost(self) -> None:
+        """The chief's link dropped: keep the work it gave this node for its return, or
+        stop when there is none."""
+        if self._nursery is None or not (self._refs or self.handback.has_work()):
+            self.stop()
+            return
+        self.handback.away = True
+        self.handback.forget(time.monotonic())
+        seconds = getattr(self.service.node.settings, "handover_seconds", HANDOVER_SECONDS)
+        log.info("lost chief %s of job %s: its %d fragments here run on, and their results "
+                 "are kept %d s for its return", self.link.short, self.info.name,
+                 len(self._refs), seconds)
+        self._nursery.start_soon(self._wait_for_chief, seconds)
+
+    async def _wait_for_chief(self, seconds: float) -> None:
+        back = self._back
+        with trio.move_on_after(seconds):
+            await back.wait()
+            return
+        log.warning("chief %s of job %s did not come back within %d s "
+                    "(handover_seconds): dropping %d results and %d running fragments",
+                    self.link.short, self.info.name, seconds, self.handback.held,
+                    len(self._refs))
+        self.stop()
+
+    async def take_up(self, link: PeerLink) -> None:
+        """The chief offers this job again on a new link: hand in what was kept for it,
+        then ask for work as before (docs/jobs.md, "When the chief restarts")."""
+        self.link, self.handback.away = link, False
+        self._back.set()
+        self._back = trio.Event()
+        running = [Result(envelope=self._envelope(seq, b"", ref), failure=Failure(
+            message="still running from before the chief restarted", rule=STILL_RUNNING))
+            for (_, seq), (ref, _) in sorted(self._refs.items())]
+        messages = self.handback.hand_in()
+        log.info("chief %s is back: handing in %d results of job %s, and %d fragments "
+                 "still running", link.short, len(messages), self.info.name, len(running))
+        messages += running
+        if self.handback.owed:
+            messages.append(WorkRequest(credits=min(self.handback.owed, 65536),
+                                        job_id=self.info.job_id))
+        try:
+            await link.send_many(messages)
+        except LinkClosed:
+            pass  # gone again: `lost` comes next
+
+    async def send(self, messages: Sequence[Message]) -> bool:
+        """To the chief, unless it is away (False: then they are dropped, and it runs
+        those fragments again)."""
+        if self.handback.away:
+            return False
+        try:
+            await self.link.send_many(messages)
+        except LinkClosed:
+            return False
+        return True
+
+    async def send_results(self, results: list[Result]) -> None:
+        """Results to the chief; while it is away they are kept for its return."""
+        if await self.send(results):
+            self.handback.sent(results, time.monotonic())
+        else:
+            self.handback.hold(results)
+
     def take(self, fragment: Fragment) -> str:
         """Queue a fragment from the chief; returns why not ("" when queued)."""
         envelope = fragment.envelope
@@ -150,6 +215,7 @@ class WorkerJob:
             self.inbox_send.send_nowait(Work(kind, envelope.seq, payload))
         except trio.WouldBlock:
             return "more fragments than credits"
+        self.handback.received += 1
         ref = self._refs.setdefault((kind, envelope.seq), [envelope.digest, 0])
         ref[0] = envelope.digest
         ref[1] += 1
@@ -172,9 +238,12 @@ class WorkerJob:
         ref[1] -= 1
         if ref[1] <= 0:
             del self._refs[(kind, seq)]
-        envelope = Envelope.sign(self.service.node.identity, EnvelopeKind.RESULT,
-                                 self.info.job_id, seq, data, ref=ref[0])
-        return Result(envelope=envelope, out=out[:200_000], failure=failure)
+        return Result(envelope=self._envelope(seq, data, ref[0]), out=out[:200_000],
+                      failure=failure)
+
+    def _envelope(self, seq: int, data: bytes, ref: bytes) -> Envelope:
+        return Envelope.sign(self.service.node.identity, EnvelopeKind.RESULT,
+                             self.info.job_id, seq, data, ref=ref)
 
 
 class _ChiefSink:
@@ -188,7 +257,7 @@ class _ChiefSink:
     async def results(self, done: list[Done]) -> None:
         job = self.job
         job.view.done += len(done)
-        await job.link.send_many([
+        await job.send_results([
             job.signed(d.kind, d.seq, encode_parts(d.payload) if isinstance(d.payload, list)
                        else d.payload, d.out) for d in done])
 
@@ -198,23 +267,24 @@ class _ChiefSink:
         traceback = failure.traceback or (failure.message if failure.deterministic else "")
         if not failure.deterministic:
             traceback = ""
-        await self.job.link.send(self.job.signed(work.kind, work.seq, b"", failure=Failure(
+        await self.job.send([self.job.signed(work.kind, work.seq, b"", failure=Failure(
             message=failure.message[:4000],
             rule=failure.rule[:64] if failure.rule else None,
             traceback=traceback[:65000],
             file=failure.file[:1000] if failure.file else None,
             line=failure.line,
-        )))
+        ))])
         await self.job.service.check_breach(self.job, failure)
 
     async def gave_back(self, works: list[Work]) -> None:
         """Fragments of a lost batch that never ran: the chief hands them out again."""
         if works:
-            await self.job.link.send_many([self.job.signed(w.kind, w.seq, b"", failure=Failure(
+            await self.job.send([self.job.signed(w.kind, w.seq, b"", failure=Failure(
                 message="not run: the child was lost", rule=NOT_RUN)) for w in works])
 
     async def credits(self, n: int) -> None:
-        await self.job.link.send(WorkRequest(credits=n, job_id=self.job.info.job_id))
+        self.job.handback.granted += n
+        await self.job.send([WorkRequest(credits=n, job_id=self.job.info.job_id)])
 
     def printed(self, where: str, text: str) -> None:
         """What job code prints as it loads stays on this machine."""
@@ -227,7 +297,9 @@ class WorkerService:
     def __init__(self, node: Node) -> None:
         self.node = node
         self.jobs: dict[bytes, WorkerJob] = {}
-        self._chunks: dict[tuple[str, bytes], trio.MemorySendChannel[PackageChunk]] = {}
+        self.downloads = Downloads()
+        self.on_chunk = self.downloads.on_chunk
+        self.download = self.downloads.download
         self._fetch_locks: dict[bytes, trio.Lock] = {}
         settings = node.settings
         path = settings.state_dir / BREACHES_FILE if settings.state_dir else None
@@ -248,7 +320,13 @@ class WorkerService:
                                   reason="this node's owner has not switched donation on",
                                   job_id=info.job_id))
             return
-        if info.job_id in self.jobs:
+        held = self.jobs.get(info.job_id)
+        if held is not None:
+            if held.link is not link and held.link.peer_id == link.peer_id:
+                if held.info.package == info.package:
+                    await held.take_up(link)  # its chief is back
+                else:
+                    held.stop()  # not the job it was: a later offer starts it afresh
             return
         blocked = self.guard.blocked(link.peer_id)
         if blocked:
@@ -319,6 +397,8 @@ class WorkerService:
             await job.run()
         finally:
             self.jobs.pop(job.info.job_id, None)
+            log.info("stopped working on job %s (%s) for chief %s: %d fragments run here",
+                     job.info.name, job.info.job_id.hex(), job.link.short, job.view.done)
             self.node.emit("working", job=job.info.job_id.hex(), name=job.info.name,
                            chief=job.link.peer_id, running=False)
             # A core is free: say so now, so that chiefs with queued jobs offer them at
@@ -345,7 +425,7 @@ class WorkerService:
 
     def on_cancel(self, link: PeerLink, cancel: Cancel) -> None:
         job = self.jobs.get(cancel.job_id)
-        if job is not None and job.link is link:
+        if job is not None and job.link.peer_id == link.peer_id:  # a chief back too
             job.stop()
 
     def stop_all(self) -> None:
@@ -356,58 +436,7 @@ class WorkerService:
     def lost(self, link: PeerLink) -> None:
         for job in list(self.jobs.values()):
             if job.link is link:
-                job.stop()
-
-    def on_chunk(self, link: PeerLink, chunk: PackageChunk) -> None:
-        waiter = self._chunks.get((link.peer_id, chunk.package))
-        if waiter is not None:
-            try:
-                waiter.send_nowait(chunk)
-            except (trio.WouldBlock, trio.BrokenResourceError):
-                pass
-
-    async def download(
-        self, link: PeerLink, digest: bytes, size: int, dest: Path, *, cap: int
-    ) -> None:
-        """Fetch content by hash from a peer, in chunks, into the new file ``dest``.
-
-        A declared ``size`` above ``cap`` is refused before the first request; every
-        chunk is hashed and written as it comes, so memory stays one chunk whatever the
-        peer claims, and the hash is checked before the caller unpacks anything.
-        ``dest`` is removed if anything fails.
-        """
-        if size > cap:
-            raise WorkRefused(ErrorCode.REFUSED, f"the peer offers {size} bytes, more than the "
-                              f"{cap} this node accepts for it")
-        key = (link.peer_id, digest)
-        send, receive = trio.open_memory_channel[PackageChunk](4)
-        self._chunks[key] = send
-        hasher = content_hasher()
-        got = 0
-        try:
-            async with await trio.open_file(dest, "xb") as out:
-                with trio.fail_after(FETCH_SECONDS):
-                    while got < size:
-                        await link.send(PackageRequest(package=digest, offset=got,
-                                                       length=min(MAX_CHUNK, size - got)))
-                        chunk = await receive.receive()
-                        if (chunk.offset != got or chunk.total != size or not chunk.data
-                                or len(chunk.data) > size - got):
-                            raise WorkRefused(ErrorCode.BAD_MESSAGE,
-                                              "the peer sent a wrong chunk")
-                        hasher.update(chunk.data)
-                        await out.write(chunk.data)
-                        got += len(chunk.data)
-            if hasher.digest() != digest:
-                raise WorkRefused(ErrorCode.BAD_MESSAGE, "the content does not match its hash")
-        except BaseException as exc:
-            with trio.CancelScope(shield=True):
-                await trio.to_thread.run_sync(partial(dest.unlink, missing_ok=True))
-            if isinstance(exc, trio.TooSlowError):
-                raise WorkRefused(ErrorCode.BUSY, "the download timed out") from None
-            raise
-        finally:
-            self._chunks.pop(key, None)
+                job.lost()
 
     async def fetch_package(self, link: PeerLink, info: JobInfo) -> Path:
         """The job's package, unpacked read-only in the cache; fetched once per hash.
@@ -429,9 +458,9 @@ class WorkerService:
                                     cap=PACKAGE_DOWNLOAD_BYTES)
                 tar = part
             try:
-                await trio.to_thread.run_sync(_verify_package, tar, info)
+                await trio.to_thread.run_sync(verify_package, tar, info)
                 if fresh:
-                    await trio.to_thread.run_sync(_install_package, part, target)
+                    await trio.to_thread.run_sync(install_package, part, target)
             finally:
                 if fresh:
                     part.unlink(missing_ok=True)
@@ -440,32 +469,3 @@ class WorkerService:
             await trio.to_thread.run_sync(
                 evict_oldest, cache, self.node.settings.packages_mb << 20, in_use)
             return target
-
-
-#: The most a package download may be: the package size limit plus its tar headers.
-PACKAGE_DOWNLOAD_BYTES = PACKAGE_BYTES + (MAX_ENTRIES + 2) * 1536
-
-
-def _verify_package(tar: Path, info: JobInfo) -> None:
-    """The package file is the one named, signed by the job's submitter for this job."""
-    data = tar.read_bytes()
-    if content_hash(data) != info.package:
-        raise WorkRefused(ErrorCode.BAD_MESSAGE, "the package does not match its hash")
-    try:
-        info.package_envelope(data).verify(author=info.submitter, kind=EnvelopeKind.PACKAGE,
-                                           job_id=info.job_id)
-    except RemoteProtocolError as exc:
-        raise WorkRefused(ErrorCode.BAD_MESSAGE, f"the package is not its submitter's: {exc}") \
-            from None
-
-
-def _install_package(part: Path, target: Path) -> None:
-    """Unpack a checked package into the cache (folder ``target``, tar beside it)."""
-    unpacked = target.with_name(f".unpack-{secrets.token_hex(4)}")
-    try:
-        unpack_tar(part, unpacked, max_bytes=PACKAGE_BYTES)
-    except UnpackError as exc:
-        raise WorkRefused(ErrorCode.REFUSED, f"the package was refused: {exc}") from None
-    shutil.rmtree(target, ignore_errors=True)  # left by an older node, without its tar
-    os.replace(unpacked, target)
-    os.replace(part, target.with_name(f"{target.name}.tar"))
