@@ -95,7 +95,8 @@ class HandoverDesk:
         self._logged = dict(self.counts)
         c = self.counts
         line = (f"handover: adopted {c.get('result', 0)} results and {c.get('running', 0)} "
-                "running fragments handed in by workers from before the chief restarted")
+                "running fragments that workers handed in (computed for this job before "
+                "the chief restarted or their link dropped)")
         dropped = {k: v for k, v in c.items() if k not in ("result", "running")}
         if dropped:
             line += "; dropped " + ", ".join(f"{v} {_WHY[k]}" for k, v in sorted(dropped.items()))
