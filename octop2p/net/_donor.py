@@ -171,7 +171,9 @@ class WorkerJob:
             for (_, seq), (ref, _) in sorted(self._refs.items())]
         messages = self.handback.hand_in()
         log.info("chief %s is back: handing in %d results of job %s, and %d fragments "
-                 "still running", link.short, len(messages), self.info.name, len(running))
+                 "still running (%d results were not kept: over the bounds)", link.short,
+                 len(messages), self.info.name, len(running), self.handback.dropped)
+        self.handback.dropped = 0
         messages += running
         if self.handback.owed:
             messages.append(WorkRequest(credits=min(self.handback.owed, 65536),

@@ -78,8 +78,9 @@ class Handback:
         for result in results:
             self._held.append(result)
             self._bytes += _size(result)
-        while self._held and self._over():
-            self._bytes -= _size(self._held.popleft())
+        while self._over():  # what the chief may have had goes first
+            kept = self._recent.popleft()[1] if self._recent else self._held.popleft()
+            self._bytes -= _size(kept)
             self.dropped += 1
 
     def _over(self) -> bool:
