@@ -3,7 +3,9 @@
 For each job a chief offers (``JobInfo``), the worker fetches the package by content
 hash (cached), checks the submitter's signature over it, and starts sandboxed work
 children for it. Fragments come in signed by the chief; results go back signed by this
-node, so the chief (or anyone later) can tell who computed what.
+node, so the chief (or anyone later) can tell who computed what. A job whose chief's
+link drops while it holds fragments here keeps its work for the chief's return
+(:mod:`._handback`).
 """
 
 from __future__ import annotations
@@ -11,8 +13,6 @@ from __future__ import annotations
 import logging
 import os
 import secrets
-import shutil
-from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -20,25 +20,26 @@ import trio
 
 from octop2p.engine._limits import Limits
 from octop2p.engine._machine import WorkFailure
-from octop2p.engine._package import PACKAGE_BYTES, missing_requirements
-from octop2p.engine._unpack import MAX_ENTRIES, UnpackError, plain_name, unpack_tar
+from octop2p.engine._package import missing_requirements
+from octop2p.engine._unpack import plain_name
+from octop2p.net._fetch import (
+    PACKAGE_DOWNLOAD_BYTES,
+    Downloads,
+    WorkRefused,
+    install_package,
+    verify_package,
+)
 from octop2p.net._guard import BREACH_RULES, BREACHES_FILE, ChiefGuard
 from octop2p.net._peer import PeerLink
-from octop2p.net._store import content_hasher, evict_oldest
-from octop2p.net._workerjob import RunningJob, WorkerJob, WorkRefused
+from octop2p.net._store import evict_oldest
+from octop2p.net._workerjob import RunningJob, WorkerJob
 from protocol import (
-    MAX_CHUNK,
     Cancel,
-    EnvelopeKind,
     Error,
     ErrorCode,
     Fragment,
     JobInfo,
     JobKind,
-    PackageChunk,
-    PackageRequest,
-    RemoteProtocolError,
-    content_hash,
 )
 
 if TYPE_CHECKING:
@@ -47,7 +48,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-FETCH_SECONDS = 60.0
+__all__ = ["DonorNode", "RunningJob", "WorkRefused", "WorkerJob", "WorkerService"]
 
 
 class DonorSettings(Protocol):
@@ -97,7 +98,9 @@ class WorkerService:
     def __init__(self, node: DonorNode) -> None:
         self.node = node
         self.jobs: dict[bytes, WorkerJob] = {}
-        self._chunks: dict[tuple[str, bytes], trio.MemorySendChannel[PackageChunk]] = {}
+        self.downloads = Downloads()
+        self.on_chunk = self.downloads.on_chunk
+        self.download = self.downloads.download
         self._fetch_locks: dict[bytes, trio.Lock] = {}
         settings = node.settings
         path = settings.state_dir / BREACHES_FILE if settings.state_dir else None
@@ -118,7 +121,13 @@ class WorkerService:
                                   reason="this node's owner has not switched donation on",
                                   job_id=info.job_id))
             return
-        if info.job_id in self.jobs:
+        held = self.jobs.get(info.job_id)
+        if held is not None:
+            if held.link is not link and held.link.peer_id == link.peer_id:
+                if held.info.package == info.package:
+                    await held.take_up(link)  # its chief is back
+                else:
+                    held.stop()  # not the job it was: a later offer starts it afresh
             return
         blocked = self.guard.blocked(link.peer_id)
         if blocked:
@@ -189,6 +198,8 @@ class WorkerService:
             await job.run()
         finally:
             self.jobs.pop(job.info.job_id, None)
+            log.info("stopped working on job %s (%s) for chief %s: %d fragments run here",
+                     job.info.name, job.info.job_id.hex(), job.link.short, job.view.done)
             self.node.emit("working", job=job.info.job_id.hex(), name=job.info.name,
                            chief=job.link.peer_id, running=False)
             # A core is free: say so now, so that chiefs with queued jobs offer them at
@@ -215,7 +226,7 @@ class WorkerService:
 
     def on_cancel(self, link: PeerLink, cancel: Cancel) -> None:
         job = self.jobs.get(cancel.job_id)
-        if job is not None and job.link is link:
+        if job is not None and job.link.peer_id == link.peer_id:  # a chief back too
             job.stop()
 
     def stop_all(self) -> None:
@@ -226,58 +237,7 @@ class WorkerService:
     def lost(self, link: PeerLink) -> None:
         for job in list(self.jobs.values()):
             if job.link is link:
-                job.stop()
-
-    def on_chunk(self, link: PeerLink, chunk: PackageChunk) -> None:
-        waiter = self._chunks.get((link.peer_id, chunk.package))
-        if waiter is not None:
-            try:
-                waiter.send_nowait(chunk)
-            except (trio.WouldBlock, trio.BrokenResourceError):
-                pass
-
-    async def download(
-        self, link: PeerLink, digest: bytes, size: int, dest: Path, *, cap: int
-    ) -> None:
-        """Fetch content by hash from a peer, in chunks, into the new file ``dest``.
-
-        A declared ``size`` above ``cap`` is refused before the first request; every
-        chunk is hashed and written as it comes, so memory stays one chunk whatever the
-        peer claims, and the hash is checked before the caller unpacks anything.
-        ``dest`` is removed if anything fails.
-        """
-        if size > cap:
-            raise WorkRefused(ErrorCode.REFUSED, f"the peer offers {size} bytes, more than the "
-                              f"{cap} this node accepts for it")
-        key = (link.peer_id, digest)
-        send, receive = trio.open_memory_channel[PackageChunk](4)
-        self._chunks[key] = send
-        hasher = content_hasher()
-        got = 0
-        try:
-            async with await trio.open_file(dest, "xb") as out:
-                with trio.fail_after(FETCH_SECONDS):
-                    while got < size:
-                        await link.send(PackageRequest(package=digest, offset=got,
-                                                       length=min(MAX_CHUNK, size - got)))
-                        chunk = await receive.receive()
-                        if (chunk.offset != got or chunk.total != size or not chunk.data
-                                or len(chunk.data) > size - got):
-                            raise WorkRefused(ErrorCode.BAD_MESSAGE,
-                                              "the peer sent a wrong chunk")
-                        hasher.update(chunk.data)
-                        await out.write(chunk.data)
-                        got += len(chunk.data)
-            if hasher.digest() != digest:
-                raise WorkRefused(ErrorCode.BAD_MESSAGE, "the content does not match its hash")
-        except BaseException as exc:
-            with trio.CancelScope(shield=True):
-                await trio.to_thread.run_sync(partial(dest.unlink, missing_ok=True))
-            if isinstance(exc, trio.TooSlowError):
-                raise WorkRefused(ErrorCode.BUSY, "the download timed out") from None
-            raise
-        finally:
-            self._chunks.pop(key, None)
+                job.lost()
 
     async def fetch_package(self, link: PeerLink, info: JobInfo) -> Path:
         """The job's package, unpacked read-only in the cache; fetched once per hash.
@@ -299,9 +259,9 @@ class WorkerService:
                                     cap=PACKAGE_DOWNLOAD_BYTES)
                 tar = part
             try:
-                await trio.to_thread.run_sync(_verify_package, tar, info)
+                await trio.to_thread.run_sync(verify_package, tar, info)
                 if fresh:
-                    await trio.to_thread.run_sync(_install_package, part, target)
+                    await trio.to_thread.run_sync(install_package, part, target)
             finally:
                 if fresh:
                     part.unlink(missing_ok=True)
@@ -310,32 +270,3 @@ class WorkerService:
             await trio.to_thread.run_sync(
                 evict_oldest, cache, self.node.settings.packages_mb << 20, in_use)
             return target
-
-
-#: The most a package download may be: the package size limit plus its tar headers.
-PACKAGE_DOWNLOAD_BYTES = PACKAGE_BYTES + (MAX_ENTRIES + 2) * 1536
-
-
-def _verify_package(tar: Path, info: JobInfo) -> None:
-    """The package file is the one named, signed by the job's submitter for this job."""
-    data = tar.read_bytes()
-    if content_hash(data) != info.package:
-        raise WorkRefused(ErrorCode.BAD_MESSAGE, "the package does not match its hash")
-    try:
-        info.package_envelope(data).verify(author=info.submitter, kind=EnvelopeKind.PACKAGE,
-                                           job_id=info.job_id)
-    except RemoteProtocolError as exc:
-        raise WorkRefused(ErrorCode.BAD_MESSAGE, f"the package is not its submitter's: {exc}") \
-            from None
-
-
-def _install_package(part: Path, target: Path) -> None:
-    """Unpack a checked package into the cache (folder ``target``, tar beside it)."""
-    unpacked = target.with_name(f".unpack-{secrets.token_hex(4)}")
-    try:
-        unpack_tar(part, unpacked, max_bytes=PACKAGE_BYTES)
-    except UnpackError as exc:
-        raise WorkRefused(ErrorCode.REFUSED, f"the package was refused: {exc}") from None
-    shutil.rmtree(target, ignore_errors=True)  # left by an older node, without its tar
-    os.replace(unpacked, target)
-    os.replace(part, target.with_name(f"{target.name}.tar"))

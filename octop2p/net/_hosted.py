@@ -148,6 +148,7 @@ class NetworkJob:
         self._ports: dict[str, PeerPort] = {}  # donors working on this job
         self._offered: set[str] = set()  # peers told about this job on their current link
         self._journalled = 0.0
+        self._kept = 0  # results the journal kept when the job resumed
         self._progress_sent = 0.0  # when the last progress event went out (monotonic)
         self._progress_phase = ""
         self._progress_due = False  # a newer progress than the last event is waiting
@@ -242,6 +243,9 @@ class NetworkJob:
         finally:
             self._nursery = None
             self._fold_trust()
+            news = runner.handover.news()  # the last of it, if the log has not said it
+            if news:
+                self._on_log(news)
             if journal is not None:
                 journal.journal.close()
             if record.state in (JobState.RUNNING, JobState.FINISHING):
@@ -273,7 +277,7 @@ class NetworkJob:
         journal = Journal(job_dir / "journal")
         recovered = await trio.to_thread.run_sync(journal.open)
         if self.record.resumed is not None:
-            self.record.resumed = recovered.kept()
+            self.record.resumed = self._kept = recovered.kept()
             log.info("job %s (%s) resumed: %d results kept from before the restart",
                      self.record.name, self.record.id_hex[:12], self.record.resumed)
         return JobJournal(journal, recovered)
@@ -283,8 +287,7 @@ class NetworkJob:
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
             nursery.start_soon(self._progress_events)
-            for link in self.node.links():
-                await self.offer(link)
+            nursery.start_soon(self._offer_all, runner)
             results_dir = await runner.run()
             record.state = JobState.FINISHING
             await self.provenance.seal(results_dir, self.node.identity, job_id=record.id_hex,
@@ -294,6 +297,14 @@ class NetworkJob:
             assert self.store is not None
             await trio.to_thread.run_sync(self.store.save_results, record.results)
             nursery.cancel_scope.cancel()
+
+    async def _offer_all(self, runner: JobRunner) -> None:
+        """Offer the job to every linked donor; a resumed job once its first phase has
+        begun, so that what donors hand in finds the fragments it answers."""
+        while self.record.resumed is not None and runner.machine.phase is None:
+            await runner.changed.wait()
+        for link in self.node.links():
+            await self.offer(link)
 
     def cancel(self) -> None:
         """Stop the job at the submitter's request, even before its runner exists."""
@@ -317,6 +328,9 @@ class NetworkJob:
 
     def _on_progress(self, progress: Progress) -> None:
         self.record.progress = progress
+        if self.record.resumed is not None and self.runner is not None:
+            # Kept too: results that donors handed in, computed before the restart.
+            self.record.resumed = self._kept + self.runner.handover.merged
         now = time.monotonic()
         if (now - self._journalled > JOURNAL_SECONDS and self.store is not None
                 and self._nursery is not None):
@@ -378,7 +392,8 @@ class NetworkJob:
         """Tell a donating peer about this job, so it can fetch the package and ask for work."""
         if not link.donating or self.record.state not in (JobState.QUEUED, JobState.RUNNING):
             return
-        if self.runner is None or link.peer_id in self._offered:
+        if self.runner is None or link.peer_id in self._offered or (
+                self.record.resumed is not None and self.runner.machine.phase is None):
             return  # too early to take work requests; `run` offers to every link
         if self.node.reputation.quarantined(link.peer_id):
             return  # caught returning wrong results: it gets no work from us
@@ -401,19 +416,27 @@ class NetworkJob:
         """A message from a worker about this job."""
         port = self._ports.get(link.peer_id)
         if isinstance(message, Result):
-            if port is not None and port.link is link:
+            if port is None or port.link is not link:
+                # A donor back after this chief restarted hands in results before it
+                # asks for work (docs/jobs.md, "When the chief restarts").
+                port = self._port(link) if link.peer_id in self._offered else None
+            if port is not None:
                 port.on_result(message)
         elif isinstance(message, WorkRequest):
-            await self._on_work_request(link, message, port)
+            port = self._port(link)
+            if port is None:
+                await link.send(Error(code=ErrorCode.NOT_FOUND, reason="no such running job",
+                                      job_id=self.job_id))
+                return
+            port.credit(message.credits)
 
-    async def _on_work_request(self, link: PeerLink, message: WorkRequest,
-                               port: PeerPort | None) -> None:
+    def _port(self, link: PeerLink) -> PeerPort | None:
+        """The donor's port for this job on ``link``, made when it first speaks; None
+        when the job takes no workers."""
         runner = self.runner
         if runner is None or self._nursery is None or self.record.state is not JobState.RUNNING:
-            await link.send(
-                Error(code=ErrorCode.NOT_FOUND, reason="no such running job", job_id=self.job_id)
-            )
-            return
+            return None
+        port = self._ports.get(link.peer_id)
         if port is None or port.link is not link:
             if port is not None:
                 port.close()
@@ -421,7 +444,7 @@ class NetworkJob:
             self._ports[link.peer_id] = port
             self._nursery.start_soon(port.serve)
             self.node.emit("worker", job=self.record.id_hex, worker=link.peer_id, joined=True)
-        port.credit(message.credits)
+        return port
 
     # --- package and results download ----------------------------------------------------
 

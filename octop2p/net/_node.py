@@ -35,6 +35,7 @@ from octop2p.errors import OctoError, UsageError
 from octop2p.net import _discovery
 from octop2p.net._admission import Admission
 from octop2p.net._donor import WorkerService
+from octop2p.net._handback import HANDOVER_SECONDS
 from octop2p.net._hosted import ArchivedJob, JobRecord, JobStore, NetworkJob, resume_job
 from octop2p.net._links import PeerLinks, listen_address
 from octop2p.net._peer import PeerLink
@@ -96,6 +97,7 @@ class NodeSettings:
     block_after_breaches: int = 3  # a donor blocks a chief after this many breaches (0: never)
     block_hours: int = 24
     reattach_seconds: int = 600  # a remote job waits this long for a lost chief's link
+    handover_seconds: int = HANDOVER_SECONDS  # a donor keeps a lost chief's work this long
     resume: bool = True  # take up the jobs a crash or a stop interrupted (`node --no-resume`)
     journal: bool = True  # keep each job's journal, so that it can be resumed
 

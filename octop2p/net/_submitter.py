@@ -28,10 +28,10 @@ from octop2p.engine._results import MAX_RESULT_ENTRIES
 from octop2p.engine._runner import Progress
 from octop2p.engine._unpack import UnpackError, plain_name, unpack_tar
 from octop2p.errors import JobRefused, NoNodeError, OctoError
+from octop2p.net._fetch import WorkRefused
 from octop2p.net._hosted import JobRecord, NetworkJob
 from octop2p.net._peer import LinkClosed, PeerLink
 from octop2p.net._store import StoreError, evict_oldest, write_atomic
-from octop2p.net._workerjob import WorkRefused
 from protocol import (
     AuthMode,
     Cancel,

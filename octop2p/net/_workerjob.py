@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -22,8 +23,10 @@ from octop2p.engine._groups import collapse_groups
 from octop2p.engine._limits import JobOptions, Limits
 from octop2p.engine._machine import WorkFailure
 from octop2p.engine._slot import MAX_SLOT_WINDOW, ChildMaker, Done, Work, child_spec, drive_slot
+from octop2p.net._fetch import WorkRefused
+from octop2p.net._handback import HANDOVER_SECONDS, Handback
 from octop2p.net._peer import LinkClosed, PeerLink
-from octop2p.net._peerport import KINDS, NOT_RUN, decode_parts, encode_parts
+from octop2p.net._peerport import KINDS, NOT_RUN, STILL_RUNNING, decode_parts, encode_parts
 from protocol import (
     Envelope,
     EnvelopeKind,
@@ -33,6 +36,7 @@ from protocol import (
     Fragment,
     JobInfo,
     JobKind,
+    Message,
     Result,
     WorkRequest,
 )
@@ -45,14 +49,6 @@ log = logging.getLogger("octop2p.net._donor")
 
 #: Results wait at most this long for the next one, to go back in one write.
 RESULT_FLUSH_SECONDS = 0.005
-
-
-class WorkRefused(Exception):
-    """This node will not work on a job (not donating, missing module, bad package)."""
-
-    def __init__(self, code: ErrorCode, reason: str) -> None:
-        super().__init__(reason)
-        self.code = code
 
 
 @dataclass
@@ -88,6 +84,9 @@ class WorkerJob:
         limits, _ = options.limits.capped(service.node.limits)
         self.limits: Limits = limits
         self.partitions = int(info.options.get("partitions") or 1)
+        self.handback = Handback(service.node.cores)
+        self._nursery: trio.Nursery | None = None
+        self._back = trio.Event()  # set when the chief takes the job up again
 
     async def run(self) -> None:
         with self.scope:
@@ -95,6 +94,7 @@ class WorkerJob:
                 job_dir = await self.service.fetch_package(self.link, self.info)
                 with collapse_groups():  # a slot's LinkClosed must reach the handlers below
                     async with trio.open_nursery() as nursery:
+                        self._nursery = nursery
                         maker = ChildMaker(self.service.node.forkserver,
                                            self._child_spec(job_dir), self.limits, nursery)
                         sink = _ChiefSink(self)
@@ -122,6 +122,72 @@ class WorkerJob:
     def stop(self) -> None:
         self.scope.cancel()
 
+    def lost(self) -> None:
+        """The chief's link dropped: keep the work it gave this node for its return, or
+        stop when there is none."""
+        if self._nursery is None or not (self._refs or self.handback.has_work()):
+            self.stop()
+            return
+        self.handback.away = True
+        self.handback.forget(time.monotonic())
+        seconds = getattr(self.service.node.settings, "handover_seconds", HANDOVER_SECONDS)
+        log.info("lost chief %s of job %s: its %d fragments here run on, and their results "
+                 "are kept %d s for its return", self.link.short, self.info.name,
+                 len(self._refs), seconds)
+        self._nursery.start_soon(self._wait_for_chief, seconds)
+
+    async def _wait_for_chief(self, seconds: float) -> None:
+        back = self._back
+        with trio.move_on_after(seconds):
+            await back.wait()
+            return
+        log.warning("chief %s of job %s did not come back within %d s "
+                    "(handover_seconds): dropping %d results and %d running fragments",
+                    self.link.short, self.info.name, seconds, self.handback.held,
+                    len(self._refs))
+        self.stop()
+
+    async def take_up(self, link: PeerLink) -> None:
+        """The chief offers this job again on a new link: hand in what was kept for it,
+        then ask for work as before (docs/jobs.md, "When the chief restarts")."""
+        self.link, self.handback.away = link, False
+        self._back.set()
+        self._back = trio.Event()
+        running = [Result(envelope=self._envelope(seq, b"", ref), failure=Failure(
+            message="still running from before the chief restarted", rule=STILL_RUNNING))
+            for (_, seq), (ref, _) in sorted(self._refs.items())]
+        messages = self.handback.hand_in()
+        log.info("chief %s is back: handing in %d results of job %s, and %d fragments "
+                 "still running (%d results were not kept: over the bounds)", link.short,
+                 len(messages), self.info.name, len(running), self.handback.dropped)
+        self.handback.dropped = 0
+        messages += running
+        if self.handback.owed:
+            messages.append(WorkRequest(credits=min(self.handback.owed, 65536),
+                                        job_id=self.info.job_id))
+        try:
+            await link.send_many(messages)
+        except LinkClosed:
+            pass  # gone again: `lost` comes next
+
+    async def send(self, messages: Sequence[Message]) -> bool:
+        """To the chief, unless it is away (False: then they are dropped, and it runs
+        those fragments again)."""
+        if self.handback.away:
+            return False
+        try:
+            await self.link.send_many(messages)
+        except LinkClosed:
+            return False
+        return True
+
+    async def send_results(self, results: list[Result]) -> None:
+        """Results to the chief; while it is away they are kept for its return."""
+        if await self.send(results):
+            self.handback.sent(results, time.monotonic())
+        else:
+            self.handback.hold(results)
+
     def take(self, fragment: Fragment) -> str:
         """Queue a fragment from the chief; returns why not ("" when queued)."""
         envelope = fragment.envelope
@@ -138,6 +204,7 @@ class WorkerJob:
             self.inbox_send.send_nowait(Work(kind, envelope.seq, payload))
         except trio.WouldBlock:
             return "more fragments than credits"
+        self.handback.received += 1
         ref = self._refs.setdefault((kind, envelope.seq), [envelope.digest, 0])
         ref[0] = envelope.digest
         ref[1] += 1
@@ -160,9 +227,12 @@ class WorkerJob:
         ref[1] -= 1
         if ref[1] <= 0:
             del self._refs[(kind, seq)]
-        envelope = Envelope.sign(self.service.node.identity, EnvelopeKind.RESULT,
-                                 self.info.job_id, seq, data, ref=ref[0])
-        return Result(envelope=envelope, out=out[:200_000], failure=failure)
+        return Result(envelope=self._envelope(seq, data, ref[0]), out=out[:200_000],
+                      failure=failure)
+
+    def _envelope(self, seq: int, data: bytes, ref: bytes) -> Envelope:
+        return Envelope.sign(self.service.node.identity, EnvelopeKind.RESULT,
+                             self.info.job_id, seq, data, ref=ref)
 
 
 class _ChiefSink:
@@ -176,7 +246,7 @@ class _ChiefSink:
     async def results(self, done: list[Done]) -> None:
         job = self.job
         job.view.done += len(done)
-        await job.link.send_many([
+        await job.send_results([
             job.signed(d.kind, d.seq, encode_parts(d.payload) if isinstance(d.payload, list)
                        else d.payload, d.out) for d in done])
 
@@ -186,23 +256,24 @@ class _ChiefSink:
         traceback = failure.traceback or (failure.message if failure.deterministic else "")
         if not failure.deterministic:
             traceback = ""
-        await self.job.link.send(self.job.signed(work.kind, work.seq, b"", failure=Failure(
+        await self.job.send([self.job.signed(work.kind, work.seq, b"", failure=Failure(
             message=failure.message[:4000],
             rule=failure.rule[:64] if failure.rule else None,
             traceback=traceback[:65000],
             file=failure.file[:1000] if failure.file else None,
             line=failure.line,
-        )))
+        ))])
         await self.job.service.check_breach(self.job, failure)
 
     async def gave_back(self, works: list[Work]) -> None:
         """Fragments of a lost batch that never ran: the chief hands them out again."""
         if works:
-            await self.job.link.send_many([self.job.signed(w.kind, w.seq, b"", failure=Failure(
+            await self.job.send([self.job.signed(w.kind, w.seq, b"", failure=Failure(
                 message="not run: the child was lost", rule=NOT_RUN)) for w in works])
 
     async def credits(self, n: int) -> None:
-        await self.job.link.send(WorkRequest(credits=n, job_id=self.job.info.job_id))
+        self.job.handback.granted += n
+        await self.job.send([WorkRequest(credits=n, job_id=self.job.info.job_id)])
 
     def printed(self, where: str, text: str) -> None:
         """What job code prints as it loads stays on this machine."""
