@@ -9,7 +9,6 @@ events, and the job's record and folder in the store.
 from __future__ import annotations
 
 import dataclasses
-import functools
 import logging
 import secrets
 import time
@@ -23,12 +22,11 @@ from octop2p.engine._journal import Journal
 from octop2p.engine._local import LocalPort
 from octop2p.engine._machine import Trust
 from octop2p.engine._manifest import Provenance
-from octop2p.engine._package import PACKAGE_BYTES, JobSpec, load_job, pack_package, renamed
+from octop2p.engine._package import JobSpec, pack_package
 from octop2p.engine._results import pack
 from octop2p.engine._resume import JobJournal
 from octop2p.engine._runner import JobRunner, Progress
-from octop2p.engine._unpack import UnpackError, plain_name, unpack_tar
-from octop2p.errors import JobFailed, JobRefused, OctoError
+from octop2p.errors import JobFailed, OctoError
 from octop2p.net._jobstore import ArchivedJob, JobRecord, JobStore
 from octop2p.net._peer import LinkClosed, PeerLink
 from octop2p.net._peerport import PeerPort
@@ -52,7 +50,6 @@ from protocol import (
 
 if TYPE_CHECKING:
     from octop2p.engine._children import ForkServer
-    from octop2p.engine._limits import Limits
     from octop2p.net._reputation import Reputation
     from protocol import NodeId, NodeIdentity
 
@@ -96,17 +93,6 @@ class ChiefNode(Protocol):
 
     def save_reputation(self) -> None:
         """Write the reputation file soon."""
-
-
-class HostingNode(ChiefNode, Protocol):
-    """What taking up an interrupted job uses of the node, beyond a :class:`ChiefNode`."""
-
-    @property
-    def jobs(self) -> dict[bytes, NetworkJob]: ...  # the jobs this node is chief of
-    @property
-    def jobs_dir(self) -> Path: ...
-    @property
-    def limits(self) -> Limits: ...
 
 
 class NetworkJob:
@@ -460,54 +446,3 @@ class NetworkJob:
                     package=request.package, offset=request.offset, total=len(blob), data=data
                 )
         return None
-
-
-async def resume_job(node: HostingNode, archived: ArchivedJob) -> None:
-    """Take up a job that the node's last run left unfinished (its journal says where it
-    stood): its package is unpacked again from the store, checked as at submission, and
-    run from what its journal kept. A job that cannot be taken up is marked failed."""
-    journal = archived.journal
-    record = archived.record
-    folder = node.jobs_dir / record.id_hex
-    assert journal is not None
-    try:
-        spec, tar = await _reload(node, folder, journal)
-    except (OSError, UnpackError, JobRefused, ValueError, KeyError, TypeError) as exc:
-        why = str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__
-        await trio.to_thread.run_sync(archived.interrupted, folder, why)
-        log.warning("job %s could not be resumed: %s", record.id_hex, why)
-        return
-    envelope = None
-    if spec.kind == "package":  # donors check the submitter's signature on the package
-        envelope = Envelope(EnvelopeKind.PACKAGE, bytes.fromhex(journal["package_author"]),
-                            record.job_id, 0, b"", bytes.fromhex(journal["package_signature"]),
-                            tar)
-    job = NetworkJob(node, spec, job_id=record.job_id, package_envelope=envelope, tar=tar)
-    job.submitter = bytes.fromhex(journal["submitter"])  # whose Cancel counts, as before
-    job.record.started = record.started
-    job.record.resumed = 0  # the journal tells how much was kept, once it is open
-    node.jobs[job.job_id] = job
-    log.info("resuming job %s (%s), interrupted when its chief stopped", record.name,
-             record.id_hex)
-    await job.run(folder)
-
-
-async def _reload(
-    node: HostingNode, folder: Path, journal: dict[str, Any]
-) -> tuple[JobSpec, bytes]:
-    """The job's spec and package bytes from its folder in the store (package.tar is
-    unpacked with the same bounds as a peer's, into a fresh ``submitted/``)."""
-    tar = await trio.to_thread.run_sync((folder / "package.tar").read_bytes)
-    submitted = folder / "submitted"
-    for scratch in (submitted, folder / "work"):
-        await remove_tree(scratch)
-    await trio.to_thread.run_sync(
-        functools.partial(unpack_tar, tar, submitted, max_bytes=PACKAGE_BYTES))
-    target = submitted
-    if journal.get("kind") == "script":
-        script = journal.get("script")
-        if not (isinstance(script, str) and plain_name(script)):
-            raise ValueError("its record names no script")
-        target = submitted / script
-    spec = await trio.to_thread.run_sync(load_job, target, node.limits)
-    return renamed(spec, str(journal.get("name") or "")), tar

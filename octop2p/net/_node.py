@@ -36,10 +36,11 @@ from octop2p.net import _discovery
 from octop2p.net._admission import Admission
 from octop2p.net._donor import WorkerService
 from octop2p.net._handback import HANDOVER_SECONDS
-from octop2p.net._hosted import ArchivedJob, JobRecord, JobStore, NetworkJob, resume_job
+from octop2p.net._hosted import ArchivedJob, JobRecord, JobStore, NetworkJob
 from octop2p.net._links import PeerLinks, listen_address
 from octop2p.net._peer import PeerLink
 from octop2p.net._reputation import Reputation
+from octop2p.net._resumed import resume_job
 from octop2p.net._routes import MessageRoutes
 from octop2p.net._store import evict_oldest
 from octop2p.net._submitter import (
