@@ -17,8 +17,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 from enum import IntEnum
-from functools import cached_property
-from typing import Any
 
 import msgpack
 
@@ -93,11 +91,21 @@ class Envelope(Struct):
         ref: bytes = b"",
     ) -> Envelope:
         """Sign `payload` as `identity`, for job `job_id`, sequence number `seq`."""
-        if type(payload) is not bytes or len(ref) > 64 or len(job_id) != JOB_ID_BYTES:
+        if (type(payload) is not bytes or type(ref) is not bytes or len(ref) > 64
+                or type(job_id) is not bytes or len(job_id) != JOB_ID_BYTES):
             raise LocalProtocolError("payload must be bytes, job_id 16 bytes, ref ≤64 bytes")
-        kind = EnvelopeKind(kind)
+        if type(seq) is not int or not 0 <= seq <= U64 or len(payload) > MAX_PAYLOAD:
+            raise LocalProtocolError(f"seq must be a u64 and payload at most {MAX_PAYLOAD} bytes")
+        if type(kind) is not EnvelopeKind:
+            kind = EnvelopeKind(kind)
         digest = signed_digest(kind, identity.public_key, job_id, seq, ref, payload)
-        return cls(kind, identity.public_key, job_id, seq, ref, identity.sign(digest), payload)
+        # Every field is checked above (a node signs every fragment it sends: the
+        # dataclass's checks would cost a tenth of the signature), and the digest is kept.
+        envelope = object.__new__(cls)
+        envelope.__dict__.update(kind=kind, author=identity.public_key, job_id=job_id, seq=seq,
+                                 ref=ref, signature=identity.sign(digest), payload=payload,
+                                 _digest=digest)
+        return envelope
 
     def __repr__(self) -> str:
         return (
@@ -106,10 +114,16 @@ class Envelope(Struct):
             f"payload={len(self.payload)} bytes)"
         )
 
-    @cached_property
+    @property
     def digest(self) -> bytes:
         """The hash the author signed: names this envelope (a result's `ref` points here)."""
-        return signed_digest(self.kind, self.author, self.job_id, self.seq, self.ref, self.payload)
+        # Computed once (functools.cached_property would take a lock on every read).
+        fields = self.__dict__
+        digest: bytes | None = fields.get("_digest")
+        if digest is None:
+            digest = fields["_digest"] = signed_digest(
+                self.kind, self.author, self.job_id, self.seq, self.ref, self.payload)
+        return digest
 
     @property
     def author_id(self) -> NodeId:
@@ -131,12 +145,13 @@ class Envelope(Struct):
         expect, so that a valid envelope from elsewhere cannot be slipped in. Raises
         `EnvelopeError` (a `RemoteProtocolError`) naming what did not match.
         """
-        expected: dict[str, Any] = {"kind": kind, "job_id": job_id, "seq": seq, "ref": ref}
-        for name, value in expected.items():
-            if value is not None and getattr(self, name) != value:
-                raise EnvelopeError(
-                    f"envelope {name} is {_show(getattr(self, name))}, expected {_show(value)}"
-                )
+        if kind is not None or job_id is not None or seq is not None or ref is not None:
+            expected = {"kind": kind, "job_id": job_id, "seq": seq, "ref": ref}
+            for name, value in expected.items():
+                if value is not None and getattr(self, name) != value:
+                    raise EnvelopeError(
+                        f"envelope {name} is {_show(getattr(self, name))}, expected {_show(value)}"
+                    )
         if isinstance(author, NodeId):
             if self.author_id != author:
                 raise EnvelopeError(f"envelope author is {self.author_id}, expected {author}")

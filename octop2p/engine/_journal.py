@@ -43,6 +43,9 @@ _HEADER = struct.Struct(">4sBBQI")  # magic, type, phase, seq, payload length
 _CRC = struct.Struct(">I")
 _META, _SPLIT, _RESULT, _END = 1, 2, 3, 4
 _PHASES = ("process", "map", "reduce")
+_PHASE_NO = {phase: i for i, phase in enumerate(_PHASES)}
+_LENGTHS_OF_ONE = struct.Struct(">I")
+_ONE_PART = (1).to_bytes(4, "big")
 #: A result record's parts (a map result is one per partition) are at most this many.
 MAX_PARTS = 1 << 16
 STATE = "state.json"
@@ -51,6 +54,26 @@ STATE = "state.json"
 def digest(data: bytes) -> bytes:
     """A fragment's content digest (what a re-run splitter is checked against)."""
     return hashlib.blake2b(data, digest_size=16).digest()
+
+
+class JsonLists:
+    """Lists of strings as JSON, each distinct list encoded once: a job's results are
+    agreed on by a few voters, the same ones over and over."""
+
+    MAX = 1024  # distinct lists kept, at most
+
+    def __init__(self, separators: tuple[str, str] = (", ", ": ")) -> None:
+        self._separators = separators
+        self._known: dict[tuple[str, ...], str] = {}
+
+    def encode(self, items: list[str]) -> str:
+        key = tuple(items)
+        text = self._known.get(key)
+        if text is None:
+            if len(self._known) >= self.MAX:
+                self._known.clear()
+            text = self._known[key] = json.dumps(items, separators=self._separators)
+        return text
 
 
 class SeqSet:
@@ -126,6 +149,7 @@ class Journal:
         self.folder = folder
         self.log_path = folder / "log"
         self._pending = bytearray()
+        self._voters = JsonLists()
         self._fd: int | None = None
         self._checkpoint_no = 0
         self.written = 0  # bytes written to the log by this run
@@ -165,13 +189,21 @@ class Journal:
 
     def result(self, phase: str, seq: int, payload: bytes | list[bytes], content: bytes,
                voters: list[str]) -> None:
-        parts = payload if isinstance(payload, list) else [payload]
-        head = json.dumps([content.hex(), voters, isinstance(payload, list)]).encode()
-        body = [len(head).to_bytes(4, "big"), head, len(parts).to_bytes(4, "big")]
-        for part in parts:
-            body.append(len(part).to_bytes(8, "big"))
-            body.append(part)
-        self._record(_RESULT, _PHASES.index(phase), seq, b"".join(body))
+        """One accepted result (on the event loop, for every result: kept lean)."""
+        is_list = isinstance(payload, list)
+        # What json.dumps([content.hex(), voters, is_list]) writes, voters encoded once.
+        head = (f'["{content.hex()}", {self._voters.encode(voters)}, '
+                f'{"true" if is_list else "false"}]').encode()
+        body: list[bytes]
+        if isinstance(payload, list):
+            body = [len(head).to_bytes(4, "big"), head, len(payload).to_bytes(4, "big")]
+            for part in payload:
+                body.append(len(part).to_bytes(8, "big"))
+                body.append(part)
+        else:
+            body = [_LENGTHS_OF_ONE.pack(len(head)) + head + _ONE_PART
+                    + len(payload).to_bytes(8, "big"), payload]
+        self._record_parts(_RESULT, _PHASE_NO[phase], seq, body)
 
     def end(self, phase: str) -> None:
         self._record(_END, _PHASES.index(phase), 0, b"")
@@ -187,10 +219,18 @@ class Journal:
         return data
 
     def _record(self, kind: int, phase: int, seq: int, payload: bytes) -> None:
-        header = _HEADER.pack(_MAGIC, kind, phase, seq, len(payload))
-        self._pending += header
-        self._pending += payload
-        self._pending += _CRC.pack(zlib.crc32(payload, zlib.crc32(header)))
+        self._record_parts(kind, phase, seq, [payload])
+
+    def _record_parts(self, kind: int, phase: int, seq: int, parts: list[bytes]) -> None:
+        """One record whose payload is ``parts`` joined (appended, never joined first)."""
+        header = _HEADER.pack(_MAGIC, kind, phase, seq, sum(map(len, parts)))
+        pending = self._pending
+        pending += header
+        crc = zlib.crc32(header)
+        for part in parts:
+            pending += part
+            crc = zlib.crc32(part, crc)
+        pending += _CRC.pack(crc)
 
     # --- writing (blocking: from a thread) -------------------------------------------------
 

@@ -21,6 +21,8 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
+from octop2p.engine._journal import JsonLists
+
 if TYPE_CHECKING:
     from octop2p.engine._package import JobSpec
     from protocol import NodeIdentity
@@ -83,10 +85,13 @@ class Provenance:
         self.count = 0
         self._buffer: list[str] = []
         self._buffered = 0
+        self._voters = JsonLists(separators=(",", ":"))
 
     def add(self, kind: str, seq: int, digest: bytes, voters: list[str]) -> None:
         """One accepted result (called on the event loop: appends, rarely writes)."""
-        line = json.dumps([kind, seq, digest.hex(), list(voters)], separators=(",", ":"))
+        # What json.dumps([kind, seq, digest.hex(), voters], separators=(",", ":"))
+        # writes (kind is a phase's name), the voters encoded once for the job.
+        line = f'["{kind}",{seq:d},"{digest.hex()}",{self._voters.encode(voters)}]'
         self._buffer.append(line)
         self._buffered += len(line) + 2
         self.count += 1

@@ -20,7 +20,7 @@ import enum
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 
 class Verdict(enum.Enum):
@@ -51,9 +51,8 @@ class _Fragment:
         return max((len(v) for v in self.votes.values()), default=0)
 
 
-@dataclass(frozen=True)
-class Assignment:
-    """One fragment handed to one worker."""
+class Assignment(NamedTuple):
+    """One fragment handed to one worker (a tuple: one is made per fragment sent)."""
 
     seq: int
     payload: Any
@@ -146,18 +145,29 @@ class FragmentTable:
 
     def copies_queued(self) -> int:
         """Copies still to hand out of the queued fragments."""
-        return sum(self._needed(f) - len(f.leases) for f in self._queue)
+        # Asked after every dispatch round, over a queue of hundreds: a fragment that is
+        # neither voted on nor leased needs its quorum (the common case, kept cheap).
+        n = 0
+        redundancy = self.redundancy
+        for f in self._queue:
+            if f.votes or f.leases:
+                n += self._needed(f) - len(f.leases)
+            else:
+                n += f.quorum or redundancy
+        return n
 
     def _quorum(self, frag: _Fragment) -> int:
         return frag.quorum or self.redundancy
 
     def _needed(self, frag: _Fragment) -> int:
-        return self._quorum(frag) - frag.best()
+        quorum = frag.quorum or self.redundancy
+        return quorum - frag.best() if frag.votes else quorum
 
     def blocked(self, voters: set[str]) -> int | None:
         """The first queued fragment that none of ``voters`` may take, if any."""
         for frag in self._queue:
-            if voters <= frag.busy_voters():
+            # (A fragment nobody holds or answered is busy for no voter: skipped cheaply.)
+            if (frag.voted or frag.leases or not voters) and voters <= frag.busy_voters():
                 return frag.seq
         return None
 
@@ -307,12 +317,12 @@ class FragmentTable:
         if len(agreeing) >= quorum:
             if frag.backup == worker:
                 self.backups_won += 1
-            self.agreed = sorted(agreeing)
+            self.agreed = sorted(agreeing) if len(agreeing) > 1 else [voter]
             self.dissent = sorted((v, d) for d, vs in frag.votes.items() if d != digest
-                                  for v in vs)
+                                  for v in vs) if len(frag.votes) > 1 else []
             self.quorum_of_last = quorum
             del self._live[seq]
-            for other in list(frag.leases):
+            for other in list(frag.leases) if frag.leases else ():
                 self._end_lease(frag, other)  # their answers will be duplicates
             self.done += 1
             return Verdict.ACCEPT

@@ -130,9 +130,9 @@ class PeerPort:
             log.warning("worker %s sent a result for another fragment; dropped", self.link.short)
             return
         del self._sent[envelope.ref]
-        work = Work(kind, seq, b"")
         failure = message.failure
         if failure is not None:
+            work = Work(kind, seq, b"")
             if failure.rule == NOT_RUN:
                 self.runner.gave_back(self.worker, [work])
                 return
@@ -144,7 +144,7 @@ class PeerPort:
         payload: Any = envelope.payload
         problem = self._check(kind, payload)
         if isinstance(problem, WorkFailure):
-            self.runner.failed(self.worker, work, problem)
+            self.runner.failed(self.worker, Work(kind, seq, b""), problem)
             return
         self.runner.results(self.worker, [Done(kind, seq, problem, message.out)])
 
