@@ -211,6 +211,11 @@ class Child:
         except (trio.BrokenResourceError, trio.ClosedResourceError, BrokenPipeError):
             raise await self._died() from None
 
+    @property
+    def replied(self) -> bool:
+        """A reply is read already: :meth:`receive` returns it without waiting."""
+        return bool(self._inbox)
+
     async def receive(self) -> list[Any]:
         """Next reply; raises ChildReported for an error frame, ChildDied at EOF."""
         while not self._inbox:

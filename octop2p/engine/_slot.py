@@ -15,9 +15,8 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 import trio
 
@@ -51,9 +50,9 @@ THREAD_POLL_SECONDS = 0.02
 FLUSH_BYTES = 1 << 20
 
 
-@dataclass(frozen=True)
-class Work:
-    """One fragment (or map or reduce task) for a slot."""
+class Work(NamedTuple):
+    """One fragment (or map or reduce task) for a slot (a tuple: one is made for every
+    fragment handed out, and a frozen dataclass costs four times as much to make)."""
 
     kind: str  # "process", "map" or "reduce"
     seq: int
@@ -65,9 +64,8 @@ class Work:
         return sum(map(len, p)) if isinstance(p, list) else len(p)
 
 
-@dataclass(frozen=True)
-class Done:
-    """A slot's answer to one Work."""
+class Done(NamedTuple):
+    """A slot's answer to one Work (a tuple, as Work is)."""
 
     kind: str
     seq: int
@@ -375,12 +373,14 @@ async def _collect(child: Child, pending: dict[int, Work], sink: SlotSink, limit
     try:
         while pending:
             reply = None
-            if done:
+            if child.replied:  # read with the last ones: no timer (one per reply adds up)
+                reply = await child.receive()
+            elif done:
                 with trio.move_on_after(sink.flush_seconds):
                     reply = await child.receive()
-                if reply is None or size > FLUSH_BYTES:
-                    await sink.results(done)
-                    done, size = [], 0
+            if done and (reply is None or size > FLUSH_BYTES):
+                await sink.results(done)
+                done, size = [], 0
             if reply is None:
                 with trio.fail_after(limits.wall_seconds):
                     reply = await child.receive()
