@@ -50,10 +50,9 @@ from octop2p.errors import JobFailed
 
 log = logging.getLogger(__name__)
 
-#: How often, at most, the merger's output is summed while it runs.
-QUOTA_SECONDS = 0.5
-#: How often leases are checked for expiry.
-TICK_SECONDS = 1.0
+#: How often, at most, the merger's output is summed while it runs; how often leases are
+#: checked for expiry; fragments worth a call to the splitter while workers hold as many.
+QUOTA_SECONDS, TICK_SECONDS, SPLIT_AT_LEAST = 0.5, 1.0, MAX_BATCH // 2
 
 
 class WorkerPort(Protocol):
@@ -425,8 +424,10 @@ class JobRunner:
         child = await self._spawn("split")
         try:
             while not self.machine.table.exhausted:
-                wanted = self.machine.wanted()
-                if wanted == 0:
+                wanted, table = self.machine.wanted(), self.machine.table
+                # While workers hold plenty, a few more can wait for more (a round trip each)
+                if wanted == 0 or (wanted < SPLIT_AT_LEAST
+                                   and table.in_flight - table.queued >= SPLIT_AT_LEAST):
                     await self.changed.wait()
                     continue
                 reply = await self._call(child, ["next", min(wanted, MAX_BATCH)], where,
