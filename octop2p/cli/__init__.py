@@ -17,14 +17,44 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import click
-from rich.console import Console
 
 from octop2p import __version__
 from octop2p.engine._groups import collapse_groups
 from octop2p.errors import Interrupted, JobFailed, OctoError
 
 F = TypeVar("F", bound=Callable[..., Any])
-err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+class _Stderr:
+    """rich's Console on stderr, made on first use: importing rich costs about as much
+    as click, and `--version` or a job's start should not pay for it."""
+
+    _console: Any = None
+
+    @property
+    def console(self) -> Any:
+        if self._console is None:
+            from rich.console import Console
+
+            self._console = Console(stderr=True, highlight=False, soft_wrap=True)
+        return self._console
+
+    @property
+    def is_terminal(self) -> bool:
+        """rich's answer; without loading rich when nothing asks it to pretend either way."""
+        if self._console is None and not os.environ.keys() & {"TTY_COMPATIBLE", "FORCE_COLOR"}:
+            try:
+                if not sys.stderr.isatty():
+                    return False
+            except ValueError:  # closed
+                return False
+        return bool(self.console.is_terminal)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.console, name)
+
+
+err: Any = _Stderr()
 
 
 def common_options(fn: F) -> F:
@@ -103,6 +133,13 @@ class _RunProgress:
     """A rich progress bar on stderr fed by the chief's progress snapshots."""
 
     def __init__(self, enabled: bool) -> None:
+        self.enabled = enabled and err.is_terminal or os.environ.get("OCTOP2P_PROGRESS") == "1"
+        self.bar: Any = self._bar() if self.enabled else None
+        self.tasks: dict[str, Any] = {}
+        self._last = 0.0
+
+    @staticmethod
+    def _bar() -> Any:
         from rich.progress import (
             BarColumn,
             MofNCompleteColumn,
@@ -114,8 +151,7 @@ class _RunProgress:
             TimeRemainingColumn,
         )
 
-        self.enabled = enabled and err.is_terminal or os.environ.get("OCTOP2P_PROGRESS") == "1"
-        self.bar = Progress(
+        return Progress(
             SpinnerColumn(),
             TextColumn("[bold]{task.description}"),
             BarColumn(),
@@ -124,11 +160,9 @@ class _RunProgress:
             TextColumn("{task.fields[rate]}"),
             TimeElapsedColumn(),
             TimeRemainingColumn(),
-            console=err,
+            console=err.console,
             transient=False,
         )
-        self.tasks: dict[str, Any] = {}
-        self._last = 0.0
 
     def __enter__(self) -> _RunProgress:
         if self.enabled:
@@ -178,15 +212,20 @@ def run(
     job: Path, workers: int | None, out: Path | None, home: Path | None, as_json: bool, verbose: int
 ) -> None:
     """Run JOB on this machine with local sandboxed workers (no network, no daemon)."""
-    import trio
-
     from octop2p._home import Home
     from octop2p.cli._out import check_job_path
-    from octop2p.engine._local import prepare, run_local
+    from octop2p.engine._forkstart import start_server
+    from octop2p.engine._package import prepare
 
     _setup_logging(verbose)
     check_job_path(job, out)
     spec = prepare(job)
+    # The sandbox's fork server boots on the other core while trio and the engine load.
+    fork_server = start_server()
+    import trio
+
+    from octop2p.engine._local import run_local
+
     # The results' manifest is signed by this home's node (made if it has none), once
     # the job is done: loading keys and crypto costs nothing before it starts.
     the_home = Home.locate(home)
@@ -212,6 +251,7 @@ def run(
                 on_progress=progress.update,
                 on_output=on_output,
                 identity=the_home.load_or_create_identity,
+                fork_server=fork_server,
             )
         )
     err.print(f"[green]done:[/] {result.name} in {result.seconds:.2f} s; results in {result.out}")
@@ -244,6 +284,8 @@ def doctor(home: Path | None, as_json: bool, verbose: int) -> None:
     if as_json:
         click.echo(json.dumps(report.to_json()))
         return
+    from rich.console import Console
+
     out = Console(highlight=False, soft_wrap=True)  # the report is the result: stdout
     out.print("[bold]sandbox layers[/]")
     out.print(f"  {'STATE':4} {'LAYER':9} DETAIL")

@@ -17,11 +17,12 @@ import trio
 
 import sandbox
 from octop2p.engine._children import ForkServer, open_fork_server
+from octop2p.engine._forkstart import StartedServer
 from octop2p.engine._groups import collapse_groups
-from octop2p.engine._limits import Limits
 from octop2p.engine._machine import WorkFailure
 from octop2p.engine._manifest import Provenance, package_hash_of
-from octop2p.engine._package import JobSpec, load_job
+from octop2p.engine._package import JobSpec
+from octop2p.engine._package import prepare as prepare
 from octop2p.engine._results import check_out, default_out, deliver
 from octop2p.engine._runner import JobRunner, OutputSink, Progress
 from octop2p.engine._slot import MAX_SLOT_WINDOW, Done, Work, drive_slot
@@ -149,11 +150,6 @@ def usable_layers(*, required: frozenset[str] | None = None) -> frozenset[str]:
     return available
 
 
-def prepare(path: Path, node_limits: Limits | None = None) -> JobSpec:
-    """Load and validate a job; raises JobRefused before anything runs."""
-    return load_job(path, node_limits or Limits())
-
-
 async def run_local(
     spec: JobSpec,
     *,
@@ -163,12 +159,14 @@ async def run_local(
     on_output: OutputSink | None = None,
     layers: frozenset[str] | None = None,
     identity: Callable[[], NodeIdentity] | None = None,
+    fork_server: StartedServer | None = None,
 ) -> RunResult:
     """Run ``spec`` with ``workers`` sandboxed local workers and deliver it to ``out``.
 
     ``identity()`` (the home's, for ``octop2p run``; a new one if None) signs the
     manifest; it is called once the job is done, so that loading keys and crypto costs
-    nothing before the job starts."""
+    nothing before the job starts. ``fork_server``: one started already (`start_server`),
+    booting while the caller imported the engine."""
     workers = max(1, workers or os.cpu_count() or 1)
     out = out or default_out(spec.options.name)
     check_out(out)
@@ -179,7 +177,7 @@ async def run_local(
         collapse_groups(),
         tempfile.TemporaryDirectory(prefix=f"octop2p-{spec.options.name}-") as tmp,
     ):
-        async with open_fork_server() as fs:
+        async with open_fork_server(fork_server) as fs:
             runner = local_runner(spec, fs, workers=workers, work_dir=Path(tmp), layers=layers,
                                   on_progress=on_progress, on_output=on_output)
             provenance = Provenance(Path(tmp))
