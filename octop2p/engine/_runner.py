@@ -231,10 +231,11 @@ class JobRunner:
         )
         return ChildMaker(self.fs, spec, self.limits, self.watchers)
 
-    async def _spawn(self, role: str) -> Any:
-        """A ready chief-side child; a failure while loading the job fails the job."""
+    async def _spawn(self, role: str, on_printed: Any = None) -> Any:
+        """A ready chief-side child; a failure while loading the job fails the job.
+        ``on_printed(where, text)`` gets what it printed while loading (default: output)."""
         try:
-            child = await self.maker(role).spawn(self._emit_out)
+            child = await self.maker(role).spawn(on_printed or self._emit_out)
         except SpawnFailed as exc:
             raise exc.failure.error(f"the {role} child, while loading the job") from None
         if self.limits.threads > 1 and self.watchers is not None:
