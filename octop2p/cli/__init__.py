@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import functools
 import json
-import logging
 import os
 import sys
 import time
@@ -75,6 +74,8 @@ def common_options(fn: F) -> F:
 
 
 def _setup_logging(verbose: int) -> None:
+    import logging  # here: `--version`, and `run` before its fork server starts, skip it
+
     level = logging.WARNING - 10 * min(verbose, 2)
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
@@ -212,23 +213,34 @@ def run(
     job: Path, workers: int | None, out: Path | None, home: Path | None, as_json: bool, verbose: int
 ) -> None:
     """Run JOB on this machine with local sandboxed workers (no network, no daemon)."""
-    from octop2p._home import Home
-    from octop2p.cli._out import check_job_path
     from octop2p.engine._forkstart import start_server
-    from octop2p.engine._package import prepare
 
-    _setup_logging(verbose)
-    check_job_path(job, out)
-    spec = prepare(job)
-    # The sandbox's fork server boots on the other core while trio and the engine load.
+    # The sandbox's fork server boots on the other core from here on, while the job is
+    # read and trio and the engine load; it forks the job's first child as soon as it
+    # can (a head start), so the job starts meanwhile.
     fork_server = start_server()
+    try:
+        from octop2p.cli._out import check_job_path
+        from octop2p.engine._headstart import head_start, local_workers
+        from octop2p.engine._package import prepare
+
+        _setup_logging(verbose)
+        check_job_path(job, out)
+        spec = prepare(job)
+        workers = local_workers(workers)
+        layers = head_start(fork_server, spec, workers)
+        from octop2p._home import Home
+
+        # The results' manifest is signed by this home's node (made if it has none),
+        # once the job is done: loading keys and crypto costs nothing before it starts.
+        the_home = Home.locate(home)
+    except BaseException:
+        fork_server.close()
+        raise
     import trio
 
     from octop2p.engine._local import run_local
 
-    # The results' manifest is signed by this home's node (made if it has none), once
-    # the job is done: loading keys and crypto costs nothing before it starts.
-    the_home = Home.locate(home)
     for warning in spec.warnings:
         err.print(f"[yellow]warning:[/] {warning}")
 
@@ -252,6 +264,7 @@ def run(
                 on_output=on_output,
                 identity=the_home.load_or_create_identity,
                 fork_server=fork_server,
+                layers=layers,
             )
         )
     err.print(f"[green]done:[/] {result.name} in {result.seconds:.2f} s; results in {result.out}")

@@ -22,7 +22,7 @@ from typing import Any
 import msgpack
 import trio
 
-from octop2p.engine._forkstart import StartedServer, start_server
+from octop2p.engine._forkstart import EarlyChild, StartedServer, start_server
 from octop2p.engine._forkstart import fork_server_command as fork_server_command
 from sandbox._wire import CHILD_REPLY, FrameDecoder, WireError, pack
 
@@ -65,6 +65,7 @@ class ForkServer:
         self._exits: dict[int, int] = {}
         self._exit_events: dict[int, trio.Event] = {}
         self._send_lock = trio.Lock()
+        self._early: dict[str, EarlyChild] = {}
         self.closed = False
 
     async def _run(self, started: StartedServer | None = None, *,
@@ -72,6 +73,10 @@ class ForkServer:
         started = started or start_server()
         proc = started.proc
         self._sock = trio.socket.from_stdlib_socket(started.sock)
+        self._early = started.early
+        for early in self._early.values():
+            self._spawned[early.ident] = trio.Event()
+            self._exit_events[early.ident] = trio.Event()
         task_status.started()
         try:
             await self._read_loop()
@@ -80,6 +85,10 @@ class ForkServer:
             self._sock.close()  # the server kills its children and exits
             for event in [*self._spawned.values(), *self._exit_events.values()]:
                 event.set()
+            for early in self._early.values():  # never adopted
+                os.close(early.req_w)
+                os.close(early.rep_r)
+            self._early.clear()
             with trio.move_on_after(2) as scope:
                 scope.shield = True
                 await _exited(proc)
@@ -98,7 +107,9 @@ class ForkServer:
             op, ident = message[0], message[1]
             if op in ("spawned", "failed"):
                 self._spawn_result[ident] = (op, message[2])
-                self._spawned.pop(ident, trio.Event()).set()
+                event = self._spawned.get(ident)  # popped by its waiter
+                if event is not None:
+                    event.set()
             elif op == "exited":
                 self._exits[ident] = message[2]
                 self._exit_events.setdefault(ident, trio.Event()).set()
@@ -116,21 +127,41 @@ class ForkServer:
         ident = next(self._ids)
         req_r, req_w = os.pipe2(os.O_CLOEXEC)
         rep_r, rep_w = os.pipe2(os.O_CLOEXEC)
-        self._spawned[ident] = event = trio.Event()
+        self._spawned[ident] = trio.Event()
         self._exit_events[ident] = trio.Event()
         try:
             await self._send(["spawn", ident, spec], (req_r, rep_w))
         finally:
             os.close(req_r)
             os.close(rep_w)
-        await event.wait()
+        return await self._spawned_child(ident, req_w, rep_r, max_frame)
+
+    async def adopt(self, spec: dict[str, Any], *, max_frame: int) -> Child | None:
+        """The child asked for ``spec``'s role before the engine loaded (`_headstart`), if
+        it was asked with this very spec; else None (and that early child is killed)."""
+        early = self._early.pop(spec["role"], None)
+        if early is None:
+            return None
+        if early.spec != spec:
+            log.debug("the early %s child had another spec: not used", spec["role"])
+            os.close(early.req_w)
+            os.close(early.rep_r)
+            self._spawned.pop(early.ident, None)
+            await self.kill(early.ident)  # the server reads this after the spawn
+            return None
+        return await self._spawned_child(early.ident, early.req_w, early.rep_r, max_frame)
+
+    async def _spawned_child(self, ident: int, req_w: int, rep_r: int,
+                             max_frame: int) -> Child:
+        """The child ``ident`` once the server says it forked it."""
+        await self._spawned[ident].wait()
+        self._spawned.pop(ident, None)
         op, value = self._spawn_result.pop(ident, ("failed", "fork server stopped"))
         if op != "spawned":
             os.close(req_w)
             os.close(rep_r)
             raise ChildDied(None, f"could not start a sandboxed child: {value}")
-        child = Child(self, ident, value, req_w, rep_r, max_frame)
-        return child
+        return Child(self, ident, value, req_w, rep_r, max_frame)
 
     async def kill(self, ident: int) -> None:
         """SIGKILL a child (no-op if it already ended)."""

@@ -9,19 +9,47 @@ its fork server.
 from __future__ import annotations
 
 import importlib.util
+import os
 import socket
 import subprocess
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
+
+
+@dataclass
+class EarlyChild:
+    """A child asked of a server before the engine adopted it (`_headstart`): its ident,
+    its spec, the write end of its request pipe and the read end of its reply pipe."""
+
+    ident: int
+    spec: dict[str, Any]
+    req_w: int
+    rep_r: int
 
 
 @dataclass
 class StartedServer:
-    """A fork server process and the node's end of its socket, not yet adopted."""
+    """A fork server process and the node's end of its socket, not yet adopted, with
+    the children already asked of it, by role."""
 
     proc: subprocess.Popen[bytes]
     sock: socket.socket
+    early: dict[str, EarlyChild] = field(default_factory=dict)
+
+    def close(self) -> None:
+        """Stop a server never adopted: it exits when its socket closes."""
+        self.sock.close()
+        for early in self.early.values():
+            os.close(early.req_w)
+            os.close(early.rep_r)
+        self.early.clear()
+        try:
+            self.proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
 
 
 def fork_server_command(fd: int) -> list[str]:

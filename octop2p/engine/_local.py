@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 import secrets
 import tempfile
 import time
@@ -15,10 +14,11 @@ from typing import TYPE_CHECKING
 
 import trio
 
-import sandbox
 from octop2p.engine._children import ForkServer, open_fork_server
 from octop2p.engine._forkstart import StartedServer
 from octop2p.engine._groups import collapse_groups
+from octop2p.engine._headstart import local_partitions, local_workers
+from octop2p.engine._headstart import usable_layers as usable_layers
 from octop2p.engine._machine import WorkFailure
 from octop2p.engine._manifest import Provenance, package_hash_of
 from octop2p.engine._package import JobSpec
@@ -129,25 +129,10 @@ def local_runner(spec: JobSpec, fs: ForkServer, *, workers: int, work_dir: Path,
             message=f"redundancy = {redundancy} needs at least that many workers, and this "
             f"run has {workers} (give -w {redundancy})", rule="redundancy")
     runner = JobRunner(spec, fs, work_dir=work_dir, layers=layers,
-                       partitions=max(2, 2 * workers), on_progress=on_progress,
+                       partitions=local_partitions(spec, workers), on_progress=on_progress,
                        on_output=on_output)
     runner.served.append(LocalPort(workers, lambda i: f"local-{i}"))
     return runner
-
-
-def usable_layers(*, required: frozenset[str] | None = None) -> frozenset[str]:
-    """The sandbox layers this machine supports (``octop2p doctor`` shows the same)."""
-    status = sandbox.probe()
-    available = frozenset(name for name, st in status.items() if st.available)
-    missing = sorted(sandbox.ALL_LAYERS - available)
-    for name in missing:
-        log.warning("sandbox layer %s is not available here: %s", name, status[name].detail)
-    if required is not None and not required <= available:
-        raise sandbox.SandboxError(
-            "this machine cannot apply the sandbox layers "
-            + ", ".join(sorted(required - available))
-        )
-    return available
 
 
 async def run_local(
@@ -167,7 +152,7 @@ async def run_local(
     manifest; it is called once the job is done, so that loading keys and crypto costs
     nothing before the job starts. ``fork_server``: one started already (`start_server`),
     booting while the caller imported the engine."""
-    workers = max(1, workers or os.cpu_count() or 1)
+    workers = local_workers(workers)
     out = out or default_out(spec.options.name)
     check_out(out)
     layers = usable_layers() if layers is None else layers
