@@ -39,18 +39,15 @@ class StartedServer:
     early: dict[str, EarlyChild] = field(default_factory=dict)
 
     def close(self) -> None:
-        """Stop a server never adopted: it exits when its socket closes."""
+        """Stop a server never adopted (the command failed before its job ran): at once,
+        since it may still be booting; its children die with it (PR_SET_PDEATHSIG)."""
         self.sock.close()
         for early in self.early.values():
             os.close(early.req_w)
             os.close(early.rep_r)
         self.early.clear()
-        try:
-            self.proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-
+        self.proc.kill()
+        self.proc.wait()
 
 def fork_server_command(fd: int) -> list[str]:
     """The argv that starts the fork server on socket ``fd``."""
