@@ -12,14 +12,14 @@
   restarted at once; every run's results checked. Prints the time lost.
 - **tail**: a chief (not donating) and three donor nodes of one core each on 127.0.0.1,
   as `bench/network.py` starts them; a CPU-bound job (every fragment burns the same CPU
-  time, then returns i * i) on three donors, against the same job when one donor is slowed to about 5% of a core:
-  with backup tasks on (`backup_tasks = true`, the default) and off. `--slow-by
-  signals` (the default) slows it with a SIGSTOP/SIGCONT duty cycle on its processes
-  (node and sandboxed children: 5 ms running in every 100 ms); `--slow-by cgroup` puts
-  them in a cgroup v1 `cpu` group with a quota of 5 ms per 100 ms, where the machine
-  lets us. Target: at most 1.3x the job with no slow worker, with backups on. The
-  rounds alternate, the best of `--repeat` is kept, and every run's results are
-  checked byte for byte against the answer computed here.
+  time, then returns i * i) on three donors, against the same job when one donor is
+  slowed to about 5% of a core: with backup tasks on (`backup_tasks = true`, the
+  default) and off. `--slow-by signals` (the default) slows it with a SIGSTOP/SIGCONT
+  duty cycle on its processes (node and sandboxed children: 5 ms running in every 100
+  ms); `--slow-by cgroup` puts them in a cgroup v1 `cpu` group with a quota of 5 ms per
+  100 ms, where the machine lets us. Target: at most 1.3x the job with no slow worker,
+  with backups on. The rounds alternate, the best of `--repeat` is kept, and every run's
+  results are checked byte for byte against the answer computed here.
 
 Each figure is one function taking the parsed arguments and a scratch folder; `FIGURES`
 maps `--only`'s names to them.

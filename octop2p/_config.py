@@ -82,6 +82,7 @@ class Config:
     block_after_breaches: int = 3  # sandbox breaches by a chief's jobs before it is blocked
     block_hours: int = 24  # how long a block lasts, and the window breaches count in
     reattach_seconds: int = 600  # how long `submit --chief` waits for a lost link to return
+    handover_seconds: int = 120  # how long a donor keeps a lost chief's work for its return
     journal: bool = True  # journal the jobs this node is chief of, so a restart resumes them
     limits: Limits = field(default_factory=Limits)  # the most any job may use here
 
@@ -194,6 +195,11 @@ _HELP: dict[str, str] = {
     "reattach_seconds": (
         "How long a job submitted with --chief waits for a lost link to its chief to come\n"
         "back before it is marked failed (its chief may still finish it: `octop2p fetch`)."
+    ),
+    "handover_seconds": (
+        "How long this node, as a donor, keeps the work it was doing for a chief whose\n"
+        "link dropped (its children finish, their results are held), to hand the results\n"
+        "in when the chief restarts and takes the job up again."
     ),
     "journal": (
         "Keep a journal of each job this node is chief of (results received, checkpoints\n"
@@ -354,6 +360,7 @@ def _checked(data: Mapping[str, object], limits: Limits) -> dict[str, Any]:
         "block_after_breaches": _breaches,
         "block_hours": lambda v: _int("block_hours", v),
         "reattach_seconds": lambda v: _int("reattach_seconds", v),
+        "handover_seconds": lambda v: _int("handover_seconds", v),
         # A partial [limits] table changes only the limits it names.
         "limits": lambda v: _limits(v, limits),
     }

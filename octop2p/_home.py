@@ -3,7 +3,7 @@
 Every command takes `--home DIR` (or `OCTOP2P_HOME`); without either the home is
 `platformdirs.user_data_dir("octop2p")`. Several nodes can run on one machine, each with
 its own home, but never two nodes on one home: `Home.lock()` holds an exclusive
-`fcntl.flock` on `node.pid` for as long as the node runs.
+`fcntl.flock` on `node.pid` for as long as the node runs (`octop2p._homelock`).
 
 Layout (the folder is created mode 0700 on first use)::
 
@@ -26,8 +26,6 @@ protocol layer turns keys and codes into bytes and back; all file I/O is here.
 from __future__ import annotations
 
 import contextlib
-import errno
-import fcntl
 import logging
 import os
 import stat
@@ -35,10 +33,9 @@ import tempfile
 import threading
 import tomllib
 from pathlib import Path
-from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
-from octop2p.errors import UsageError
+from octop2p._homelock import HomeError, HomeLock, HomeLocked, lock_home
 
 if TYPE_CHECKING:
     from protocol import NodeId, NodeIdentity, SwarmCode
@@ -60,14 +57,6 @@ log = logging.getLogger(__name__)
 
 HOME_ENV = "OCTOP2P_HOME"
 _PUBLIC_KEY_BYTES = 32
-
-
-class HomeError(UsageError):
-    """The node's home folder cannot be used."""
-
-
-class HomeLocked(HomeError):
-    """Another octop2p node is using this home folder."""
 
 
 class NoSwarm(HomeError):
@@ -137,42 +126,6 @@ def _fsync_dir(folder: Path) -> None:
             os.fsync(fd)
         finally:
             os.close(fd)
-
-
-class HomeLock:
-    """The exclusive lock on a home; release it with `release()` or a `with` block."""
-
-    def __init__(self, home: Path, fd: int) -> None:
-        self.home = home
-        self._fd: int | None = fd
-
-    @property
-    def held(self) -> bool:
-        """Whether this lock is still held."""
-        return self._fd is not None
-
-    def release(self) -> None:
-        """Give up the lock; another node may then use the home. Idempotent."""
-        if self._fd is None:
-            return
-        fd, self._fd = self._fd, None
-        with contextlib.suppress(OSError):
-            os.ftruncate(fd, 0)  # no stale pid for the next reader
-        os.close(fd)  # closing the only descriptor releases the flock
-
-    def __enter__(self) -> HomeLock:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.release()
-
-    def __repr__(self) -> str:
-        return f"<HomeLock {self.home} {'held' if self.held else 'released'}>"
 
 
 class Home:
@@ -274,25 +227,7 @@ class Home:
         node never leaves a stale lock behind.
         """
         self.create()
-        try:
-            fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-        except OSError as exc:
-            raise HomeError(f"cannot open the lock file {self.lock_path}: {exc}") from exc
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as exc:
-            holder = _read_pid(fd)
-            os.close(fd)
-            if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
-                raise HomeError(f"cannot lock {self.lock_path}: {exc}") from exc
-            who = f"another octop2p node (pid {holder})" if holder else "another octop2p node"
-            raise HomeLocked(
-                f"{who} is using the home {self.path}; stop it first, or give this node "
-                "its own home with --home DIR"
-            ) from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
-        return HomeLock(self.path, fd)
+        return lock_home(self.path, self.lock_path)
 
     # -- identity --------------------------------------------------------------------------
 
@@ -501,11 +436,3 @@ def _tighten(path: Path) -> None:
     if mode & 0o077:
         log.warning("%s was mode %03o; made it 0600, as it holds a secret", path, mode)
         os.chmod(path, 0o600)
-
-
-def _read_pid(fd: int) -> int | None:
-    try:
-        text = os.pread(fd, 32, 0).decode("ascii").strip()
-    except (OSError, UnicodeDecodeError):
-        return None
-    return int(text) if text.isdigit() else None

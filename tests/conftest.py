@@ -32,3 +32,19 @@ def examples() -> Path:
 @pytest.fixture
 def cli():
     return run_cli
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _own_default_home(tmp_path_factory: pytest.TempPathFactory):
+    """Commands run without `--home` (`octop2p run`, say) use a home of this test run's,
+    never the user's own (`~/.local/share/octop2p`), which would outlive the run."""
+    mine = tmp_path_factory.mktemp("user")
+    wanted = {"OCTOP2P_HOME": str(mine / "octop2p"), "XDG_DATA_HOME": str(mine)}
+    before = {name: os.environ.get(name) for name in wanted}
+    os.environ.update(wanted)
+    yield
+    for name, value in before.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value

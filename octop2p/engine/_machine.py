@@ -16,7 +16,9 @@ that found it.
 
 from __future__ import annotations
 
+import enum
 import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -53,6 +55,17 @@ class WorkFailure:
     def digest(self) -> bytes:
         text = f"{self.rule}\0{self.message}\0{self.file}\0{self.line}"
         return b"!" + hashlib.blake2b(text.encode(), digest_size=16).digest()
+
+
+class Adoption(enum.Enum):
+    """What became of a result (or a running fragment) handed in from a chief's earlier
+    run (see :meth:`JobMachine.adopt`)."""
+
+    ADOPTED = "adopted"  # it counts: a vote (perhaps accepted), or the worker's lease
+    DONE = "done"  # the fragment is merged already, or this voter answered it: dropped
+    MISMATCH = "mismatch"  # the chief's fragment of that number is another one: refused
+    UNKNOWN = "unknown"  # no such fragment in this phase, or no such worker: dropped
+    PENDING = "pending"  # the splitter has not produced it yet: ask again after a split
 
 
 @dataclass
@@ -287,6 +300,32 @@ class JobMachine:
             if self.trust is not None:
                 self._judge(kind, seq)
         return verdict
+
+    def adopt(self, worker: str, kind: str, seq: int, matches: Callable[[Any], bool],
+              data: bytes | list[bytes] | None, now: float) -> tuple[Adoption, Verdict | None]:
+        """Handover: ``worker`` ran fragment ``seq`` for the chief's run before a restart,
+        and hands in its result ``data`` (None: it is still running it). ``matches`` says
+        whether a payload of this run is the fragment it ran (a re-run splitter may not
+        be deterministic). The result is that worker's vote, as if it had been leased
+        the fragment now; a running fragment becomes its lease. Never merged twice."""
+        w = self.workers.get(worker)
+        if self.phase is None or self.phase.kind != kind or w is None:
+            return Adoption.UNKNOWN, None
+        table = self.phase.table
+        if seq >= table.produced:
+            return (Adoption.UNKNOWN if table.exhausted else Adoption.PENDING), None
+        payload = table.payload(seq)
+        if payload is None:
+            return Adoption.DONE, None
+        if not matches(payload):
+            self._note(f"worker {worker} handed in a result for another fragment {seq} "
+                       "than this run's; refused")
+            return Adoption.MISMATCH, None
+        if not table.adopt(worker, w.voter, seq, now):
+            return Adoption.DONE, None
+        if data is None:
+            return Adoption.ADOPTED, None
+        return Adoption.ADOPTED, self.result(worker, kind, seq, data, now)
 
     def _judge(self, kind: str, seq: int) -> None:
         """After an accepted result: agreeing voters earn trust, dissenters are caught."""

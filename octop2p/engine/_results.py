@@ -19,7 +19,7 @@ from pathlib import Path
 
 from octop2p.engine._limits import Limits
 from octop2p.engine._unpack import unpack_tar
-from octop2p.errors import OctoError, UsageError
+from octop2p.errors import JobFailed, OctoError, UsageError
 
 MARKER = ".octop2p-results.json"
 #: Bytes a results tarball may unpack to, unless the node says otherwise: the most a
@@ -98,6 +98,26 @@ def output_usage(results_dir: Path, *, stop_after: int | None = None) -> tuple[i
                 except FileNotFoundError:
                     pass
     return total, entries
+
+
+def check_output_quota(results_dir: Path, limits: Limits) -> None:
+    """The merger's output stays under merge_output_mb and merge_output_files
+    (checked while it runs, and always after finalize and final)."""
+    limit = limits.merge_output_mb << 20
+    most = limits.merge_output_files
+    total, entries = output_usage(results_dir, stop_after=most)
+    if entries > most:
+        raise JobFailed(
+            message=f"the merger made more than {most} files and folders in results_dir; "
+            f"this job's limit is {most} (merge_output_files = {most})",
+            rule="merge output",
+        )
+    if total > limit:
+        raise JobFailed(
+            message=f"the merger wrote {total} bytes to results_dir; this job's limit is "
+            f"{limit} (merge_output_mb = {limits.merge_output_mb})",
+            rule="merge output",
+        )
 
 
 def unpack(data: bytes | Path, dest: Path, *, max_bytes: int = RESULTS_BYTES) -> None:

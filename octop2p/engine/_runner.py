@@ -23,13 +23,14 @@ import trio
 
 from octop2p.engine._children import ChildDied, ChildProtocolError, ChildReported, ForkServer
 from octop2p.engine._groups import collapse_groups
+from octop2p.engine._handover import HandedIn, HandoverDesk
 from octop2p.engine._journal import Logged, Recovered, restore
 from octop2p.engine._limits import Limits
 from octop2p.engine._machine import JobMachine, Trust, WorkFailure
 from octop2p.engine._package import JobSpec
 from octop2p.engine._progress import Changed, OutputSink, Progress
 from octop2p.engine._reorder import CausalBuffer
-from octop2p.engine._results import output_usage
+from octop2p.engine._results import check_output_quota
 from octop2p.engine._resume import JobJournal
 from octop2p.engine._scheduler import Verdict
 from octop2p.engine._scriptflow import run_script
@@ -121,6 +122,7 @@ class JobRunner:
         self._load: Callable[[int], Any] | None = None
         self.worker_dir = spec.root
         self.served: list[ServedPort] = []  # started with the job, stopped when it ends
+        self.handover = HandoverDesk()  # results computed for the chief's earlier run
 
     @property
     def accepted(self) -> int:
@@ -152,11 +154,7 @@ class JobRunner:
         try:
             for d in done:
                 if self.machine.result(worker, d.kind, d.seq, d.payload, now) is Verdict.ACCEPT:
-                    digest, voters = self.machine.last_accepted
-                    if self.journal is not None:
-                        self.journal.accepted(d.kind, d.seq, d.payload, digest, voters)
-                    self._accept(d.seq, d.payload)
-                    self.on_accepted(d.kind, d.seq, digest, voters)
+                    self._merge(d.kind, d.seq, d.payload)
                     accepted = True
                 if d.out:
                     self._emit_out(f"{d.kind} {d.seq}", d.out)
@@ -166,6 +164,27 @@ class JobRunner:
             self.progress.workers = self.machine.counts()
             if self.machine.phase is not None and self.machine.phase.kind != "process":
                 self.progress.done = self.machine.table.done
+        self._changed()
+
+    def _merge(self, kind: str, seq: int, payload: Any) -> None:
+        """The machine accepted ``payload`` for ``seq``: journal it and merge it."""
+        digest, voters = self.machine.last_accepted
+        if self.journal is not None:
+            self.journal.accepted(kind, seq, payload, digest, voters)
+        self._accept(seq, payload)
+        self.on_accepted(kind, seq, digest, voters)
+
+    def handed_in(self, item: HandedIn) -> None:
+        """A result (or a running fragment) from before the chief restarted."""
+        self._adopt(lambda now: self.handover.offer(self.machine, item, now, self._load))
+
+    def _adopt(self, offer: Callable[[float], list[HandedIn]]) -> None:
+        try:
+            for item in offer(time.monotonic()):
+                self._merge(item.kind, item.seq, item.data)
+        except JobFailed as exc:
+            self.fail(exc)
+        self.progress.workers = self.machine.counts()
         self._changed()
 
     def failed(self, worker: str, work: Work, failure: WorkFailure) -> None:
@@ -251,7 +270,8 @@ class JobRunner:
         while not child.dead:
             await trio.sleep(QUOTA_SECONDS)
             try:
-                await trio.to_thread.run_sync(self._check_output_quota)
+                await trio.to_thread.run_sync(check_output_quota, self.results_dir,
+                                               self.limits)
             except JobFailed as exc:
                 await child.kill()
                 self.fail(exc)
@@ -371,6 +391,9 @@ class JobRunner:
         while True:
             await trio.sleep(TICK_SECONDS)
             self.machine.tick(time.monotonic())
+            news = self.handover.news()
+            if news:
+                self.on_log(news)
             waiting = self.machine.waiting()
             if waiting != self.progress.waiting:
                 if waiting:
@@ -418,6 +441,7 @@ class JobRunner:
                     self.journal.split(self.machine.phase.kind, self.machine.table.produced,
                                        fragments, where)
                 self.machine.split(fragments, bool(exhausted), where=where)
+                self._adopt(lambda now: self.handover.retry(self.machine, now, self._load))
                 if exhausted:
                     self.progress.total = self.machine.table.total
                 self._changed()
@@ -463,7 +487,7 @@ class JobRunner:
                 if self.journal is not None:
                     await self.journal.merged_batch([s for s, _ in batch], self.results_dir)
             await self._call(child, ["finalize"], "finalize", timeout=self.limits.wall_seconds)
-            self._check_output_quota()
+            check_output_quota(self.results_dir, self.limits)
         finally:
             await child.aclose()
             buffer.close()
@@ -474,23 +498,3 @@ class JobRunner:
         if self.journal is None:
             return {}
         return self.journal.resumed(kind, self.on_accepted)
-
-    def _check_output_quota(self) -> None:
-        """The merger's output stays under merge_output_mb and merge_output_files
-        (checked while it runs, and always after finalize and final)."""
-        limit = self.limits.merge_output_mb << 20
-        most = self.limits.merge_output_files
-        total, entries = output_usage(self.results_dir, stop_after=most)
-        if entries > most:
-            raise JobFailed(
-                message=f"the merger made more than {most} files and folders in results_dir; "
-                f"this job's limit is {most} (merge_output_files = {most})",
-                rule="merge output",
-            )
-        if total > limit:
-            raise JobFailed(
-                message=f"the merger wrote {total} bytes to results_dir; this job's limit is "
-                f"{limit} (merge_output_mb = {self.limits.merge_output_mb})",
-                rule="merge output",
-            )
-

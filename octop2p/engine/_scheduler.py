@@ -265,6 +265,32 @@ class FragmentTable:
     def leased_to(self, worker: str) -> list[int]:
         return sorted(self._by_worker.get(worker, ()))
 
+    def payload(self, seq: int) -> Any:
+        """Fragment ``seq``'s payload while it is open; None once it is accepted (or
+        settled before the chief restarted) or not added yet."""
+        frag = self._live.get(seq)
+        return None if frag is None else frag.payload
+
+    def adopt(self, worker: str, voter: str, seq: int, now: float) -> bool:
+        """Handover: ``worker`` ran the open fragment ``seq`` for an earlier run of the
+        chief. It holds it as if leased now, unless its voter already holds a copy
+        through another worker or voted on it (False: its answer would not count)."""
+        frag = self._live.get(seq)
+        if frag is None:
+            return False
+        if worker in frag.leases:
+            return True
+        if voter in frag.busy_voters():
+            return False
+        if not frag.holders and self.quorum_for is not None:
+            frag.quorum = self.quorum_for(voter, seq)
+        frag.leases[worker] = now + self.lease_seconds
+        frag.holders[worker] = voter
+        self._by_worker.setdefault(worker, set()).add(seq)
+        if frag in self._queue and len(frag.leases) >= self._needed(frag):
+            self._queue.remove(frag)  # no other worker is to take it now
+        return True
+
     # --- votes ---------------------------------------------------------------------------
 
     def vote(self, worker: str, seq: int, digest: bytes) -> Verdict:

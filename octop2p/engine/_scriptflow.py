@@ -12,6 +12,7 @@ from typing import IO, TYPE_CHECKING, Any
 
 import trio
 
+from octop2p.engine._results import check_output_quota
 from octop2p.errors import JobFailed
 
 if TYPE_CHECKING:
@@ -135,7 +136,7 @@ async def _final(runner: JobRunner, reduced: list[bytes], merge: _EarlyMerge) ->
                 await child.aclose()
         finally:
             runner.on_output = sink
-    runner._check_output_quota()
+    check_output_quota(runner.results_dir, runner.limits)
     log.info("job %s: final took %.2f s", runner.spec.options.name,
              time.monotonic() - runner._phase_started)
     runner.progress.done = 1

@@ -16,15 +16,12 @@ retired after that many failures. See docs/security.md, "Outsiders and hostile m
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING
+from typing import Any, Protocol
 
 import trio
 
 from octop2p.net._peer import LinkClosed, PeerLink
 from protocol import MAX_FAILED_ATTEMPTS, AuthMode, JobCode, Role, State
-
-if TYPE_CHECKING:
-    from octop2p.net._node import Node
 
 log = logging.getLogger(__name__)
 
@@ -34,10 +31,20 @@ MAX_HANDSHAKES_PER_HOST = 8
 MAX_CODE_HANDSHAKES = 4
 
 
+class AdmissionNode(Protocol):
+    """What admission uses of its node (a :class:`~octop2p.net._node.Node`)."""
+
+    #: The one-time code of ``octop2p server`` (None: none, or retired here).
+    job_code: JobCode | None
+
+    def emit(self, kind: str, **fields: Any) -> None:
+        """Publish a node event ("job_code_retired")."""
+
+
 class Admission:
     """The handshakes one node has under way (see the module docstring)."""
 
-    def __init__(self, node: Node) -> None:
+    def __init__(self, node: AdmissionNode) -> None:
         self.node = node
         self.failures = 0  #: wrong job codes so far
         self._handshaking: dict[PeerLink, str] = {}  # link -> host, oldest first

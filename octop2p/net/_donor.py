@@ -3,7 +3,9 @@
 For each job a chief offers (``JobInfo``), the worker fetches the package by content
 hash (cached), checks the submitter's signature over it, and starts sandboxed work
 children for it. Fragments come in signed by the chief; results go back signed by this
-node, so the chief (or anyone later) can tell who computed what.
+node, so the chief (or anyone later) can tell who computed what. A job whose chief's
+link drops while it holds fragments here keeps its work for the chief's return
+(:mod:`._handback`).
 """
 
 from __future__ import annotations
@@ -11,223 +13,94 @@ from __future__ import annotations
 import logging
 import os
 import secrets
-import shutil
-import time
-from dataclasses import dataclass, field
-from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import trio
 
-from octop2p.engine._groups import collapse_groups
-from octop2p.engine._limits import JobOptions, Limits
+from octop2p.engine._limits import Limits
 from octop2p.engine._machine import WorkFailure
-from octop2p.engine._package import PACKAGE_BYTES, missing_requirements
-from octop2p.engine._slot import MAX_SLOT_WINDOW, ChildMaker, Done, Work, child_spec, drive_slot
-from octop2p.engine._unpack import MAX_ENTRIES, UnpackError, plain_name, unpack_tar
+from octop2p.engine._package import missing_requirements
+from octop2p.engine._unpack import plain_name
+from octop2p.net._fetch import (
+    PACKAGE_DOWNLOAD_BYTES,
+    Downloads,
+    WorkRefused,
+    install_package,
+    verify_package,
+)
 from octop2p.net._guard import BREACH_RULES, BREACHES_FILE, ChiefGuard
-from octop2p.net._peer import LinkClosed, PeerLink
-from octop2p.net._peerport import KINDS, NOT_RUN, decode_parts, encode_parts
-from octop2p.net._store import content_hasher, evict_oldest
+from octop2p.net._peer import PeerLink
+from octop2p.net._store import evict_oldest
+from octop2p.net._workerjob import RunningJob, WorkerJob
 from protocol import (
-    MAX_CHUNK,
     Cancel,
-    Envelope,
-    EnvelopeKind,
     Error,
     ErrorCode,
-    Failure,
     Fragment,
     JobInfo,
     JobKind,
-    PackageChunk,
-    PackageRequest,
-    RemoteProtocolError,
-    Result,
-    WorkRequest,
-    content_hash,
 )
 
 if TYPE_CHECKING:
-    from octop2p.net._node import Node
+    from octop2p.engine._children import ForkServer
+    from protocol import NodeIdentity
 
 log = logging.getLogger(__name__)
 
-FETCH_SECONDS = 60.0
-#: Results wait at most this long for the next one, to go back in one write.
-RESULT_FLUSH_SECONDS = 0.005
+__all__ = ["DonorNode", "RunningJob", "WorkRefused", "WorkerJob", "WorkerService"]
 
 
-class WorkRefused(Exception):
-    """This node will not work on a job (not donating, missing module, bad package)."""
+class DonorSettings(Protocol):
+    """The settings of a node that the worker service reads (``NodeSettings`` has them)."""
 
-    def __init__(self, code: ErrorCode, reason: str) -> None:
-        super().__init__(reason)
-        self.code = code
-
-
-@dataclass
-class RunningJob:
-    """What the owner sees of a job running on their machine ("what runs here now")."""
-
-    job_id: str
-    name: str
-    chief: str
-    started: float = field(default_factory=time.time)
-    in_progress: set[int] = field(default_factory=set)
-    done: int = 0
+    @property
+    def state_dir(self) -> Path | None: ...  # breaches.json lives here (None: kept in memory)
+    @property
+    def block_after_breaches(self) -> int: ...
+    @property
+    def block_hours(self) -> int: ...
+    @property
+    def packages_mb(self) -> int: ...
 
 
-class WorkerJob:
-    """This node's work on one job of one chief: slots driven as on the chief itself."""
+class DonorNode(Protocol):
+    """What the worker service uses of its node: a :class:`~octop2p.net._node.Node`, or
+    any stand-in that has these (the donor side can be tested without a whole node)."""
 
-    def __init__(self, service: WorkerService, link: PeerLink, info: JobInfo) -> None:
-        self.service = service
-        self.link = link
-        self.info = info
-        self.view = RunningJob(info.job_id.hex(), info.name, link.peer_id)
-        self.scope = trio.CancelScope()
-        # Room for every slot's whole window: a chief that keeps to our credits never
-        # finds the inbox full.
-        send, receive = trio.open_memory_channel[Work](
-            MAX_SLOT_WINDOW * max(1, service.node.cores))
-        self.inbox_send, self.inbox = send, receive
-        # (kind, seq) -> [digest of the fragment it answers, copies queued here]: a map and
-        # a reduce task share sequence numbers, and the chief may send one fragment again.
-        self._refs: dict[tuple[str, int], list[Any]] = {}
-        options = JobOptions.from_dict(dict(info.options), default_name=info.name)
-        limits, _ = options.limits.capped(service.node.limits)
-        self.limits: Limits = limits
-        self.partitions = int(info.options.get("partitions") or 1)
+    @property
+    def identity(self) -> NodeIdentity: ...  # signs the results
+    @property
+    def cores(self) -> int: ...  # donated cores: slots, and how many jobs at once
+    @property
+    def donating(self) -> bool: ...
+    @property
+    def limits(self) -> Limits: ...  # the owner's caps over every job's own
+    @property
+    def layers(self) -> frozenset[str]: ...  # sandbox layers the children get
+    @property
+    def forkserver(self) -> ForkServer: ...
+    @property
+    def package_cache(self) -> Path: ...  # packages/, by content hash
+    @property
+    def settings(self) -> DonorSettings: ...
 
-    async def run(self) -> None:
-        with self.scope:
-            try:
-                job_dir = await self.service.fetch_package(self.link, self.info)
-                with collapse_groups():  # a slot's LinkClosed must reach the handlers below
-                    async with trio.open_nursery() as nursery:
-                        maker = ChildMaker(self.service.node.forkserver,
-                                           self._child_spec(job_dir), self.limits, nursery)
-                        sink = _ChiefSink(self)
-                        for _ in range(self.service.slots_for(self)):
-                            nursery.start_soon(partial(drive_slot, maker, self.inbox, sink,
-                                                       partitions=self.partitions))
-            except WorkRefused as exc:
-                log.warning("not working on job %s of %s: %s", self.info.name, self.link.short, exc)
-                await self._tell(Error(code=exc.code, reason=str(exc), job_id=self.info.job_id))
-            except LinkClosed:
-                pass
-            except Exception as exc:  # noqa: BLE001 - a bug here fails this job, not the node
-                log.exception("job %s of %s failed inside octop2p", self.info.name,
-                              self.link.short)
-                # REFUSED: the chief ends our leases and hands the fragments on.
-                await self._tell(Error(code=ErrorCode.REFUSED, job_id=self.info.job_id,
-                                       reason=f"the worker failed: {exc!r}"[:4096]))
+    def emit(self, kind: str, **fields: Any) -> None:
+        """Publish a node event ("working", "blocked")."""
 
-    async def _tell(self, message: Error) -> None:
-        try:
-            await self.link.send(message)
-        except LinkClosed:
-            pass
-
-    def stop(self) -> None:
-        self.scope.cancel()
-
-    def take(self, fragment: Fragment) -> str:
-        """Queue a fragment from the chief; returns why not ("" when queued)."""
-        envelope = fragment.envelope
-        kind = KINDS.get(fragment.task)
-        if kind is None:
-            return "unknown task"
-        payload: Any = envelope.payload
-        if kind == "reduce":
-            try:
-                payload = decode_parts(payload)
-            except ValueError as exc:
-                return f"a malformed reduce task: {exc}"
-        try:
-            self.inbox_send.send_nowait(Work(kind, envelope.seq, payload))
-        except trio.WouldBlock:
-            return "more fragments than credits"
-        ref = self._refs.setdefault((kind, envelope.seq), [envelope.digest, 0])
-        ref[0] = envelope.digest
-        ref[1] += 1
-        self.view.in_progress.add(envelope.seq)
-        return ""
-
-    def _child_spec(self, job_dir: Path) -> dict[str, Any]:
-        return child_spec(
-            "work", kind="package" if self.info.kind == JobKind.PACKAGE else "script",
-            job_dir=job_dir, script=self.info.script, results_dir=None, limits=self.limits,
-            options={"partitions": self.partitions,
-                     "map_batch": self.info.options.get("map_batch")},
-            layers=self.service.node.layers)
-
-    def signed(self, kind: str, seq: int, data: bytes, out: str = "",
-               failure: Failure | None = None) -> Result:
-        """A Result for ``seq``, signed by this node and bound to the chief's fragment."""
-        self.view.in_progress.discard(seq)
-        ref = self._refs[(kind, seq)]
-        ref[1] -= 1
-        if ref[1] <= 0:
-            del self._refs[(kind, seq)]
-        envelope = Envelope.sign(self.service.node.identity, EnvelopeKind.RESULT,
-                                 self.info.job_id, seq, data, ref=ref[0])
-        return Result(envelope=envelope, out=out[:200_000], failure=failure)
-
-
-class _ChiefSink:
-    """A donor's slots answer their remote chief: signed results, several per write."""
-
-    flush_seconds = RESULT_FLUSH_SECONDS
-
-    def __init__(self, job: WorkerJob) -> None:
-        self.job = job
-
-    async def results(self, done: list[Done]) -> None:
-        job = self.job
-        job.view.done += len(done)
-        await job.link.send_many([
-            job.signed(d.kind, d.seq, encode_parts(d.payload) if isinstance(d.payload, list)
-                       else d.payload, d.out) for d in done])
-
-    async def failed(self, work: Work, failure: WorkFailure) -> None:
-        # The chief retries a failure without a traceback (a crash) and takes one with a
-        # traceback as the job's own error: keep the two apart on the wire.
-        traceback = failure.traceback or (failure.message if failure.deterministic else "")
-        if not failure.deterministic:
-            traceback = ""
-        await self.job.link.send(self.job.signed(work.kind, work.seq, b"", failure=Failure(
-            message=failure.message[:4000],
-            rule=failure.rule[:64] if failure.rule else None,
-            traceback=traceback[:65000],
-            file=failure.file[:1000] if failure.file else None,
-            line=failure.line,
-        )))
-        await self.job.service.check_breach(self.job, failure)
-
-    async def gave_back(self, works: list[Work]) -> None:
-        """Fragments of a lost batch that never ran: the chief hands them out again."""
-        if works:
-            await self.job.link.send_many([self.job.signed(w.kind, w.seq, b"", failure=Failure(
-                message="not run: the child was lost", rule=NOT_RUN)) for w in works])
-
-    async def credits(self, n: int) -> None:
-        await self.job.link.send(WorkRequest(credits=n, job_id=self.job.info.job_id))
-
-    def printed(self, where: str, text: str) -> None:
-        """What job code prints as it loads stays on this machine."""
-
+    def announce_soon(self) -> None:
+        """Tell every chief this node's donation state now (a core came free)."""
 
 
 class WorkerService:
     """All the work this node does for chiefs of its swarm."""
 
-    def __init__(self, node: Node) -> None:
+    def __init__(self, node: DonorNode) -> None:
         self.node = node
         self.jobs: dict[bytes, WorkerJob] = {}
-        self._chunks: dict[tuple[str, bytes], trio.MemorySendChannel[PackageChunk]] = {}
+        self.downloads = Downloads()
+        self.on_chunk = self.downloads.on_chunk
+        self.download = self.downloads.download
         self._fetch_locks: dict[bytes, trio.Lock] = {}
         settings = node.settings
         path = settings.state_dir / BREACHES_FILE if settings.state_dir else None
@@ -248,7 +121,13 @@ class WorkerService:
                                   reason="this node's owner has not switched donation on",
                                   job_id=info.job_id))
             return
-        if info.job_id in self.jobs:
+        held = self.jobs.get(info.job_id)
+        if held is not None:
+            if held.link is not link and held.link.peer_id == link.peer_id:
+                if held.info.package == info.package:
+                    await held.take_up(link)  # its chief is back
+                else:
+                    held.stop()  # not the job it was: a later offer starts it afresh
             return
         blocked = self.guard.blocked(link.peer_id)
         if blocked:
@@ -319,6 +198,8 @@ class WorkerService:
             await job.run()
         finally:
             self.jobs.pop(job.info.job_id, None)
+            log.info("stopped working on job %s (%s) for chief %s: %d fragments run here",
+                     job.info.name, job.info.job_id.hex(), job.link.short, job.view.done)
             self.node.emit("working", job=job.info.job_id.hex(), name=job.info.name,
                            chief=job.link.peer_id, running=False)
             # A core is free: say so now, so that chiefs with queued jobs offer them at
@@ -345,7 +226,7 @@ class WorkerService:
 
     def on_cancel(self, link: PeerLink, cancel: Cancel) -> None:
         job = self.jobs.get(cancel.job_id)
-        if job is not None and job.link is link:
+        if job is not None and job.link.peer_id == link.peer_id:  # a chief back too
             job.stop()
 
     def stop_all(self) -> None:
@@ -356,58 +237,7 @@ class WorkerService:
     def lost(self, link: PeerLink) -> None:
         for job in list(self.jobs.values()):
             if job.link is link:
-                job.stop()
-
-    def on_chunk(self, link: PeerLink, chunk: PackageChunk) -> None:
-        waiter = self._chunks.get((link.peer_id, chunk.package))
-        if waiter is not None:
-            try:
-                waiter.send_nowait(chunk)
-            except (trio.WouldBlock, trio.BrokenResourceError):
-                pass
-
-    async def download(
-        self, link: PeerLink, digest: bytes, size: int, dest: Path, *, cap: int
-    ) -> None:
-        """Fetch content by hash from a peer, in chunks, into the new file ``dest``.
-
-        A declared ``size`` above ``cap`` is refused before the first request; every
-        chunk is hashed and written as it comes, so memory stays one chunk whatever the
-        peer claims, and the hash is checked before the caller unpacks anything.
-        ``dest`` is removed if anything fails.
-        """
-        if size > cap:
-            raise WorkRefused(ErrorCode.REFUSED, f"the peer offers {size} bytes, more than the "
-                              f"{cap} this node accepts for it")
-        key = (link.peer_id, digest)
-        send, receive = trio.open_memory_channel[PackageChunk](4)
-        self._chunks[key] = send
-        hasher = content_hasher()
-        got = 0
-        try:
-            async with await trio.open_file(dest, "xb") as out:
-                with trio.fail_after(FETCH_SECONDS):
-                    while got < size:
-                        await link.send(PackageRequest(package=digest, offset=got,
-                                                       length=min(MAX_CHUNK, size - got)))
-                        chunk = await receive.receive()
-                        if (chunk.offset != got or chunk.total != size or not chunk.data
-                                or len(chunk.data) > size - got):
-                            raise WorkRefused(ErrorCode.BAD_MESSAGE,
-                                              "the peer sent a wrong chunk")
-                        hasher.update(chunk.data)
-                        await out.write(chunk.data)
-                        got += len(chunk.data)
-            if hasher.digest() != digest:
-                raise WorkRefused(ErrorCode.BAD_MESSAGE, "the content does not match its hash")
-        except BaseException as exc:
-            with trio.CancelScope(shield=True):
-                await trio.to_thread.run_sync(partial(dest.unlink, missing_ok=True))
-            if isinstance(exc, trio.TooSlowError):
-                raise WorkRefused(ErrorCode.BUSY, "the download timed out") from None
-            raise
-        finally:
-            self._chunks.pop(key, None)
+                job.lost()
 
     async def fetch_package(self, link: PeerLink, info: JobInfo) -> Path:
         """The job's package, unpacked read-only in the cache; fetched once per hash.
@@ -429,9 +259,9 @@ class WorkerService:
                                     cap=PACKAGE_DOWNLOAD_BYTES)
                 tar = part
             try:
-                await trio.to_thread.run_sync(_verify_package, tar, info)
+                await trio.to_thread.run_sync(verify_package, tar, info)
                 if fresh:
-                    await trio.to_thread.run_sync(_install_package, part, target)
+                    await trio.to_thread.run_sync(install_package, part, target)
             finally:
                 if fresh:
                     part.unlink(missing_ok=True)
@@ -440,32 +270,3 @@ class WorkerService:
             await trio.to_thread.run_sync(
                 evict_oldest, cache, self.node.settings.packages_mb << 20, in_use)
             return target
-
-
-#: The most a package download may be: the package size limit plus its tar headers.
-PACKAGE_DOWNLOAD_BYTES = PACKAGE_BYTES + (MAX_ENTRIES + 2) * 1536
-
-
-def _verify_package(tar: Path, info: JobInfo) -> None:
-    """The package file is the one named, signed by the job's submitter for this job."""
-    data = tar.read_bytes()
-    if content_hash(data) != info.package:
-        raise WorkRefused(ErrorCode.BAD_MESSAGE, "the package does not match its hash")
-    try:
-        info.package_envelope(data).verify(author=info.submitter, kind=EnvelopeKind.PACKAGE,
-                                           job_id=info.job_id)
-    except RemoteProtocolError as exc:
-        raise WorkRefused(ErrorCode.BAD_MESSAGE, f"the package is not its submitter's: {exc}") \
-            from None
-
-
-def _install_package(part: Path, target: Path) -> None:
-    """Unpack a checked package into the cache (folder ``target``, tar beside it)."""
-    unpacked = target.with_name(f".unpack-{secrets.token_hex(4)}")
-    try:
-        unpack_tar(part, unpacked, max_bytes=PACKAGE_BYTES)
-    except UnpackError as exc:
-        raise WorkRefused(ErrorCode.REFUSED, f"the package was refused: {exc}") from None
-    shutil.rmtree(target, ignore_errors=True)  # left by an older node, without its tar
-    os.replace(unpacked, target)
-    os.replace(part, target.with_name(f"{target.name}.tar"))

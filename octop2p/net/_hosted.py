@@ -9,12 +9,11 @@ events, and the job's record and folder in the store.
 from __future__ import annotations
 
 import dataclasses
-import functools
 import logging
 import secrets
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import trio
 
@@ -23,12 +22,11 @@ from octop2p.engine._journal import Journal
 from octop2p.engine._local import LocalPort
 from octop2p.engine._machine import Trust
 from octop2p.engine._manifest import Provenance
-from octop2p.engine._package import PACKAGE_BYTES, JobSpec, load_job, pack_package, renamed
+from octop2p.engine._package import JobSpec, pack_package
 from octop2p.engine._results import pack
 from octop2p.engine._resume import JobJournal
 from octop2p.engine._runner import JobRunner, Progress
-from octop2p.engine._unpack import UnpackError, plain_name, unpack_tar
-from octop2p.errors import JobFailed, JobRefused, OctoError
+from octop2p.errors import JobFailed, OctoError
 from octop2p.net._jobstore import ArchivedJob, JobRecord, JobStore
 from octop2p.net._peer import LinkClosed, PeerLink
 from octop2p.net._peerport import PeerPort
@@ -51,7 +49,9 @@ from protocol import (
 )
 
 if TYPE_CHECKING:
-    from octop2p.net._node import Node
+    from octop2p.engine._children import ForkServer
+    from octop2p.net._reputation import Reputation
+    from protocol import NodeId, NodeIdentity
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +64,35 @@ JOURNAL_SECONDS = 1.0
 PROGRESS_EVENT_SECONDS = 0.1
 
 
+class ChiefNode(Protocol):
+    """What a job this node is chief of uses of its node (a
+    :class:`~octop2p.net._node.Node`)."""
+
+    @property
+    def id(self) -> NodeId: ...
+    @property
+    def identity(self) -> NodeIdentity: ...  # signs the package and the manifest
+    @property
+    def forkserver(self) -> ForkServer: ...
+    @property
+    def layers(self) -> frozenset[str]: ...
+    @property
+    def reputation(self) -> Reputation: ...  # what the node learnt of its workers
+    @property
+    def settings(self) -> Any: ...  # ``NodeSettings``: ``journal`` (on unless False)
+
+    def emit(self, kind: str, **fields: Any) -> None:
+        """Publish a node event ("job", "progress", "output", "worker", ...)."""
+
+    def links(self) -> list[PeerLink]:
+        """Every open link (each may be offered the job)."""
+
+    def local_slots(self) -> int:
+        """The node's own slots for its jobs (0 when it neither donates nor runs its
+        owner's job locally)."""
+
+    def save_reputation(self) -> None:
+        """Write the reputation file soon."""
 
 
 class NetworkJob:
@@ -71,7 +100,7 @@ class NetworkJob:
 
     def __init__(
         self,
-        node: Node,
+        node: ChiefNode,
         spec: JobSpec,
         *,
         job_id: bytes | None = None,
@@ -105,6 +134,7 @@ class NetworkJob:
         self._ports: dict[str, PeerPort] = {}  # donors working on this job
         self._offered: set[str] = set()  # peers told about this job on their current link
         self._journalled = 0.0
+        self._kept = 0  # results the journal kept when the job resumed
         self._progress_sent = 0.0  # when the last progress event went out (monotonic)
         self._progress_phase = ""
         self._progress_due = False  # a newer progress than the last event is waiting
@@ -157,7 +187,7 @@ class NetworkJob:
         except OSError as exc:
             record.state, record.finished = JobState.FAILED, time.time()
             record.error = f"the chief could not open this job's journal: {exc.strerror or exc}"
-            self.store.write_journal(self)
+            await self.store.write_journal(self)
             self.done.set()
             self.node.emit("job", job=record.id_hex, state=record.state.value,
                            name=record.name, error=record.error)
@@ -199,12 +229,15 @@ class NetworkJob:
         finally:
             self._nursery = None
             self._fold_trust()
+            news = runner.handover.news()  # the last of it, if the log has not said it
+            if news:
+                self._on_log(news)
             if journal is not None:
                 journal.journal.close()
             if record.state in (JobState.RUNNING, JobState.FINISHING):
                 # The node is stopping: the job stays as it is, for the next start to
                 # resume (docs/architecture.md, "What a crash keeps").
-                self.store.write_journal(self)
+                await self.store.write_journal(self)
                 self.done.set()
             else:
                 await self._ended(job_dir)
@@ -217,7 +250,7 @@ class NetworkJob:
         for folder in ("work", "submitted", "journal"):
             await remove_tree(job_dir / folder)  # off the event loop: 400,000 files...
         assert self.store is not None
-        self.store.write_journal(self)
+        await self.store.write_journal(self)
         await self._tell_workers_done()
         self.done.set()
         self.node.emit("job", job=record.id_hex, state=record.state.value, name=record.name,
@@ -230,7 +263,7 @@ class NetworkJob:
         journal = Journal(job_dir / "journal")
         recovered = await trio.to_thread.run_sync(journal.open)
         if self.record.resumed is not None:
-            self.record.resumed = recovered.kept()
+            self.record.resumed = self._kept = recovered.kept()
             log.info("job %s (%s) resumed: %d results kept from before the restart",
                      self.record.name, self.record.id_hex[:12], self.record.resumed)
         return JobJournal(journal, recovered)
@@ -240,8 +273,7 @@ class NetworkJob:
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
             nursery.start_soon(self._progress_events)
-            for link in self.node.links():
-                await self.offer(link)
+            nursery.start_soon(self._offer_all, runner)
             results_dir = await runner.run()
             record.state = JobState.FINISHING
             await self.provenance.seal(results_dir, self.node.identity, job_id=record.id_hex,
@@ -251,6 +283,14 @@ class NetworkJob:
             assert self.store is not None
             await trio.to_thread.run_sync(self.store.save_results, record.results)
             nursery.cancel_scope.cancel()
+
+    async def _offer_all(self, runner: JobRunner) -> None:
+        """Offer the job to every linked donor; a resumed job once its first phase has
+        begun, so that what donors hand in finds the fragments it answers."""
+        while self.record.resumed is not None and runner.machine.phase is None:
+            await runner.changed.wait()
+        for link in self.node.links():
+            await self.offer(link)
 
     def cancel(self) -> None:
         """Stop the job at the submitter's request, even before its runner exists."""
@@ -274,10 +314,14 @@ class NetworkJob:
 
     def _on_progress(self, progress: Progress) -> None:
         self.record.progress = progress
+        if self.record.resumed is not None and self.runner is not None:
+            # Kept too: results that donors handed in, computed before the restart.
+            self.record.resumed = self._kept + self.runner.handover.merged
         now = time.monotonic()
-        if now - self._journalled > JOURNAL_SECONDS and self.store is not None:
+        if (now - self._journalled > JOURNAL_SECONDS and self.store is not None
+                and self._nursery is not None):
             self._journalled = now
-            self.store.write_journal(self)
+            self.store.journal_soon(self, self._nursery)  # fsync: never on the event loop
         if (
             progress.phase == self._progress_phase
             and progress.done != progress.total
@@ -334,7 +378,8 @@ class NetworkJob:
         """Tell a donating peer about this job, so it can fetch the package and ask for work."""
         if not link.donating or self.record.state not in (JobState.QUEUED, JobState.RUNNING):
             return
-        if self.runner is None or link.peer_id in self._offered:
+        if self.runner is None or link.peer_id in self._offered or (
+                self.record.resumed is not None and self.runner.machine.phase is None):
             return  # too early to take work requests; `run` offers to every link
         if self.node.reputation.quarantined(link.peer_id):
             return  # caught returning wrong results: it gets no work from us
@@ -357,19 +402,27 @@ class NetworkJob:
         """A message from a worker about this job."""
         port = self._ports.get(link.peer_id)
         if isinstance(message, Result):
-            if port is not None and port.link is link:
+            if port is None or port.link is not link:
+                # A donor back after this chief restarted hands in results before it
+                # asks for work (docs/jobs.md, "When the chief restarts").
+                port = self._port(link) if link.peer_id in self._offered else None
+            if port is not None:
                 port.on_result(message)
         elif isinstance(message, WorkRequest):
-            await self._on_work_request(link, message, port)
+            port = self._port(link)
+            if port is None:
+                await link.send(Error(code=ErrorCode.NOT_FOUND, reason="no such running job",
+                                      job_id=self.job_id))
+                return
+            port.credit(message.credits)
 
-    async def _on_work_request(self, link: PeerLink, message: WorkRequest,
-                               port: PeerPort | None) -> None:
+    def _port(self, link: PeerLink) -> PeerPort | None:
+        """The donor's port for this job on ``link``, made when it first speaks; None
+        when the job takes no workers."""
         runner = self.runner
         if runner is None or self._nursery is None or self.record.state is not JobState.RUNNING:
-            await link.send(
-                Error(code=ErrorCode.NOT_FOUND, reason="no such running job", job_id=self.job_id)
-            )
-            return
+            return None
+        port = self._ports.get(link.peer_id)
         if port is None or port.link is not link:
             if port is not None:
                 port.close()
@@ -377,7 +430,7 @@ class NetworkJob:
             self._ports[link.peer_id] = port
             self._nursery.start_soon(port.serve)
             self.node.emit("worker", job=self.record.id_hex, worker=link.peer_id, joined=True)
-        port.credit(message.credits)
+        return port
 
     # --- package and results download ----------------------------------------------------
 
@@ -393,52 +446,3 @@ class NetworkJob:
                     package=request.package, offset=request.offset, total=len(blob), data=data
                 )
         return None
-
-
-async def resume_job(node: Node, archived: ArchivedJob) -> None:
-    """Take up a job that the node's last run left unfinished (its journal says where it
-    stood): its package is unpacked again from the store, checked as at submission, and
-    run from what its journal kept. A job that cannot be taken up is marked failed."""
-    journal = archived.journal
-    record = archived.record
-    folder = node.jobs_dir / record.id_hex
-    assert journal is not None
-    try:
-        spec, tar = await _reload(node, folder, journal)
-    except (OSError, UnpackError, JobRefused, ValueError, KeyError, TypeError) as exc:
-        why = str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__
-        await trio.to_thread.run_sync(archived.interrupted, folder, why)
-        log.warning("job %s could not be resumed: %s", record.id_hex, why)
-        return
-    envelope = None
-    if spec.kind == "package":  # donors check the submitter's signature on the package
-        envelope = Envelope(EnvelopeKind.PACKAGE, bytes.fromhex(journal["package_author"]),
-                            record.job_id, 0, b"", bytes.fromhex(journal["package_signature"]),
-                            tar)
-    job = NetworkJob(node, spec, job_id=record.job_id, package_envelope=envelope, tar=tar)
-    job.submitter = bytes.fromhex(journal["submitter"])  # whose Cancel counts, as before
-    job.record.started = record.started
-    job.record.resumed = 0  # the journal tells how much was kept, once it is open
-    node.jobs[job.job_id] = job
-    log.info("resuming job %s (%s), interrupted when its chief stopped", record.name,
-             record.id_hex)
-    await job.run(folder)
-
-
-async def _reload(node: Node, folder: Path, journal: dict[str, Any]) -> tuple[JobSpec, bytes]:
-    """The job's spec and package bytes from its folder in the store (package.tar is
-    unpacked with the same bounds as a peer's, into a fresh ``submitted/``)."""
-    tar = await trio.to_thread.run_sync((folder / "package.tar").read_bytes)
-    submitted = folder / "submitted"
-    for scratch in (submitted, folder / "work"):
-        await remove_tree(scratch)
-    await trio.to_thread.run_sync(
-        functools.partial(unpack_tar, tar, submitted, max_bytes=PACKAGE_BYTES))
-    target = submitted
-    if journal.get("kind") == "script":
-        script = journal.get("script")
-        if not (isinstance(script, str) and plain_name(script)):
-            raise ValueError("its record names no script")
-        target = submitted / script
-    spec = await trio.to_thread.run_sync(load_job, target, node.limits)
-    return renamed(spec, str(journal.get("name") or "")), tar

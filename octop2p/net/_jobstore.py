@@ -126,6 +126,11 @@ class JobStore:
     def __init__(self, folder: Path) -> None:
         self.folder = folder
         self._journal_failed = False
+        # job.json is rewritten in a thread, one write at a time (``write_atomic`` uses one
+        # temporary name per file): the newest state waits while a write is in flight.
+        self._journal_lock = trio.Lock()
+        self._journal_next: bytes | None = None
+        self._journal_writer = False  # a `_write_pending` task is on its way
         try:
             folder.mkdir(parents=True, exist_ok=True, mode=0o700)
         except OSError as exc:
@@ -164,16 +169,43 @@ class JobStore:
             raise StoreError(f"the job finished, but the chief could not keep its results: "
                              f"{exc}") from exc
 
-    def write_journal(self, job: NetworkJob) -> None:
-        """Rewrite ``job.json``. A failed write is logged once and never raised: the
-        journal is what a restarted node shows, and a full disk must not stop the job
-        (or, from the job's last `finally`, the node)."""
+    def journal_soon(self, job: NetworkJob, nursery: trio.Nursery) -> None:
+        """Rewrite ``job.json`` soon, in a thread of a task of ``nursery`` (for the job's
+        progress, on the event loop). While a write is in flight, the newest state waits
+        and is written after it; states in between are skipped."""
+        self._journal_next = self.journal(job)  # on the event loop: it reads the job
+        if not self._journal_writer:
+            self._journal_writer = True
+            nursery.start_soon(self._write_pending, job.record.id_hex)
+
+    async def _write_pending(self, job_hex: str) -> None:
         try:
-            write_atomic(self.folder / "job.json", self.journal(job))
+            while self._journal_next is not None:
+                data, self._journal_next = self._journal_next, None
+                async with self._journal_lock:
+                    await trio.to_thread.run_sync(self._write_journal, data, job_hex)
+        finally:
+            self._journal_writer = False
+
+    async def write_journal(self, job: NetworkJob) -> None:
+        """Rewrite ``job.json`` with the job as it stands, after any write in flight, in a
+        thread; shielded, so that a node that stops still records where the job stood."""
+        data = self.journal(job)
+        self._journal_next = None  # older than this write: never written after it
+        with trio.CancelScope(shield=True):
+            async with self._journal_lock:
+                await trio.to_thread.run_sync(self._write_journal, data, job.record.id_hex)
+
+    def _write_journal(self, data: bytes, job_hex: str) -> None:
+        """Write ``job.json`` (in a thread). A failed write is logged once and never
+        raised: the journal is what a restarted node shows, and a full disk must not stop
+        the job (or, from the job's last `finally`, the node)."""
+        try:
+            write_atomic(self.folder / "job.json", data)
         except StoreError as exc:
             if not self._journal_failed:
                 log.warning("job %s: %s; `octop2p jobs` after a restart may not show it "
-                            "as it is", job.record.id_hex, exc)
+                            "as it is", job_hex, exc)
             self._journal_failed = True
         else:
             self._journal_failed = False

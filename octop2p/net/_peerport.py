@@ -5,6 +5,11 @@ machine assigns, and answers. This port adds what the network needs: fragments g
 signed by the chief and bound to the job's package, several in one write; results come
 back signed by the donor and are bound to the fragment they answer before the runner
 sees them. Nothing here decides who gets what: that is the job machine's.
+
+A result that answers no fragment sent on this link may be one the donor computed for
+this chief before it restarted (a *handover*, docs/jobs.md "When the chief restarts"):
+it goes to the runner with a check that this run's fragment of that number is the one
+the donor ran (the digest its result names), and the machine decides whether it counts.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ from typing import Any
 import msgpack
 import trio
 
+from octop2p.engine._handover import HandedIn
 from octop2p.engine._machine import WorkFailure
 from octop2p.engine._runner import JobRunner
 from octop2p.engine._slot import MAX_SLOT_WINDOW, Done, Work
@@ -25,11 +31,18 @@ log = logging.getLogger(__name__)
 
 #: The rule of a worker's Failure that hands a fragment back unrun (it counts no attempt).
 NOT_RUN = "not run"
+#: The rule of a worker's Failure that names a fragment it still runs for this chief's
+#: earlier run (a handover): no vote, its result follows.
+STILL_RUNNING = "still running"
+#: Handed-in results and running fragments a donor may name, per core (its window, the
+#: results it had just sent, and those it held): more are dropped.
+MAX_HANDED_IN_PER_CORE = 3 * MAX_SLOT_WINDOW
 #: Cores a donor's credits are sized by, at most, whatever its Hello claims: credits make
 #: the chief pull the splitter ahead, so a peer must not be able to ask for the whole job.
 MAX_CLAIMED_CORES = 64
 TASKS = {"process": Task.PROCESS, "map": Task.MAP, "reduce": Task.REDUCE}
 KINDS = {task: kind for kind, task in TASKS.items()}
+_UNSIGNED = bytes(64)  # a signature's place, where only an envelope's digest is wanted
 
 
 def encode_parts(parts: list[bytes]) -> bytes:
@@ -69,6 +82,7 @@ class PeerPort:
         # task of the same number.
         self._sent: dict[bytes, tuple[str, int]] = {}
         cores = max(1, min(link.cores, MAX_CLAIMED_CORES))
+        self._handover_room = MAX_HANDED_IN_PER_CORE * cores
         runner.join(self.worker, self.worker, MAX_SLOT_WINDOW * cores, self)
 
     def deliver(self, worker: str, works: list[Work]) -> None:
@@ -90,9 +104,8 @@ class PeerPort:
             self.close()
 
     def _sign(self, work: Work) -> Fragment:
-        data = encode_parts(work.payload) if work.kind == "reduce" else work.payload
         envelope = Envelope.sign(self.identity, EnvelopeKind.FRAGMENT, self.job_id, work.seq,
-                                 data, ref=self.package_hash)
+                                 _wire(work), ref=self.package_hash)
         self._sent[envelope.digest] = (work.kind, work.seq)
         return Fragment(task=TASKS[work.kind], envelope=envelope)
 
@@ -109,7 +122,8 @@ class PeerPort:
         seq = envelope.seq
         sent = self._sent.get(envelope.ref)
         if sent is None:
-            return  # late, duplicate, or never sent to this worker: dropped
+            self._hand_in(message)  # else late, duplicate, or never sent: dropped
+            return
         kind, sent_seq = sent
         if envelope.job_id != self.job_id or seq != sent_seq:
             # Dropped, and the fragment still waits for its real answer.
@@ -134,6 +148,35 @@ class PeerPort:
             return
         self.runner.results(self.worker, [Done(kind, seq, problem, message.out)])
 
+    def _hand_in(self, message: Result) -> None:
+        """A result (or a running fragment) this donor computed for the chief's run
+        before it restarted; bounded, and checked by the machine before it counts."""
+        envelope, failure = message.envelope, message.failure
+        phase = self.runner.machine.phase
+        if phase is None or envelope.job_id != self.job_id or (
+                failure is not None and failure.rule != STILL_RUNNING):
+            return  # a failure from before the restart: the fragment runs again
+        if self._handover_room <= 0:
+            if self._handover_room == 0:
+                log.warning("worker %s handed in more results than it can hold; the rest "
+                            "are dropped", self.link.short)
+            self._handover_room -= 1
+            return
+        self._handover_room -= 1
+        kind, seq, ref = phase.kind, envelope.seq, envelope.ref
+        data = None
+        if failure is None:
+            data = self._check(kind, envelope.payload)
+            if isinstance(data, WorkFailure):
+                return  # malformed: that fragment is computed again
+        author, job_id, package = self.identity.public_key, self.job_id, self.package_hash
+
+        def matches(payload: Any) -> bool:  # the digest a signed fragment would have
+            return Envelope(EnvelopeKind.FRAGMENT, author, job_id, seq, package, _UNSIGNED,
+                            _wire(Work(kind, seq, payload))).digest == ref
+
+        self.runner.handed_in(HandedIn(self.worker, kind, seq, matches, data))
+
     def _check(self, kind: str, payload: bytes) -> Any:
         """The result's payload as the runner takes it, or the failure it amounts to."""
         if kind == "map":
@@ -148,3 +191,8 @@ class PeerPort:
                                rule="result size", traceback="(measured by the chief)",
                                deterministic=True)
         return payload
+
+
+def _wire(work: Work) -> bytes:
+    """A fragment's payload as it travels (a reduce task's parts as one blob)."""
+    return encode_parts(work.payload) if work.kind == "reduce" else work.payload

@@ -35,6 +35,7 @@ def settings_from(home: Home, config: Config, **extra: Any) -> NodeSettings:
         block_after_breaches=config.block_after_breaches,
         block_hours=config.block_hours,
         reattach_seconds=config.reattach_seconds,
+        handover_seconds=config.handover_seconds,
         journal=config.journal,
     )
     values.update(extra)

@@ -19,7 +19,7 @@ import shutil
 import time
 from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import trio
 
@@ -28,7 +28,7 @@ from octop2p.engine._results import MAX_RESULT_ENTRIES
 from octop2p.engine._runner import Progress
 from octop2p.engine._unpack import UnpackError, plain_name, unpack_tar
 from octop2p.errors import JobRefused, NoNodeError, OctoError
-from octop2p.net._donor import WorkRefused
+from octop2p.net._fetch import WorkRefused
 from octop2p.net._hosted import JobRecord, NetworkJob
 from octop2p.net._peer import LinkClosed, PeerLink
 from octop2p.net._store import StoreError, evict_oldest, write_atomic
@@ -52,6 +52,9 @@ from protocol import (
 )
 
 if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable
+
+    from octop2p.net._donor import WorkerService
     from octop2p.net._node import Node
 
 log = logging.getLogger(__name__)
@@ -82,6 +85,26 @@ def status_of(job: Any) -> JobStatus:
     )
 
 
+class FollowerNode(Protocol):
+    """What a :class:`RemoteJob` uses of its node (a :class:`~octop2p.net._node.Node`)."""
+
+    @property
+    def settings(self) -> Any: ...  # ``NodeSettings``: ``reattach_seconds``
+    @property
+    def jobs_dir(self) -> Path: ...  # the job's record and results are kept here
+    @property
+    def worker(self) -> WorkerService: ...  # downloads the results by content hash
+
+    def links(self) -> list[PeerLink]:
+        """Every open link (the chief's, once it is back)."""
+
+    def emit(self, kind: str, **fields: Any) -> None:
+        """Publish a node event ("job", "progress", "output", "notice", ...)."""
+
+    def spawn(self, fn: Callable[..., Awaitable[Any]], *args: Any) -> None:
+        """Run ``fn(*args)`` as a task of the node."""
+
+
 class RemoteJob:
     """A job this node submitted to another chief, as the node API shows it.
 
@@ -92,7 +115,8 @@ class RemoteJob:
     """
 
     def __init__(
-        self, node: Node, link: PeerLink, job_id: bytes, name: str, results_mb: int = 1024
+        self, node: FollowerNode, link: PeerLink, job_id: bytes, name: str,
+        results_mb: int = 1024,
     ) -> None:
         self.node = node
         #: The most the chief's results may be: the job's merge quota, with tar and gzip

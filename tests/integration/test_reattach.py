@@ -141,6 +141,18 @@ def _wait_running(chief: NodeProcess, timeout: float = 60) -> str:
     raise AssertionError(f"no running job on the chief\n{chief.read_log()}")
 
 
+def _wait_following(sub: NodeProcess, timeout: float = 30) -> None:
+    """The submitter has heard from its chief that the job runs (under load, that event
+    can come a moment after the chief's own record says so)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        jobs = json.loads(sub.cli("jobs", "--json").stdout)["jobs"]
+        if jobs and jobs[0]["state"] == "running":
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"the submitter never saw its job run\n{sub.read_log()}")
+
+
 def _expected(package: Path, tmp: Path) -> dict[str, bytes]:
     ran = run_cli("run", package, "-o", tmp / "run-out", "--workers", "2")
     assert ran.returncode == 0, ran.stderr
@@ -154,6 +166,7 @@ def test_partition_of_30_s_then_the_submitter_gets_its_results(linked, tmp_path:
     proc = _submit(sub, chief, package, out, log)
     try:
         _wait_running(chief)
+        _wait_following(sub)
         proxy.cut()
         time.sleep(30)
         # The chief ran on; the submitter still counts the job as alive.

@@ -24,7 +24,7 @@ def splitter():
 PROCESS = """
 import time
 def process(i):
-    time.sleep(0.03)
+    time.sleep(PROCESS_DELAY)
     return i * i
 """
 # Half a line, a pause, then the rest: a chief killed in the pause leaves results_dir
@@ -45,10 +45,11 @@ def finalize(results_dir):
 """
 
 
-def _package(folder: Path, *, split_delay: float = 0.0, slow_merge: int = -1) -> Path:
+def _package(folder: Path, *, split_delay: float = 0.0, slow_merge: int = -1, n: int = N,
+             process_delay: float = 0.03) -> Path:
     folder.mkdir(parents=True)
-    (folder / "Split.py").write_text(f"N = {N}\nSPLIT_DELAY = {split_delay}\n" + SPLIT)
-    (folder / "Process.py").write_text(PROCESS)
+    (folder / "Split.py").write_text(f"N = {n}\nSPLIT_DELAY = {split_delay}\n" + SPLIT)
+    (folder / "Process.py").write_text(f"PROCESS_DELAY = {process_delay}\n" + PROCESS)
     (folder / "Merge.py").write_text(f"SLOW_MERGE = {slow_merge}\n" + MERGE)
     return folder
 

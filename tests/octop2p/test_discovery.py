@@ -19,7 +19,7 @@ import pytest
 import trio
 from zeroconf import ServiceInfo, Zeroconf
 
-from octop2p.net import _discovery
+from octop2p.net import _advert, _discovery
 from octop2p.net._discovery import (
     MAX_ADDRESSES,
     SERVICE_TYPE,
@@ -42,7 +42,7 @@ def new_id() -> NodeId:
 
 
 def txt(advert: Advert) -> dict[bytes, bytes | None]:
-    return {k.encode(): v.encode() for k, v in _discovery._txt(advert).items()}
+    return {k.encode(): v.encode() for k, v in _advert.txt_record(advert).items()}
 
 
 # --- adverts, without a network -------------------------------------------------------------
@@ -372,7 +372,7 @@ async def test_malformed_adverts_are_ignored_and_logged_once(
         for name, properties in [
             (f"bad-{bad_id}", bad),
             (f"junk-{bad_id}", {"id": "\x00" * 40}),
-            (str(good), {k: v for k, v in _discovery._txt(Advert(good, 9, 2, True)).items()}),
+            (str(good), {k: v for k, v in _advert.txt_record(Advert(good, 9, 2, True)).items()}),
         ]
     ]
     zc = Zeroconf(interfaces=LOOPBACK)
@@ -398,7 +398,7 @@ async def test_malformed_adverts_are_ignored_and_logged_once(
                 bad["cores"] = "0"
                 await trio.to_thread.run_sync(zc.update_service, _with_properties(infos[0], bad))
                 # ...and then the good one: once its change is seen, so is the bad one's.
-                flipped = _discovery._txt(Advert(good, 9, 2, False))
+                flipped = _advert.txt_record(Advert(good, 9, 2, False))
                 await trio.to_thread.run_sync(
                     zc.update_service, _with_properties(infos[2], flipped)
                 )
@@ -435,7 +435,7 @@ async def test_stopping_during_registration_is_clean_and_prompt(mdns_loopback: N
 
 def test_a_long_name_fits_its_txt_string() -> None:
     advert = Advert(new_id(), 1, 1, False, name="\N{OCTOPUS}" * 63)  # 4 bytes each
-    value = _discovery._txt(advert)["name"].encode()
+    value = _advert.txt_record(advert)["name"].encode()
     assert len(b"name=" + value) <= 255
     peer = parse_advert("x", txt(advert), 1, ["127.0.0.1"])
     assert isinstance(peer, PeerSeen) and peer.name == "\N{OCTOPUS}" * 50

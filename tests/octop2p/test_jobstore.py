@@ -129,3 +129,122 @@ def test_damaged_results_of_a_damaged_record_are_offered_to_no_one(tmp_path: Pat
     # A member asking for its status (or a chunk) gets no hash to fetch by.
     assert archived.results_hash is None and not archived.record.has_results
     assert "damaged on disk" in archived.record.error
+
+
+# --- job.json as the job runs: off the event loop, one write at a time -------------------
+
+
+def _running_job(examples: Path) -> Any:
+    """A real NetworkJob of the primes example; its node is a stand-in (the job only
+    signs its package with it until it runs)."""
+    from types import SimpleNamespace
+
+    from octop2p.engine._limits import Limits
+    from octop2p.engine._package import load_job
+    from octop2p.engine._runner import Progress
+    from octop2p.net._hosted import NetworkJob
+    from protocol import NodeIdentity
+
+    node = SimpleNamespace(identity=NodeIdentity.generate())
+    job = NetworkJob(node, load_job(examples / "primes", Limits()))  # type: ignore[arg-type]
+    job.record.state = JobState.RUNNING
+    job.record.progress = Progress(phase="process", done=0, total=100)
+    return job
+
+
+class _SlowDisk:
+    """``write_atomic`` as a slow disk: records which thread wrote what, and how many
+    writes of one file ran at once."""
+
+    def __init__(self, seconds: float) -> None:
+        import threading
+
+        self.seconds = seconds
+        self.lock = threading.Lock()
+        self.running = self.most = 0
+        self.written: list[int] = []  # "done" of each job.json written, in order
+        self.threads: set[int] = set()
+
+    def __call__(self, path: Path, data: bytes) -> None:
+        import threading
+        import time
+
+        with self.lock:
+            self.running += 1
+            self.most = max(self.most, self.running)
+        time.sleep(self.seconds)
+        write_atomic(path, data)
+        with self.lock:
+            self.running -= 1
+            self.written.append(json.loads(data)["done"])
+            self.threads.add(threading.get_ident())
+
+
+async def test_progress_rewrites_job_json_in_a_thread_one_write_at_a_time(
+    tmp_path: Path, examples: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import threading
+    import time
+
+    import trio
+
+    from octop2p.net import _jobstore
+
+    job = _running_job(examples)
+    store = JobStore(tmp_path / job.record.id_hex)
+    disk = _SlowDisk(0.05)
+    monkeypatch.setattr(_jobstore, "write_atomic", disk)
+    longest = 0.0
+    async with trio.open_nursery() as nursery:
+        for done in range(1, 41):
+            job.record.progress.done = done
+            began = time.perf_counter()
+            store.journal_soon(job, nursery)
+            longest = max(longest, time.perf_counter() - began)
+            await trio.sleep(0.005)
+    # The event loop never waited for the disk, and the disk saw one write at a time,
+    # in order, ending with the newest state; states queued behind a write were skipped.
+    assert longest < 0.04, longest
+    assert threading.get_ident() not in disk.threads
+    assert disk.most == 1
+    assert disk.written == sorted(disk.written) and disk.written[-1] == 40
+    assert 2 <= len(disk.written) < 20, disk.written
+    job.record.state, job.record.progress.done = JobState.DONE, 100
+    async with trio.open_nursery() as nursery:
+        store.journal_soon(job, nursery)  # in flight when the job ends...
+        await trio.sleep(0.01)
+        await store.write_journal(job)  # ...so the last write waits for it, then wins
+    assert disk.most == 1 and disk.written[-1] == 100
+    assert json.loads((store.folder / "job.json").read_bytes())["state"] == "done"
+
+
+async def test_a_full_disk_under_job_json_is_logged_once_and_never_raised(
+    tmp_path: Path, examples: Path, monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    import trio
+
+    from octop2p.net import _jobstore
+
+    job = _running_job(examples)
+    store = JobStore(tmp_path / job.record.id_hex)
+    full = True
+
+    def disk(path: Path, data: bytes) -> None:
+        if full:
+            raise StoreError(f"could not write {path}: No space left on device")
+        write_atomic(path, data)
+
+    monkeypatch.setattr(_jobstore, "write_atomic", disk)
+    with caplog.at_level("WARNING", logger="octop2p.net._jobstore"):
+        for _ in range(3):
+            async with trio.open_nursery() as nursery:
+                store.journal_soon(job, nursery)
+            await store.write_journal(job)
+        assert [r.getMessage().count("No space left") for r in caplog.records] == [1]
+        full = False  # space again: the next write goes through...
+        await store.write_journal(job)
+        assert json.loads((store.folder / "job.json").read_bytes())["job"] == job.record.id_hex
+        full = True  # ...and a new failure is told again
+        await store.write_journal(job)
+    assert len(caplog.records) == 2

@@ -17,7 +17,7 @@ from octop2p.engine._limits import Limits
 from octop2p.engine._package import load_job
 from octop2p.engine._runner import JobRunner
 from octop2p.engine._slot import MAX_SLOT_WINDOW
-from octop2p.net._peerport import PeerPort
+from octop2p.net._peerport import MAX_HANDED_IN_PER_CORE, STILL_RUNNING, PeerPort
 from protocol import (
     Envelope,
     EnvelopeKind,
@@ -173,7 +173,7 @@ def test_a_donor_signs_each_answer_for_the_fragment_it_answers() -> None:
     from types import SimpleNamespace
 
     from octop2p.engine._limits import JobOptions
-    from octop2p.net._donor import WorkerJob
+    from octop2p.net._workerjob import WorkerJob
     from protocol import JobInfo, JobKind, Task
 
     node = SimpleNamespace(cores=1, limits=Limits(), identity=DONOR)
@@ -192,3 +192,49 @@ def test_a_donor_signs_each_answer_for_the_fragment_it_answers() -> None:
     assert job.take(map0) == "" and job.take(reduce0) == ""
     assert job.signed("map", 0, b"m").envelope.ref == map0.envelope.digest
     assert job.signed("reduce", 0, b"r").envelope.ref == reduce0.envelope.digest
+
+
+def handed_in(seq: int, fragment: bytes, payload: bytes = b"",
+              failure: Failure | None = None) -> Result:
+    """What a donor hands in after the chief restarted: an answer to the fragment the
+    chief's earlier run signed (never sent on this link)."""
+    ran = Envelope.sign(CHIEF, EnvelopeKind.FRAGMENT, JOB, seq, fragment, ref=PACKAGE)
+    return Result(envelope=Envelope.sign(DONOR, EnvelopeKind.RESULT, JOB, seq, payload,
+                                         ref=ran.digest), failure=failure)
+
+
+async def test_a_donor_hands_in_results_from_before_the_chief_restarted(
+        tmp_path: Path) -> None:
+    run = runner(tmp_path)
+    port, donor, _, _ = await port_and_donor(run)
+    run.machine.split([b"a", b"b", b"c", b"d"], True)
+    port.on_result(handed_in(0, b"a", b"A"))  # the fragment this run has: merged
+    port.on_result(handed_in(1, b"not b", b"B"))  # another fragment: refused
+    port.on_result(handed_in(2, b"c", failure=Failure(message="running",
+                                                      rule=STILL_RUNNING)))
+    port.on_result(handed_in(0, b"a", b"A"))  # again: never merged twice
+    assert run.accepted_list == [(0, b"A")]  # type: ignore[attr-defined]
+    assert run.machine.table.leased_to(port.worker) == [2]  # still running there
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(port.serve)
+        port.credit(4)
+        got = await receive(donor, 2)
+        assert [f.envelope.seq for f in got] == [1, 3]  # type: ignore[union-attr]
+        port.on_result(handed_in(2, b"c", b"C"))  # the running fragment's result
+        assert run.accepted_list == [(0, b"A"), (2, b"C")]  # type: ignore[attr-defined]
+        nursery.cancel_scope.cancel()
+    assert run.handover.counts == {"result": 2, "running": 1, "mismatch": 1, "done": 1}
+
+
+async def test_a_donor_cannot_hand_in_without_bound(tmp_path: Path) -> None:
+    run = runner(tmp_path)
+    port, _, _, _ = await port_and_donor(run)  # 2 cores
+    run.machine.split([b"a"], False)
+    room = 2 * MAX_HANDED_IN_PER_CORE
+    for seq in range(room + 50):  # fragments the splitter has not produced (yet)
+        port.on_result(handed_in(seq + 10, b"x", b"X" * 100))
+    other = Result(envelope=Envelope.sign(DONOR, EnvelopeKind.RESULT, content_hash(b"j")[:16],
+                                          0, b"A", ref=content_hash(b"a")))
+    port.on_result(other)  # another job's: dropped
+    assert sum(run.handover.counts.values()) + len(run.handover._pending) == room
+    assert run.accepted_list == []  # type: ignore[attr-defined]
