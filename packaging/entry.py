@@ -9,7 +9,7 @@ the fork server must stay single-threaded and light, and users never type the fl
 
 import sys
 
-# The flag octop2p.engine._children.fork_server_command gives a frozen app (a test checks they
+# The flag octop2p.engine._forkstart.fork_server_command gives a frozen app (a test checks they
 # agree); spelled out here so that a CLI start imports nothing of the sandbox for it.
 _FORK_SERVER_FLAG = "--octop2p-fork-server"
 

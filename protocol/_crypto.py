@@ -16,6 +16,9 @@ import nacl.exceptions
 import nacl.utils
 
 from ._errors import LocalProtocolError, RemoteProtocolError
+from ._hashes import HASH_BYTES as HASH_BYTES
+from ._hashes import PERSON_CONTENT as PERSON_CONTENT
+from ._hashes import content_hash as content_hash
 
 #: A source of randomness: called with a byte count, returns that many random bytes.
 Rng = Callable[[int], bytes]
@@ -24,7 +27,6 @@ Rng = Callable[[int], bytes]
 default_rng: Rng = nacl.utils.random
 
 KEY_BYTES = 32
-HASH_BYTES = 32
 X25519_BYTES = 32
 AEAD_TAG_BYTES = nacl.bindings.crypto_aead_chacha20poly1305_ietf_ABYTES
 _AEAD_NONCE = bytes(nacl.bindings.crypto_aead_chacha20poly1305_ietf_NPUBBYTES)
@@ -35,7 +37,6 @@ PERSON_KDF = b"octop2p kdf v1"
 PERSON_ENVELOPE = b"octop2p envelope"
 PERSON_NODE_ID = b"octop2p node id"
 PERSON_JOIN_CODE = b"octop2p joincode"
-PERSON_CONTENT = b"octop2p content"
 
 
 def transcript_hash(previous: bytes, data: bytes) -> bytes:
@@ -57,11 +58,6 @@ def kdf(key: bytes, label: bytes, context: bytes = b"", size: int = KEY_BYTES) -
     h.update(label)
     h.update(context)
     return h.digest()
-
-
-def content_hash(data: bytes) -> bytes:
-    """The BLAKE2b-256 content hash by which packages and results are named and fetched."""
-    return hashlib.blake2b(data, digest_size=HASH_BYTES, person=PERSON_CONTENT).digest()
 
 
 def x25519_keypair(rng: Rng) -> tuple[bytes, bytes]:

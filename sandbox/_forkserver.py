@@ -20,34 +20,13 @@ exits. Children get PR_SET_PDEATHSIG, so they die with the server.
 from __future__ import annotations
 
 import array
-
-# Preloaded so that children share these pages instead of importing them again.
-import bisect  # noqa: F401
-import collections  # noqa: F401
-import csv  # noqa: F401
-import dataclasses  # noqa: F401
-import datetime  # noqa: F401
-import decimal  # noqa: F401
-import fractions  # noqa: F401
-import functools  # noqa: F401
 import gc
-import glob  # noqa: F401
-import hashlib  # noqa: F401
-import heapq  # noqa: F401
-import itertools  # noqa: F401
-import json  # noqa: F401
-import math  # noqa: F401
+import importlib
 import os
-import random  # noqa: F401
-import re  # noqa: F401
 import selectors
 import signal
 import socket
-import statistics  # noqa: F401
-import string  # noqa: F401
-import struct  # noqa: F401
 import sys
-import zlib  # noqa: F401
 from typing import Any
 
 import msgpack
@@ -56,6 +35,11 @@ from . import _confine, _rules, _runtime  # noqa: F401  (preload: the child need
 from ._runtime import die_with_parent
 
 MAX_PACKET = 1 << 20
+#: Imported once the requests already waiting are served (a head start's child does not
+#: wait for them), so that later children share these pages instead of importing them.
+PRELOAD = ("bisect", "collections", "csv", "dataclasses", "datetime", "decimal",
+           "fractions", "functools", "glob", "hashlib", "heapq", "itertools", "json", "math",
+           "random", "re", "statistics", "string", "struct", "zlib")
 
 def _move_fd(fd: int, target: int) -> None:
     if fd != target:
@@ -102,6 +86,12 @@ def _send(sock: socket.socket, message: list[Any]) -> None:
     sock.send(msgpack.packb(message, use_bin_type=True))
 
 
+def _preload() -> None:
+    for name in PRELOAD:
+        importlib.import_module(name)
+    gc.freeze()  # as in main(): a child's collections walk only its own objects
+
+
 def serve(sock: socket.socket) -> int:
     """The server loop; returns when the node closes its end."""
     children: dict[int, Any] = {}  # pid -> the node's id for it
@@ -111,9 +101,15 @@ def serve(sock: socket.socket) -> int:
     selector = selectors.DefaultSelector()
     selector.register(sock, selectors.EVENT_READ)
     selector.register(wake_r, selectors.EVENT_READ)
+    preloaded = False
     try:
         while True:
-            for key, _ in selector.select():
+            events = selector.select(None if preloaded else 0)
+            if not events and not preloaded:  # nothing waits: now the preloads
+                _preload()
+                preloaded = True
+                continue
+            for key, _ in events:
                 if key.fileobj is sock:
                     message, fds = _recv(sock)
                     if message is None:

@@ -2,7 +2,10 @@
 
 A map task's output travels as R pickled partitions of ``(key, value, repeat)`` runs: a
 run stands for ``repeat`` copies of one value, so a word seen 500 times in a task is one
-entry, not 500. The reduce side expands runs into the real list ``reducefn`` gets.
+entry, not 500. When every pair of a task has one same value (the guide's ``yield word,
+1``), a partition is ``(SAME, value, keys, repeats)`` instead: two flat lists, counted
+in C, with nothing per pair in Python on either side. The reduce side expands runs into
+the real list ``reducefn`` gets.
 Values that compare equal but are not the same value (``1``, ``1.0``, ``True``;
 ``0.0``, ``-0.0``) reach ``reducefn`` as themselves. Called by `_runtime.WorkRole`.
 """
@@ -11,7 +14,8 @@ from __future__ import annotations
 
 import pickle
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from itertools import repeat
 from operator import itemgetter
 from typing import Any
 
@@ -24,8 +28,48 @@ PARTITION_CACHE = 1 << 20
 #: them loses nothing (not float: 0.0 == -0.0; not tuple: (1,) == (1.0,)).
 EXACT_TYPES = frozenset({int, str, bytes, bool, type(None)})
 
+#: Marks a partition of keys that all carry one value: ``(SAME, value, keys, repeats)``.
+SAME = "same"
+
 Run = tuple[Any, Any, int]
+_first = itemgetter(0)
 _second = itemgetter(1)
+
+
+def mapped(items: list[Any], as_pair: Callable[[Any], tuple[Any, Any]], partitions: int,
+           cache: dict[Any, int], combinefn: Callable[[Any, list[Any]], Any] | None,
+           ) -> list[bytes]:
+    """One map task's pairs as ``partitions`` pickled partitions (see the module's doc)."""
+    if combinefn is None:
+        one = one_value(items)
+        if one is not None:
+            return _partitioned_keys(one[0], one[1], partitions, cache)
+    task_runs = runs(items, as_pair)
+    if combinefn is not None:
+        task_runs = combined(task_runs, combinefn)
+    return partitioned(task_runs, partitions, cache)
+
+
+def one_value(items: list[Any]) -> tuple[Any, Counter[Any]] | None:
+    """``(value, repeats of each key)`` when every item is a ``(key, value)`` tuple and all
+    values are one same value, else None. Each check is one pass in C.
+
+    Equal values of one type in `EXACT_TYPES` are the same value, so `1` and `True` (or
+    `0.0` and `-0.0`, whose type is not there) never pass for each other."""
+    if not items:
+        return None
+    try:
+        if set(map(type, items)) != {tuple} or set(map(len, items)) != {2}:
+            return None
+        values = list(map(_second, items))
+        value = values[0]
+        if type(value) not in EXACT_TYPES or set(map(type, values)) != {type(value)}:
+            return None
+        if values.count(value) != len(values):
+            return None
+        return value, Counter(map(_first, items))
+    except TypeError:  # unhashable keys: the plain path names them
+        return None
 
 
 def runs(items: list[Any], as_pair: Callable[[Any], tuple[Any, Any]]) -> list[Run]:
@@ -61,23 +105,57 @@ def combined(task_runs: list[Run], combinefn: Callable[[Any, list[Any]], Any]) -
 
 def partitioned(task_runs: list[Run], partitions: int, cache: dict[Any, int]) -> list[bytes]:
     """The runs split by key into ``partitions`` lists, each pickled once."""
-    parts: list[list[Run]] = [[] for _ in range(partitions)]
-    for run in task_runs:
-        k = run[0]
-        r = cache.get(k)
-        if r is None:
-            r = partition_of(k, partitions)
-            if len(cache) < PARTITION_CACHE:
-                cache[k] = r
-        parts[r].append(run)
-    return [pickle.dumps(part, PICKLE_PROTOCOL) for part in parts]
+    where = _partitions_of(map(_first, task_runs), partitions, cache)
+    return [pickle.dumps(part, PICKLE_PROTOCOL) for part in _split(task_runs, where, partitions)]
+
+
+def _partitioned_keys(value: Any, counts: Counter[Any], partitions: int,
+                      cache: dict[Any, int]) -> list[bytes]:
+    """Keys that all carry ``value`` split into ``partitions``, each pickled once."""
+    keys, repeats = list(counts), list(counts.values())
+    where = _partitions_of(keys, partitions, cache)
+    return [pickle.dumps((SAME, value, part_keys, part_repeats), PICKLE_PROTOCOL)
+            for part_keys, part_repeats in zip(_split(keys, where, partitions),
+                                               _split(repeats, where, partitions), strict=True)]
+
+
+def _partitions_of(keys: Iterable[Any], partitions: int, cache: dict[Any, int]) -> list[int]:
+    """Each key's partition: computed for keys new to ``cache`` (and kept there while it
+    has room), then looked up in C."""
+    if partitions == 1:
+        return []
+    keys = list(keys)
+    new = {k: partition_of(k, partitions) for k in set(keys).difference(cache)}
+    if len(cache) + len(new) <= PARTITION_CACHE:
+        cache.update(new)
+        return list(map(cache.__getitem__, keys))
+    return [cache[k] if k in cache else new[k] for k in keys]
+
+
+def _split(rows: list[Any], where: list[int], partitions: int) -> list[list[Any]]:
+    """``rows`` by partition (``where`` gives each row's)."""
+    if partitions == 1:
+        return [rows]
+    parts: list[list[Any]] = [[] for _ in range(partitions)]
+    append = [part.append for part in parts]
+    for row, r in zip(rows, where, strict=True):
+        append[r](row)
+    return parts
 
 
 def reduced(parts: list[bytes], reducefn: Callable[[Any, list[Any]], Any]) -> bytes:
     """One partition from every map task, grouped, sorted by key and reduced, pickled."""
+    blocks = [block for data in parts if (block := pickle.loads(data))]  # none empty
+    same = _same_value(blocks)
+    if same is not None:  # every task's pairs carried one value: sum the repeats
+        value, totals = same
+        out = [(k, reducefn(k, [value] * totals[k])) for k in sorted_keys(totals)]
+        return pickle.dumps(out, PICKLE_PROTOCOL)
     groups: dict[Any, list[Any]] = {}
-    for data in parts:
-        for k, v, n in pickle.loads(data):
+    for block in blocks:
+        if type(block) is tuple:  # (SAME, value, keys, repeats): as runs
+            block = zip(block[2], repeat(block[1], len(block[2])), block[3], strict=True)
+        for k, v, n in block:
             known = groups.get(k)  # `_extend`, inlined: this runs once per run
             if known is None:
                 groups[k] = [v] * n
@@ -85,6 +163,22 @@ def reduced(parts: list[bytes], reducefn: Callable[[Any, list[Any]], Any]) -> by
                 known += [v] * n
     return pickle.dumps([(k, reducefn(k, groups[k])) for k in sorted_keys(groups)],
                         PICKLE_PROTOCOL)
+
+
+def _same_value(blocks: list[Any]) -> tuple[Any, dict[Any, int]] | None:
+    """``(value, total repeats of each key)`` when every block is a `SAME` block of one
+    same value (same type, equal), else None."""
+    if not blocks or any(type(b) is not tuple for b in blocks):
+        return None
+    value = blocks[0][1]
+    if any(type(b[1]) is not type(value) or b[1] != value for b in blocks):
+        return None
+    totals = dict(zip(blocks[0][2], blocks[0][3], strict=True))
+    for block in blocks[1:]:
+        get = totals.get
+        for k, n in zip(block[2], block[3], strict=True):
+            totals[k] = get(k, 0) + n
+    return value, totals
 
 
 def length(source: Any) -> int | None:

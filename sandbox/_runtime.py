@@ -328,12 +328,9 @@ class WorkRole:
     def _map(self, pairs: list[tuple[Any, Any]]) -> list[bytes]:
         """One map task: R pickled partitions of runs (see `_mapreduce`)."""
         mapfn = self.mapfn
-        task_runs = _mapreduce.runs(
-            list(chain.from_iterable(mapfn(k, v) for k, v in pairs)), _as_pair
-        )
-        if self.combinefn is not None:
-            task_runs = _mapreduce.combined(task_runs, self.combinefn)
-        return _mapreduce.partitioned(task_runs, self.partitions, self._partition_cache)
+        items = list(chain.from_iterable(mapfn(k, v) for k, v in pairs))
+        return _mapreduce.mapped(items, _as_pair, self.partitions, self._partition_cache,
+                                 self.combinefn)
 
     def _reduce(self, parts: list[bytes]) -> bytes:
         return _mapreduce.reduced(parts, self.reducefn)

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import functools
 import json
-import logging
 import os
 import sys
 import time
@@ -17,14 +16,44 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import click
-from rich.console import Console
 
 from octop2p import __version__
 from octop2p.engine._groups import collapse_groups
 from octop2p.errors import Interrupted, JobFailed, OctoError
 
 F = TypeVar("F", bound=Callable[..., Any])
-err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+class _Stderr:
+    """rich's Console on stderr, made on first use: importing rich costs about as much
+    as click, and `--version` or a job's start should not pay for it."""
+
+    _console: Any = None
+
+    @property
+    def console(self) -> Any:
+        if self._console is None:
+            from rich.console import Console
+
+            self._console = Console(stderr=True, highlight=False, soft_wrap=True)
+        return self._console
+
+    @property
+    def is_terminal(self) -> bool:
+        """rich's answer; without loading rich when nothing asks it to pretend either way."""
+        if self._console is None and not os.environ.keys() & {"TTY_COMPATIBLE", "FORCE_COLOR"}:
+            try:
+                if not sys.stderr.isatty():
+                    return False
+            except ValueError:  # closed
+                return False
+        return bool(self.console.is_terminal)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.console, name)
+
+
+err: Any = _Stderr()
 
 
 def common_options(fn: F) -> F:
@@ -45,6 +74,8 @@ def common_options(fn: F) -> F:
 
 
 def _setup_logging(verbose: int) -> None:
+    import logging  # here: `--version`, and `run` before its fork server starts, skip it
+
     level = logging.WARNING - 10 * min(verbose, 2)
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
@@ -103,6 +134,13 @@ class _RunProgress:
     """A rich progress bar on stderr fed by the chief's progress snapshots."""
 
     def __init__(self, enabled: bool) -> None:
+        self.enabled = enabled and err.is_terminal or os.environ.get("OCTOP2P_PROGRESS") == "1"
+        self.bar: Any = self._bar() if self.enabled else None
+        self.tasks: dict[str, Any] = {}
+        self._last = 0.0
+
+    @staticmethod
+    def _bar() -> Any:
         from rich.progress import (
             BarColumn,
             MofNCompleteColumn,
@@ -114,8 +152,7 @@ class _RunProgress:
             TimeRemainingColumn,
         )
 
-        self.enabled = enabled and err.is_terminal or os.environ.get("OCTOP2P_PROGRESS") == "1"
-        self.bar = Progress(
+        return Progress(
             SpinnerColumn(),
             TextColumn("[bold]{task.description}"),
             BarColumn(),
@@ -124,11 +161,9 @@ class _RunProgress:
             TextColumn("{task.fields[rate]}"),
             TimeElapsedColumn(),
             TimeRemainingColumn(),
-            console=err,
+            console=err.console,
             transient=False,
         )
-        self.tasks: dict[str, Any] = {}
-        self._last = 0.0
 
     def __enter__(self) -> _RunProgress:
         if self.enabled:
@@ -178,18 +213,34 @@ def run(
     job: Path, workers: int | None, out: Path | None, home: Path | None, as_json: bool, verbose: int
 ) -> None:
     """Run JOB on this machine with local sandboxed workers (no network, no daemon)."""
+    from octop2p.engine._forkstart import start_server
+
+    # The sandbox's fork server boots on the other core from here on, while the job is
+    # read and trio and the engine load; it forks the job's first child as soon as it
+    # can (a head start), so the job starts meanwhile.
+    fork_server = start_server()
+    try:
+        from octop2p.cli._out import check_job_path
+        from octop2p.engine._headstart import head_start, local_workers
+        from octop2p.engine._package import prepare
+
+        _setup_logging(verbose)
+        check_job_path(job, out)
+        spec = prepare(job)
+        workers = local_workers(workers)
+        layers = head_start(fork_server, spec, workers)
+        from octop2p._home import Home
+
+        # The results' manifest is signed by this home's node (made if it has none),
+        # once the job is done: loading keys and crypto costs nothing before it starts.
+        the_home = Home.locate(home)
+    except BaseException:
+        fork_server.close()
+        raise
     import trio
 
-    from octop2p._home import Home
-    from octop2p.cli._out import check_job_path
-    from octop2p.engine._local import prepare, run_local
+    from octop2p.engine._local import run_local
 
-    _setup_logging(verbose)
-    check_job_path(job, out)
-    spec = prepare(job)
-    # The results' manifest is signed by this home's node (made if it has none), once
-    # the job is done: loading keys and crypto costs nothing before it starts.
-    the_home = Home.locate(home)
     for warning in spec.warnings:
         err.print(f"[yellow]warning:[/] {warning}")
 
@@ -212,6 +263,8 @@ def run(
                 on_progress=progress.update,
                 on_output=on_output,
                 identity=the_home.load_or_create_identity,
+                fork_server=fork_server,
+                layers=layers,
             )
         )
     err.print(f"[green]done:[/] {result.name} in {result.seconds:.2f} s; results in {result.out}")
@@ -244,6 +297,8 @@ def doctor(home: Path | None, as_json: bool, verbose: int) -> None:
     if as_json:
         click.echo(json.dumps(report.to_json()))
         return
+    from rich.console import Console
+
     out = Console(highlight=False, soft_wrap=True)  # the report is the result: stdout
     out.print("[bold]sandbox layers[/]")
     out.print(f"  {'STATE':4} {'LAYER':9} DETAIL")

@@ -13,18 +13,17 @@ import logging
 import os
 import socket
 import subprocess
-import sys
 from collections import deque
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from itertools import count
-from pathlib import Path
 from typing import Any
 
 import msgpack
 import trio
 
-import sandbox
+from octop2p.engine._forkstart import EarlyChild, StartedServer, start_server
+from octop2p.engine._forkstart import fork_server_command as fork_server_command
 from sandbox._wire import CHILD_REPLY, FrameDecoder, WireError, pack
 
 log = logging.getLogger(__name__)
@@ -55,19 +54,6 @@ class ChildProtocolError(Exception):
     """The child sent bytes that are not a valid frame: it is broken or hostile."""
 
 
-def fork_server_command(fd: int) -> list[str]:
-    """The argv that starts the fork server on socket ``fd``."""
-    if getattr(sys, "frozen", False):
-        # In a PyInstaller bundle sys.executable is the bundle, which cannot run `-m`;
-        # its entry point (packaging/entry.py) routes this flag to the fork server.
-        # Its sys.path is the bundle's own, never the working directory.
-        return [sys.executable, "--octop2p-fork-server", str(fd)]
-    # -P: `python -m` would put the working directory first in sys.path, and every
-    # sys.path entry is a folder job code may read (Landlock's read set): the node's
-    # working directory, with whatever the user keeps there, is no place for a job.
-    return [sys.executable, "-P", "-m", "sandbox._forkserver", str(fd)]
-
-
 class ForkServer:
     """Handle on the running fork server; spawn children with :meth:`spawn`."""
 
@@ -79,42 +65,36 @@ class ForkServer:
         self._exits: dict[int, int] = {}
         self._exit_events: dict[int, trio.Event] = {}
         self._send_lock = trio.Lock()
+        self._early: dict[str, EarlyChild] = {}
         self.closed = False
 
-    async def _run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        theirs.set_inheritable(True)
-        cmd = fork_server_command(theirs.fileno())
-        # A job can read what its process inherited: the fork server gets no secrets
-        # from the node's environment, only what Python needs to find the sandbox.
-        env = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8",
-               "PYTHONPATH": str(Path(sandbox.__file__).resolve().parent.parent)}
-        async with trio.open_nursery() as nursery:
-            proc = await nursery.start(
-                lambda task_status: trio.run_process(
-                    cmd,
-                    pass_fds=(theirs.fileno(),),
-                    stdin=subprocess.DEVNULL,
-                    env=env,
-                    cwd="/",  # nothing of the node's working directory reaches a child
-                    check=False,
-                    task_status=task_status,
-                )
-            )
-            theirs.close()
-            self._sock = trio.socket.from_stdlib_socket(ours)
-            task_status.started()
-            try:
-                await self._read_loop()
-            finally:
-                self.closed = True
-                self._sock.close()
-                for event in [*self._spawned.values(), *self._exit_events.values()]:
-                    event.set()
-                with trio.move_on_after(2) as scope:
-                    scope.shield = True
-                    await proc.wait()
-                nursery.cancel_scope.cancel()
+    async def _run(self, started: StartedServer | None = None, *,
+                   task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        started = started or start_server()
+        proc = started.proc
+        self._sock = trio.socket.from_stdlib_socket(started.sock)
+        self._early = started.early
+        for early in self._early.values():
+            self._spawned[early.ident] = trio.Event()
+            self._exit_events[early.ident] = trio.Event()
+        task_status.started()
+        try:
+            await self._read_loop()
+        finally:
+            self.closed = True
+            self._sock.close()  # the server kills its children and exits
+            for event in [*self._spawned.values(), *self._exit_events.values()]:
+                event.set()
+            for early in self._early.values():  # never adopted
+                os.close(early.req_w)
+                os.close(early.rep_r)
+            self._early.clear()
+            with trio.move_on_after(2) as scope:
+                scope.shield = True
+                await _exited(proc)
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
 
     async def _read_loop(self) -> None:
         assert self._sock is not None
@@ -127,7 +107,9 @@ class ForkServer:
             op, ident = message[0], message[1]
             if op in ("spawned", "failed"):
                 self._spawn_result[ident] = (op, message[2])
-                self._spawned.pop(ident, trio.Event()).set()
+                event = self._spawned.get(ident)  # popped by its waiter
+                if event is not None:
+                    event.set()
             elif op == "exited":
                 self._exits[ident] = message[2]
                 self._exit_events.setdefault(ident, trio.Event()).set()
@@ -145,21 +127,41 @@ class ForkServer:
         ident = next(self._ids)
         req_r, req_w = os.pipe2(os.O_CLOEXEC)
         rep_r, rep_w = os.pipe2(os.O_CLOEXEC)
-        self._spawned[ident] = event = trio.Event()
+        self._spawned[ident] = trio.Event()
         self._exit_events[ident] = trio.Event()
         try:
             await self._send(["spawn", ident, spec], (req_r, rep_w))
         finally:
             os.close(req_r)
             os.close(rep_w)
-        await event.wait()
+        return await self._spawned_child(ident, req_w, rep_r, max_frame)
+
+    async def adopt(self, spec: dict[str, Any], *, max_frame: int) -> Child | None:
+        """The child asked for ``spec``'s role before the engine loaded (`_headstart`), if
+        it was asked with this very spec; else None (and that early child is killed)."""
+        early = self._early.pop(spec["role"], None)
+        if early is None:
+            return None
+        if early.spec != spec:
+            log.debug("the early %s child had another spec: not used", spec["role"])
+            os.close(early.req_w)
+            os.close(early.rep_r)
+            self._spawned.pop(early.ident, None)
+            await self.kill(early.ident)  # the server reads this after the spawn
+            return None
+        return await self._spawned_child(early.ident, early.req_w, early.rep_r, max_frame)
+
+    async def _spawned_child(self, ident: int, req_w: int, rep_r: int,
+                             max_frame: int) -> Child:
+        """The child ``ident`` once the server says it forked it."""
+        await self._spawned[ident].wait()
+        self._spawned.pop(ident, None)
         op, value = self._spawn_result.pop(ident, ("failed", "fork server stopped"))
         if op != "spawned":
             os.close(req_w)
             os.close(rep_r)
             raise ChildDied(None, f"could not start a sandboxed child: {value}")
-        child = Child(self, ident, value, req_w, rep_r, max_frame)
-        return child
+        return Child(self, ident, value, req_w, rep_r, max_frame)
 
     async def kill(self, ident: int) -> None:
         """SIGKILL a child (no-op if it already ended)."""
@@ -175,12 +177,27 @@ class ForkServer:
         return self._exits.pop(ident, None)
 
 
+async def _exited(proc: subprocess.Popen[bytes]) -> None:
+    """Wait for ``proc`` to exit, without a thread (a pidfd, or polling without one)."""
+    try:
+        pidfd = os.pidfd_open(proc.pid)
+    except (AttributeError, OSError):  # not Linux >= 5.3, or the process is reaped
+        while proc.poll() is None:
+            await trio.sleep(0.005)
+        return
+    try:
+        await trio.lowlevel.wait_readable(pidfd)
+    finally:
+        os.close(pidfd)
+    proc.wait()
+
+
 @asynccontextmanager
-async def open_fork_server() -> AsyncIterator[ForkServer]:
-    """Run a fork server for the duration of the block."""
+async def open_fork_server(started: StartedServer | None = None) -> AsyncIterator[ForkServer]:
+    """Run a fork server for the duration of the block (``started``: one already booting)."""
     server = ForkServer()
     async with trio.open_nursery() as nursery:
-        await nursery.start(server._run)
+        await nursery.start(server._run, started)
         try:
             yield server
         finally:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 import secrets
 import tempfile
 import time
@@ -15,13 +14,15 @@ from typing import TYPE_CHECKING
 
 import trio
 
-import sandbox
 from octop2p.engine._children import ForkServer, open_fork_server
+from octop2p.engine._forkstart import StartedServer
 from octop2p.engine._groups import collapse_groups
-from octop2p.engine._limits import Limits
+from octop2p.engine._headstart import local_partitions, local_workers
+from octop2p.engine._headstart import usable_layers as usable_layers
 from octop2p.engine._machine import WorkFailure
 from octop2p.engine._manifest import Provenance, package_hash_of
-from octop2p.engine._package import JobSpec, load_job
+from octop2p.engine._package import JobSpec
+from octop2p.engine._package import prepare as prepare
 from octop2p.engine._results import check_out, default_out, deliver
 from octop2p.engine._runner import JobRunner, OutputSink, Progress
 from octop2p.engine._slot import MAX_SLOT_WINDOW, Done, Work, drive_slot
@@ -128,30 +129,10 @@ def local_runner(spec: JobSpec, fs: ForkServer, *, workers: int, work_dir: Path,
             message=f"redundancy = {redundancy} needs at least that many workers, and this "
             f"run has {workers} (give -w {redundancy})", rule="redundancy")
     runner = JobRunner(spec, fs, work_dir=work_dir, layers=layers,
-                       partitions=max(2, 2 * workers), on_progress=on_progress,
+                       partitions=local_partitions(spec, workers), on_progress=on_progress,
                        on_output=on_output)
     runner.served.append(LocalPort(workers, lambda i: f"local-{i}"))
     return runner
-
-
-def usable_layers(*, required: frozenset[str] | None = None) -> frozenset[str]:
-    """The sandbox layers this machine supports (``octop2p doctor`` shows the same)."""
-    status = sandbox.probe()
-    available = frozenset(name for name, st in status.items() if st.available)
-    missing = sorted(sandbox.ALL_LAYERS - available)
-    for name in missing:
-        log.warning("sandbox layer %s is not available here: %s", name, status[name].detail)
-    if required is not None and not required <= available:
-        raise sandbox.SandboxError(
-            "this machine cannot apply the sandbox layers "
-            + ", ".join(sorted(required - available))
-        )
-    return available
-
-
-def prepare(path: Path, node_limits: Limits | None = None) -> JobSpec:
-    """Load and validate a job; raises JobRefused before anything runs."""
-    return load_job(path, node_limits or Limits())
 
 
 async def run_local(
@@ -163,13 +144,15 @@ async def run_local(
     on_output: OutputSink | None = None,
     layers: frozenset[str] | None = None,
     identity: Callable[[], NodeIdentity] | None = None,
+    fork_server: StartedServer | None = None,
 ) -> RunResult:
     """Run ``spec`` with ``workers`` sandboxed local workers and deliver it to ``out``.
 
     ``identity()`` (the home's, for ``octop2p run``; a new one if None) signs the
     manifest; it is called once the job is done, so that loading keys and crypto costs
-    nothing before the job starts."""
-    workers = max(1, workers or os.cpu_count() or 1)
+    nothing before the job starts. ``fork_server``: one started already (`start_server`),
+    booting while the caller imported the engine."""
+    workers = local_workers(workers)
     out = out or default_out(spec.options.name)
     check_out(out)
     layers = usable_layers() if layers is None else layers
@@ -179,7 +162,7 @@ async def run_local(
         collapse_groups(),
         tempfile.TemporaryDirectory(prefix=f"octop2p-{spec.options.name}-") as tmp,
     ):
-        async with open_fork_server() as fs:
+        async with open_fork_server(fork_server) as fs:
             runner = local_runner(spec, fs, workers=workers, work_dir=Path(tmp), layers=layers,
                                   on_progress=on_progress, on_output=on_output)
             provenance = Provenance(Path(tmp))

@@ -360,3 +360,8 @@ def _check_size(files: list[tuple[str, int]], limit: int, *, done: bool) -> None
 
 def _size(n: int) -> str:
     return f"{n / 2**20:.1f} MiB" if n >= 2**20 else f"{n} bytes"
+
+
+def prepare(path: Path, node_limits: Limits | None = None) -> JobSpec:
+    """Load and validate a job; raises JobRefused before anything runs."""
+    return load_job(path, node_limits or Limits())

@@ -50,8 +50,8 @@ from octop2p.errors import JobFailed
 
 log = logging.getLogger(__name__)
 
-#: How often, at most, the merger's output is summed while it runs; how often leases are
-#: checked for expiry; fragments worth a call to the splitter while workers hold as many.
+#: How often the merger's output is summed, and leases checked; fragments worth a call to
+#: the splitter (a round trip) while workers hold as many (fewer can wait for more).
 QUOTA_SECONDS, TICK_SECONDS, SPLIT_AT_LEAST = 0.5, 1.0, MAX_BATCH // 2
 
 
@@ -249,10 +249,11 @@ class JobRunner:
         )
         return ChildMaker(self.fs, spec, self.limits, self.watchers)
 
-    async def _spawn(self, role: str) -> Any:
-        """A ready chief-side child; a failure while loading the job fails the job."""
+    async def _spawn(self, role: str, on_printed: Any = None) -> Any:
+        """A ready chief-side child; a failure while loading the job fails the job.
+        ``on_printed(where, text)`` gets what it printed while loading (default: output)."""
         try:
-            child = await self.maker(role).spawn(self._emit_out)
+            child = await self.maker(role).spawn(on_printed or self._emit_out)
         except SpawnFailed as exc:
             raise exc.failure.error(f"the {role} child, while loading the job") from None
         if self.limits.threads > 1 and self.watchers is not None:
@@ -424,8 +425,7 @@ class JobRunner:
         child = await self._spawn("split")
         try:
             while not self.machine.table.exhausted:
-                wanted, table = self.machine.wanted(), self.machine.table
-                # While workers hold plenty, a few more can wait for more (a round trip each)
+                wanted, table = self.machine.wanted(), self.machine.table  # see SPLIT_AT_LEAST
                 if wanted == 0 or (wanted < SPLIT_AT_LEAST
                                    and table.in_flight - table.queued >= SPLIT_AT_LEAST):
                     await self.changed.wait()

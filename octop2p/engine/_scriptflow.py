@@ -8,7 +8,7 @@ import logging
 import shutil
 import time
 from collections.abc import Sequence
-from typing import IO, TYPE_CHECKING
+from typing import IO, TYPE_CHECKING, Any
 
 import trio
 
@@ -27,6 +27,7 @@ async def run_script(runner: JobRunner) -> None:
     parts_dir.mkdir(exist_ok=True)
     part_files = [open(parts_dir / f"{r}.bin", "w+b") for r in range(runner.partitions)]
     reduced: dict[int, bytes] = {}
+    merge = _EarlyMerge()
     try:
         await _map_phase(runner, part_files)
 
@@ -43,12 +44,51 @@ async def run_script(runner: JobRunner) -> None:
                        if isinstance(logged.payload, bytes))
         runner._begin("reduce", list(range(runner.partitions)), reduced.__setitem__,
                     load_partition, settled=set(kept))
-        await runner._wait_finished()
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(merge.spawn, runner)
+            await runner._wait_finished()
+        await _final(runner, [reduced[r] for r in range(runner.partitions)], merge)
     finally:
         for f in part_files:
             f.close()
         shutil.rmtree(parts_dir, ignore_errors=True)
-    await _final(runner, [reduced[r] for r in range(runner.partitions)])
+        await merge.aclose()
+
+
+class _EarlyMerge:
+    """The merge child for ``final``, spawned as the reduce starts: its import of the
+    script (which may read the whole source again) overlaps the reduce instead of
+    following it. What it prints while loading is kept for ``final``'s output, and a
+    failure to load fails the job where ``final`` starts, as if it had been spawned
+    there."""
+
+    def __init__(self) -> None:
+        self.child: Any = None
+        self.error: BaseException | None = None
+        self.printed: list[tuple[str, Any]] = []
+        self.ready = trio.Event()
+
+    async def spawn(self, runner: JobRunner) -> None:
+        try:
+            self.child = await runner._spawn("merge", lambda *out: self.printed.append(out))
+        except Exception as exc:  # noqa: BLE001 - raised again in get()
+            self.error = exc
+        finally:
+            self.ready.set()
+
+    async def get(self, runner: JobRunner) -> Any:
+        """The ready child, once ``runner.on_output`` is final's: its loading output first."""
+        await self.ready.wait()
+        if self.error is not None:
+            raise self.error
+        for where, text in self.printed:
+            runner._emit_out(where, text)
+        child, self.child = self.child, None
+        return child
+
+    async def aclose(self) -> None:
+        if self.child is not None:
+            await self.child.aclose()
 
 async def _map_phase(runner: JobRunner, part_files: Sequence[IO[bytes]]) -> None:
     """Map every key of the source; each task's output goes to the partition files."""
@@ -75,7 +115,7 @@ async def _map_phase(runner: JobRunner, part_files: Sequence[IO[bytes]]) -> None
     if runner.journal is not None:
         await runner.journal.end_phase("map")
 
-async def _final(runner: JobRunner, reduced: list[bytes]) -> None:
+async def _final(runner: JobRunner, reduced: list[bytes], merge: _EarlyMerge) -> None:
     """Every reduced pair in key order, in one chief-side child."""
     runner._begin("final", [], lambda seq, data: None)
     runner.progress.total = 1
@@ -87,13 +127,15 @@ async def _final(runner: JobRunner, reduced: list[bytes]) -> None:
             sink("final", text)
 
         runner.on_output = tee
-        child = await runner._spawn("merge")
         try:
-            await runner._call(child, ["final", reduced], "final",
-                             timeout=runner.limits.wall_seconds)
+            child = await merge.get(runner)
+            try:
+                await runner._call(child, ["final", reduced], "final",
+                                   timeout=runner.limits.wall_seconds)
+            finally:
+                await child.aclose()
         finally:
             runner.on_output = sink
-            await child.aclose()
     check_output_quota(runner.results_dir, runner.limits)
     log.info("job %s: final took %.2f s", runner.spec.options.name,
              time.monotonic() - runner._phase_started)

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import logging
 import time
-from pathlib import Path
 from typing import Any, NamedTuple, Protocol
 
 import trio
@@ -27,9 +26,9 @@ from octop2p.engine._children import (
     ChildReported,
     ForkServer,
 )
+from octop2p.engine._headstart import child_spec as child_spec
 from octop2p.engine._limits import Limits
 from octop2p.engine._machine import WorkFailure
-from sandbox import Policy
 from sandbox import describe_exit as _describe_exit
 
 log = logging.getLogger(__name__)
@@ -160,27 +159,6 @@ def failure_from(info: dict[str, Any]) -> WorkFailure:
     )
 
 
-def child_spec(role: str, *, kind: str, job_dir: Path, script: str | None,
-               results_dir: Path | None, limits: Limits, options: dict[str, Any],
-               layers: frozenset[str]) -> dict[str, Any]:
-    """What the fork server needs to start one child (docs/architecture.md)."""
-    writes = (str(results_dir),) if results_dir is not None else ()
-    policy = Policy(
-        read_paths=(str(job_dir),),
-        write_paths=writes,
-        memory_bytes=limits.memory_mb << 20,
-        cpu_seconds=limits.cpu_seconds,
-        fsize_bytes=(limits.merge_output_mb << 20) if results_dir is not None else 0,
-        max_threads=limits.threads,
-        layers=layers,
-    )
-    return {
-        "role": role, "kind": kind, "job_dir": str(job_dir), "script": script,
-        "results_dir": str(results_dir) if results_dir is not None else None,
-        "limits": limits.to_dict(), "options": options, "policy": policy.to_dict(),
-    }
-
-
 class SpawnFailed(Exception):
     """A child could not be started or could not load the job."""
 
@@ -203,7 +181,9 @@ class ChildMaker:
         """A child that has imported the job's code; raises SpawnFailed."""
         role = self.spec["role"]
         limits = self.limits
-        child = await self.fs.spawn(self.spec, max_frame=limits.fragment_bytes * 2 + (64 << 20))
+        max_frame = limits.fragment_bytes * 2 + (64 << 20)
+        child = (await self.fs.adopt(self.spec, max_frame=max_frame)
+                 or await self.fs.spawn(self.spec, max_frame=max_frame))
         if limits.threads > 1 and self.watchers is not None:
             # From the start: job code may start threads as it is imported.
             self.watchers.start_soon(self._watch, child)

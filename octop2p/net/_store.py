@@ -20,7 +20,7 @@ import trio
 
 from octop2p.engine._results import discard, sync_folder, write_synced
 from octop2p.errors import OctoError
-from protocol._crypto import HASH_BYTES, PERSON_CONTENT
+from protocol._hashes import HASH_BYTES, PERSON_CONTENT
 
 log = logging.getLogger(__name__)
 

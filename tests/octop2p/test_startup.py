@@ -20,25 +20,43 @@ ROOT = Path(__file__).resolve().parents[2]
 #: What `octop2p run` and the control commands never need.
 NETWORK_ONLY = ("zeroconf", "spake2", "nacl", "PySide6", "protocol", "octop2p.net")
 #: `run` signs its results' manifest once the job is done, so it may load the identity and
-#: its crypto then; never the network, the job-code exchange or Qt.
+#: its crypto then (nacl, and these parts of `protocol`); never the network, the
+#: handshake, the messages, the job-code exchange or Qt.
+SIGNING = {"protocol", "protocol._identity", "protocol._codes", "protocol._crypto",
+           "protocol._errors", "protocol._hashes"}
 RUN_NEVER = ("zeroconf", "spake2", "PySide6", "octop2p.net")
 
 _HOOK = """
 import atexit, json, sys
-def _dump():
-    with open({out!r}, "w") as f:
+def _dump(path):
+    with open(path, "w") as f:
         json.dump(sorted(sys.modules), f)
-atexit.register(_dump)
+atexit.register(_dump, {out!r})
+{before}
 from octop2p.cli import main
 main({argv!r})
 """
 
+#: With ``before=``: also the modules loaded when the job's last result is in (the
+#: runner returns), before the manifest is signed.
+_BEFORE_SEAL = """
+import octop2p.engine._runner as _runner
+_run = _runner.JobRunner.run
+async def _ran(self, *args, **kwargs):
+    try:
+        return await _run(self, *args, **kwargs)
+    finally:
+        _dump({before!r})
+_runner.JobRunner.run = _ran
+"""
 
-def loaded_by(tmp_path: Path, *argv: str) -> tuple[int, set[str]]:
+
+def loaded_by(tmp_path: Path, *argv: str, before: Path | None = None) -> tuple[int, set[str]]:
     """Run ``octop2p ARGV`` in a fresh interpreter; its exit code and every module it loaded."""
     out = tmp_path / "modules.json"
     env = dict(os.environ, PYTHONPATH=str(ROOT), OCTOP2P_HOME=str(tmp_path / "home"))
-    code = _HOOK.format(out=str(out), argv=list(argv))
+    hook = _BEFORE_SEAL.format(before=str(before)) if before else ""
+    code = _HOOK.format(out=str(out), argv=list(argv), before=hook)
     proc = subprocess.run(
         [sys.executable, "-c", code], env=env, cwd=tmp_path, capture_output=True, timeout=120
     )
@@ -56,11 +74,17 @@ def test_run_loads_no_networking_crypto_or_qt(tmp_path: Path) -> None:
         "def mapfn(k, v):\n    for w in v.split():\n        yield w, 1\n"
         "def reducefn(k, vs):\n    return k, len(vs)\n"
     )
-    code, modules = loaded_by(tmp_path, "run", str(script), "-w", "1", "-o", str(tmp_path / "o"))
+    before = tmp_path / "before-seal.json"
+    code, modules = loaded_by(tmp_path, "run", str(script), "-w", "1", "-o", str(tmp_path / "o"),
+                              before=before)
     assert code == 0
-    assert (tmp_path / "o").is_dir()  # the job really ran
-    assert "trio" in modules  # the check itself sees what was imported
+    assert (tmp_path / "o" / "manifest.json").is_file()  # the job really ran, and was signed
+    job_time = set(json.loads(before.read_text()))
+    assert "trio" in job_time  # the check itself sees what was imported
+    assert _roots(job_time, NETWORK_ONLY) == set()
     assert _roots(modules, RUN_NEVER) == set()
+    assert _roots(modules, ("protocol",)) <= SIGNING  # the identity, not the networking
+    assert "nacl.signing" in modules  # ... which the manifest's signature needs
 
 
 def test_status_without_a_node_loads_no_crypto(tmp_path: Path) -> None:
@@ -72,7 +96,7 @@ def test_status_without_a_node_loads_no_crypto(tmp_path: Path) -> None:
 def test_version_loads_neither_trio_nor_the_engine(tmp_path: Path) -> None:
     code, modules = loaded_by(tmp_path, "--version")
     assert code == 0
-    assert _roots(modules, ("trio", "octop2p.engine._runner", *NETWORK_ONLY)) == set()
+    assert _roots(modules, ("trio", "rich", "octop2p.engine._runner", *NETWORK_ONLY)) == set()
 
 
 def test_finished_states_match_the_protocol() -> None:

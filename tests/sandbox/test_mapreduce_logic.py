@@ -10,11 +10,12 @@ import pickle
 from collections import Counter
 from typing import Any
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from sandbox._keys import partition_of
-from sandbox._mapreduce import length
+from sandbox._mapreduce import length, one_value
 from sandbox._runtime import MAP_TASKS_WANTED, SplitRole, WorkRole
 
 words = st.sampled_from(["the", "The", "sea", "SEA", "bee", "bread", "a", "ä", "naïve", "x" * 30])
@@ -150,6 +151,64 @@ def test_a_repeated_pair_travels_once() -> None:
     (part,) = role._map([("doc", "")])
     assert len(part) < 100
     assert pickle.loads(role._reduce([part])) == [("the", ("the", 10_000))]
+
+
+@pytest.mark.parametrize("values", [(1, True), (True, 1), (1, True, 1), (0, False), ("1", "1")])
+def test_tasks_of_one_value_each_keep_their_values_apart(values: tuple[Any, ...]) -> None:
+    """Each task yields one value for every pair (1 in one task, True in another): each
+    travels as keys with repeats, and the reduce keeps the values apart."""
+    per_task = [[("k", v)] * (i + 1) + [("j", v)] for i, v in enumerate(values)]
+    role = make_role(2, combine=False)
+    role.mapfn = lambda key, value: iter(per_task[int(key[3:])])
+    role.reducefn = lambda key, vals: sorted(map(exact, vals))
+    out = run(role, ["x"] * len(per_task), 1)
+    assert out == {"j": sorted(map(exact, values)),
+                   "k": sorted(exact(v) for i, v in enumerate(values) for _ in range(i + 1))}
+
+
+def test_a_task_of_one_value_and_a_task_of_many_merge() -> None:
+    role = make_role(1, combine=False)
+    tasks = [[("a", 1), ("b", 1), ("a", 1)], [("a", 2), ("a", 1), ("c", None)], []]
+    role.mapfn = lambda key, value: iter(tasks[int(key[3:])])
+    role.reducefn = lambda key, values: sorted(map(exact, values))
+    assert run(role, ["x"] * 3, 1) == {
+        "a": sorted(map(exact, [1, 1, 2, 1])), "b": [exact(1)], "c": [exact(None)]}
+
+
+def test_one_value_shortcut_takes_only_pairs_of_exact_values() -> None:
+    """The shortcut counts keys in C; anything it cannot vouch for goes the plain way."""
+    assert one_value([("a", 1), ("b", 1), ("a", 1)]) == (1, Counter({"a": 2, "b": 1}))
+    assert one_value([("a", "x"), ("a", "x")]) == ("x", Counter({"a": 2}))
+    for items in ([("a", 1), ("a", True)],  # equal, not the same value
+                  [("a", 0.0), ("a", -0.0)],  # floats: never
+                  [("a", 1), ("b", 2)],  # two values
+                  [["a", 1], ["b", 1]],  # not tuples (still fine the plain way)
+                  [("a", 1), ("b", 1, 2)],  # not pairs
+                  [([1], 1)],  # an unhashable key
+                  []):
+        assert one_value(items) is None, items
+
+
+def test_a_triple_among_pairs_of_one_value_names_the_rule() -> None:
+    role = make_role(2, combine=False)
+    role.mapfn = lambda k, v: iter([("a", 1), ("b", 1, 1)])
+    try:
+        role._map([("k", "v")])
+    except Exception as exc:  # noqa: BLE001
+        assert getattr(exc, "rule", None) == "mapfn output"
+    else:
+        raise AssertionError("a triple is not a (key, value) pair")
+
+
+def test_partitions_of_runs_still_reduce() -> None:
+    """A partition as runs (the general form, and the only one a journal of an older
+    chief holds) and a partition of keys with repeats reduce together."""
+    role = make_role(1, combine=False)
+    runs = pickle.dumps([("a", 1, 2), ("b", 2.0, 1)])
+    (same,) = role._map([("doc", "A A b")])
+    role.reducefn = lambda key, values: sorted(map(exact, values))
+    assert pickle.loads(role._reduce([runs, same])) == [
+        ("a", [exact(1)] * 4), ("b", sorted([exact(2.0), exact(1)]))]
 
 
 def split_role(source: Any) -> SplitRole:
