@@ -173,8 +173,14 @@ class NodeAPI:
 
     async def cmd_wait(self, job: str) -> dict[str, Any]:
         found = self._job(job)
-        await found.done.wait()
-        return job_status(self.node, found.record)
+        while True:
+            await found.done.wait()
+            # A job the node takes up again after a restart stands in for its record
+            # (docs/jobs.md, "When the chief restarts"): wait for that one's end.
+            now = self._job(job)
+            if now is found:
+                return job_status(self.node, found.record)
+            found = now
 
     async def cmd_donate(
         self, on: bool, cores: int | None = None, by: str = "", persist: bool = False

@@ -265,6 +265,9 @@ class JobStore:
         if running:
             if resume and (folder / "package.tar").is_file():
                 archived.journal = journal
+                # Not ended: it is taken up at this start, and `done` is set once the
+                # resumed job stands in its place (or it turns out it cannot be).
+                archived.done = trio.Event()
             else:
                 _interrupted(folder, archived.record, resume=resume)
         return archived

@@ -53,6 +53,7 @@ async def resume_job(node: HostingNode, archived: ArchivedJob) -> None:
     except (OSError, UnpackError, JobRefused, ValueError, KeyError, TypeError) as exc:
         why = str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__
         await trio.to_thread.run_sync(archived.interrupted, folder, why)
+        archived.done.set()
         log.warning("job %s could not be resumed: %s", record.id_hex, why)
         return
     envelope = None
@@ -65,6 +66,7 @@ async def resume_job(node: HostingNode, archived: ArchivedJob) -> None:
     job.record.started = record.started
     job.record.resumed = 0  # the journal tells how much was kept, once it is open
     node.jobs[job.job_id] = job
+    archived.done.set()  # whoever waited for it now follows the resumed job
     log.info("resuming job %s (%s), interrupted when its chief stopped", record.name,
              record.id_hex)
     await job.run(folder)

@@ -5,12 +5,19 @@ again what the journal kept (docs/jobs.md, "When the chief restarts")."""
 from __future__ import annotations
 
 import json
+import shutil
 import socket
 import textwrap
 import time
 from collections import Counter
 from pathlib import Path
 
+import trio
+
+from octop2p._config import Config
+from octop2p._home import Home
+from octop2p.api import NodeAPI
+from octop2p.net._start import build_node
 from tests.integration.nodes import NodeProcess, make_swarm
 
 N = 120
@@ -280,3 +287,34 @@ def test_the_owner_cancels_a_resumed_job(tmp_path: Path) -> None:
         assert _status(chief, job)["state"] == "cancelled"  # and it stays dropped
     finally:
         chief.stop()
+
+
+async def test_a_wait_as_the_node_starts_follows_the_resumed_job_to_its_end(
+        tmp_path: Path) -> None:
+    """`submit` that lost its node asks it to `wait` for the job as soon as it is back;
+    the job is then still the record read from the store, not yet the resumed job. The
+    wait ends when the resumed job does, never with "the job ended running"."""
+    (home_path,) = make_swarm(tmp_path, ["chief"])
+    first = _restart(home_path)
+    try:
+        done = _submit(first, _package(tmp_path / "job", n=20))
+        _wait(first, done, lambda s: s["state"] == "done")
+    finally:
+        first.stop()
+    # That job's folder as a node killed in mid-job leaves it (no journal yet).
+    running = home_path / "jobs" / ("ab" * 16)
+    shutil.copytree(home_path / "jobs" / done, running)
+    record = json.loads((running / "job.json").read_text())
+    (running / "job.json").write_text(json.dumps(record | {"job": "ab" * 16,
+                                                           "state": "running"}))
+    home = Home(home_path)
+    node = build_node(home, Config.load(home), listen_host="127.0.0.1", listen_port=0,
+                      discovery=False, donate=True, cores=1)
+    api = NodeAPI(node)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(node.serve)
+        with trio.fail_after(60):
+            ended = await api.call("wait", job="ab" * 16)
+        nursery.cancel_scope.cancel()
+    assert ended["state"] == "done", ended
+    assert ended["resumed"] is not None

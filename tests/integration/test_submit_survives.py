@@ -156,7 +156,7 @@ def test_submit_waits_for_its_node_to_come_back_and_ends_with_the_jobs_state(
     assert said.count("lost the node") == 1, said
     assert f"node {node_id[:7]} is back; following job {job_id} again" in said, said
     if resume:  # the node resumed the job, and the submit delivers its results
-        assert ended["state"] == "done", (ended.get("error"), ended)
+        assert ended["state"] == "done", (ended.get("error"), ended, code, said)
         assert code == 0, said
         assert tree(out) == _expected()
     else:  # the node dropped it: failed, "interrupted"
