@@ -7,11 +7,20 @@ from __future__ import annotations
 
 import json
 import re
+import textwrap
 import time
+from collections import Counter
 from pathlib import Path
 
 from tests.integration.nodes import NodeProcess, make_swarm
-from tests.integration.test_resume import _fragment_lines, _package, _results, _submit, _wait
+from tests.integration.test_resume import (
+    SCRIPT,
+    _fragment_lines,
+    _package,
+    _results,
+    _submit,
+    _wait,
+)
 
 N = 24  # fragments of half a second each, on a donor of one core
 
@@ -90,3 +99,35 @@ def test_a_donor_drops_the_work_of_a_chief_that_does_not_come_back(tmp_path: Pat
     assert "lost chief" in donor_log
     assert len(re.findall(r"did not come back within 2 s \(handover_seconds\): dropping "
                           r"\d+ results and \d+ running fragments", donor_log)) == 1, donor_log
+
+
+def test_a_mapreduce_job_adopts_the_reduce_a_donor_ran_while_its_chief_was_down(
+        tmp_path: Path) -> None:
+    chief_home, donor_home = make_swarm(tmp_path, ["chief", "donor"])
+    donor = NodeProcess(donor_home, "--donate", "--cores", "1", "--no-discovery")
+    chief = _chief(chief_home, donor)
+    (tmp_path / "job").mkdir()
+    script = tmp_path / "job" / "count.py"
+    script.write_text(textwrap.dedent(SCRIPT))
+    try:
+        chief.wait_for_peers(1, donating=True)
+        job = _submit(chief, script)
+        _wait(chief, job, lambda s: s["phase"] == "reduce")
+        time.sleep(0.5)  # the donor is in mid-reduce (0.2 s a key)
+        chief.kill()
+        chief = _chief(chief_home, donor)
+        status = _wait(chief, job, lambda s: s["state"] in ("done", "failed"))
+        assert status["state"] == "done", (status.get("error"), status)
+        out = _results(chief, job, tmp_path / "out")
+        chief_log = chief.read_log()
+    finally:
+        chief.stop()
+        donor.stop()
+    words: Counter[str] = Counter()  # the answer, computed here
+    for i in range(40):
+        words.update(f"w{(i * j) % 41}" for j in range(300))
+    lines = (out / "output.txt").read_text().splitlines()
+    assert dict(json.loads(line) for line in lines) == dict(words)
+    assert len(lines) == len(words)  # each key once
+    held = re.findall(r"handover: adopted (\d+) results and (\d+) running", chief_log)
+    assert held and sum(map(int, held[-1])) > 0, chief_log  # the donor's work was taken
