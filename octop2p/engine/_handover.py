@@ -78,6 +78,11 @@ class HandoverDesk:
         self.merged += 1
         return [item]
 
+    @property
+    def waiting(self) -> bool:
+        """Some handed-in items wait for the splitter to produce their fragment."""
+        return bool(self._pending)
+
     def retry(self, machine: JobMachine, now: float,
               load: Callable[[Any], Any] | None = None) -> list[HandedIn]:
         """After a split: offer again what waited for its fragment."""

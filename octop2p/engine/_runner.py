@@ -173,8 +173,7 @@ class JobRunner:
         self._accept(seq, payload)
         self.on_accepted(kind, seq, digest, voters)
 
-    def handed_in(self, item: HandedIn) -> None:
-        """A result (or a running fragment) from before the chief restarted."""
+    def handed_in(self, item: HandedIn) -> None:  # from before the chief restarted
         self._adopt(lambda now: self.handover.offer(self.machine, item, now, self._load))
 
     def _adopt(self, offer: Callable[[float], list[HandedIn]]) -> None:
@@ -441,7 +440,8 @@ class JobRunner:
                     self.journal.split(self.machine.phase.kind, self.machine.table.produced,
                                        fragments, where)
                 self.machine.split(fragments, bool(exhausted), where=where)
-                self._adopt(lambda now: self.handover.retry(self.machine, now, self._load))
+                if self.handover.waiting:  # handed-in items that waited for this split
+                    self._adopt(lambda now: self.handover.retry(self.machine, now, self._load))
                 if exhausted:
                     self.progress.total = self.machine.table.total
                 self._changed()
