@@ -62,6 +62,8 @@ class DonorSettings(Protocol):
     def block_hours(self) -> int: ...
     @property
     def packages_mb(self) -> int: ...
+    @property
+    def handover_seconds(self) -> int: ...  # a lost chief's work is kept this long
 
 
 class DonorNode(Protocol):

@@ -24,7 +24,7 @@ from octop2p.engine._limits import JobOptions, Limits
 from octop2p.engine._machine import WorkFailure
 from octop2p.engine._slot import MAX_SLOT_WINDOW, ChildMaker, Done, Work, child_spec, drive_slot
 from octop2p.net._fetch import WorkRefused
-from octop2p.net._handback import HANDOVER_SECONDS, Handback
+from octop2p.net._handback import Handback
 from octop2p.net._peer import LinkClosed, PeerLink
 from octop2p.net._peerport import KINDS, NOT_RUN, STILL_RUNNING, decode_parts, encode_parts
 from protocol import (
@@ -130,7 +130,7 @@ class WorkerJob:
             return
         self.handback.away = True
         self.handback.forget(time.monotonic())
-        seconds = getattr(self.service.node.settings, "handover_seconds", HANDOVER_SECONDS)
+        seconds = self.service.node.settings.handover_seconds
         log.info("lost chief %s of job %s: its %d fragments here run on, and their results "
                  "are kept %d s for its return", self.link.short, self.info.name,
                  len(self._refs), seconds)

@@ -40,6 +40,7 @@ class Settings:
     block_after_breaches: int = 3
     block_hours: int = 24
     packages_mb: int = 64
+    handover_seconds: int = 120
 
 
 @dataclass
