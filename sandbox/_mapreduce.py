@@ -4,8 +4,9 @@ A map task's output travels as R pickled partitions of ``(key, value, repeat)`` 
 run stands for ``repeat`` copies of one value, so a word seen 500 times in a task is one
 entry, not 500. When every pair of a task has one same value (the guide's ``yield word,
 1``), a partition is ``(SAME, value, keys, repeats)`` instead: two flat lists, counted
-in C, with nothing per pair in Python on either side. The reduce side expands runs into
-the real list ``reducefn`` gets.
+in C, with nothing per pair in Python on either side; mapfn's pairs are checked and
+counted a chunk at a time as they come, never all held at once. The reduce side expands
+runs into the real list ``reducefn`` gets.
 Values that compare equal but are not the same value (``1``, ``1.0``, ``True``;
 ``0.0``, ``-0.0``) reach ``reducefn`` as themselves. Called by `_runtime.WorkRole`.
 """
@@ -15,7 +16,7 @@ from __future__ import annotations
 import pickle
 from collections import Counter
 from collections.abc import Callable, Iterable
-from itertools import repeat
+from itertools import islice, repeat
 from operator import itemgetter
 from typing import Any
 
@@ -30,46 +31,74 @@ EXACT_TYPES = frozenset({int, str, bytes, bool, type(None)})
 
 #: Marks a partition of keys that all carry one value: ``(SAME, value, keys, repeats)``.
 SAME = "same"
+#: mapfn's pairs are checked and counted this many at a time (`counted`).
+CHUNK = 1024
+_UNSET: Any = object()
 
 Run = tuple[Any, Any, int]
 _first = itemgetter(0)
 _second = itemgetter(1)
 
 
-def mapped(items: list[Any], as_pair: Callable[[Any], tuple[Any, Any]], partitions: int,
-           cache: dict[Any, int], combinefn: Callable[[Any, list[Any]], Any] | None,
-           ) -> list[bytes]:
-    """One map task's pairs as ``partitions`` pickled partitions (see the module's doc)."""
-    if combinefn is None:
-        one = one_value(items)
-        if one is not None:
-            return _partitioned_keys(one[0], one[1], partitions, cache)
-    task_runs = runs(items, as_pair)
+def mapped(items: Iterable[Any], as_pair: Callable[[Any], tuple[Any, Any]],
+           partitions: int, cache: dict[Any, int],
+           combinefn: Callable[[Any, list[Any]], Any] | None) -> list[bytes]:
+    """One map task's pairs (mapfn's output, read once) as ``partitions`` pickled
+    partitions (see the module's doc)."""
     if combinefn is not None:
-        task_runs = combined(task_runs, combinefn)
-    return partitioned(task_runs, partitions, cache)
+        return partitioned(combined(runs(list(items), as_pair), combinefn), partitions, cache)
+    value, counts, rest = counted(items)
+    if rest is None and counts:
+        return _partitioned_keys(value, counts, partitions, cache)
+    task_runs = [(k, value, n) for k, n in counts.items()]
+    return partitioned(task_runs + runs(rest or [], as_pair), partitions, cache)
+
+
+def counted(items: Iterable[Any]) -> tuple[Any, Counter[Any], list[Any] | None]:
+    """mapfn's pairs counted by key, `CHUNK` at a time, while they all carry one value.
+
+    Returns ``(value, counts, None)`` when every item is a ``(key, value)`` tuple of that
+    one value; else the counts of the chunks before the first that is not, and ``rest``:
+    that chunk and every item after it, for the plain path. A chunk is checked and
+    counted while it is still in the CPU's cache, then freed: a task never holds all its
+    pairs at once (90,000 tuples per task made every pass over them a cache miss).
+    """
+    items = iter(items)
+    counts: Counter[Any] = Counter()
+    value: Any = _UNSET
+    while chunk := list(islice(items, CHUNK)):
+        same = _chunk_value(chunk, value)
+        if same is _UNSET:
+            return value, counts, chunk + list(items)
+        try:
+            counts.update(map(_first, chunk))
+        except TypeError:
+            # An unhashable key, which fails the job on every path: the plain path takes
+            # the chunk again and names it (what this chunk counted is never merged).
+            return value, counts, chunk + list(items)
+        value = same
+    return value, counts, None
 
 
 def one_value(items: list[Any]) -> tuple[Any, Counter[Any]] | None:
-    """``(value, repeats of each key)`` when every item is a ``(key, value)`` tuple and all
-    values are one same value, else None. Each check is one pass in C.
+    """``(value, repeats of each key)`` when every item of ``items`` is a ``(key, value)``
+    tuple and all values are one same value (see `counted`), else None."""
+    value, counts, rest = counted(items)
+    return (value, counts) if rest is None and counts else None
 
-    Equal values of one type in `EXACT_TYPES` are the same value, so `1` and `True` (or
-    `0.0` and `-0.0`, whose type is not there) never pass for each other."""
-    if not items:
-        return None
-    try:
-        if set(map(type, items)) != {tuple} or set(map(len, items)) != {2}:
-            return None
-        values = list(map(_second, items))
-        value = values[0]
-        if type(value) not in EXACT_TYPES or set(map(type, values)) != {type(value)}:
-            return None
-        if values.count(value) != len(values):
-            return None
-        return value, Counter(map(_first, items))
-    except TypeError:  # unhashable keys: the plain path names them
-        return None
+
+def _chunk_value(chunk: list[Any], value: Any) -> Any:
+    """The one value every item of ``chunk`` carries, when each is a ``(key, value)``
+    tuple and that value is ``value`` (any, if `_UNSET`); else `_UNSET`. Each check is one
+    pass in C. Equal values of one type in `EXACT_TYPES` are the same value, so `1` and
+    `True` (or `0.0` and `-0.0`, whose type is not there) never pass for each other."""
+    if set(map(type, chunk)) != {tuple} or set(map(len, chunk)) != {2}:
+        return _UNSET
+    values = list(map(_second, chunk))
+    first = values[0] if value is _UNSET else value
+    if type(first) not in EXACT_TYPES or set(map(type, values)) != {type(first)}:
+        return _UNSET
+    return first if values.count(first) == len(values) else _UNSET
 
 
 def runs(items: list[Any], as_pair: Callable[[Any], tuple[Any, Any]]) -> list[Run]:

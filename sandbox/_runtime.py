@@ -28,7 +28,7 @@ import sys
 import time
 import traceback
 from collections.abc import Callable
-from itertools import chain
+from itertools import chain, starmap
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -327,8 +327,7 @@ class WorkRole:
 
     def _map(self, pairs: list[tuple[Any, Any]]) -> list[bytes]:
         """One map task: R pickled partitions of runs (see `_mapreduce`)."""
-        mapfn = self.mapfn
-        items = list(chain.from_iterable(mapfn(k, v) for k, v in pairs))
+        items = chain.from_iterable(starmap(self.mapfn, pairs))
         return _mapreduce.mapped(items, _as_pair, self.partitions, self._partition_cache,
                                  self.combinefn)
 

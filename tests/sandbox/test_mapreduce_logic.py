@@ -14,6 +14,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from sandbox import _mapreduce
 from sandbox._keys import partition_of
 from sandbox._mapreduce import length, one_value
 from sandbox._runtime import MAP_TASKS_WANTED, SplitRole, WorkRole
@@ -114,10 +115,22 @@ def exact(value: Any) -> tuple[str, str]:
 
 
 @settings(max_examples=150, deadline=None)
-@given(per_doc=outputs, partitions=st.integers(1, 5), batch=st.integers(1, 4))
+@given(per_doc=outputs, partitions=st.integers(1, 5), batch=st.integers(1, 4),
+       chunk=st.sampled_from([1, 2, 3, 7, _mapreduce.CHUNK]))
 def test_reducefn_gets_every_value_exactly_as_yielded(
-    per_doc: list[list[tuple[Any, Any]]], partitions: int, batch: int
+    per_doc: list[list[tuple[Any, Any]]], partitions: int, batch: int, chunk: int
 ) -> None:
+    """Also with mapfn's pairs taken a few at a time, so that a task's value can change
+    (or stop being one value) at any chunk of it."""
+    saved, _mapreduce.CHUNK = _mapreduce.CHUNK, chunk
+    try:
+        check_every_value_kept(per_doc, partitions, batch)
+    finally:
+        _mapreduce.CHUNK = saved
+
+
+def check_every_value_kept(per_doc: list[list[tuple[Any, Any]]], partitions: int,
+                           batch: int) -> None:
     role = make_role(partitions, combine=False)
     role.mapfn = lambda key, value: iter(per_doc[int(key[3:])])
     seen: dict[Any, list[Any]] = {}
@@ -198,6 +211,59 @@ def test_a_triple_among_pairs_of_one_value_names_the_rule() -> None:
         assert getattr(exc, "rule", None) == "mapfn output"
     else:
         raise AssertionError("a triple is not a (key, value) pair")
+
+
+def test_a_task_whose_value_changes_after_its_first_chunk_keeps_every_value() -> None:
+    """Past the first chunk of a task, `1` turns `True`, then `2`: the chunks counted
+    as one value and the rest, taken the plain way, reduce to exactly what was yielded."""
+    n = _mapreduce.CHUNK + 5
+    pairs = [("k", 1)] * n + [("k", True), ("j", 2)] + [("k", 1)] * 3
+    role = make_role(2, combine=False)
+    role.mapfn = lambda k, v: iter(pairs)
+    role.reducefn = lambda key, values: Counter(map(exact, values))
+    assert run(role, ["x"], 1) == {"k": Counter({exact(1): n + 3, exact(True): 1}),
+                                   "j": Counter({exact(2): 1})}
+
+
+def test_a_bad_item_past_the_first_chunk_still_names_the_rule() -> None:
+    role = make_role(2, combine=False)
+    role.mapfn = lambda k, v: iter([("a", 1)] * (_mapreduce.CHUNK * 2) + [("b", 1, 1)])
+    with pytest.raises(Exception, match="mapfn must yield") as info:
+        role._map([("k", "v")])
+    assert getattr(info.value, "rule", None) == "mapfn output"
+
+
+def test_an_unhashable_key_past_the_first_chunk_fails_the_task() -> None:
+    role = make_role(1, combine=False)
+    role.mapfn = lambda k, v: iter([("a", 1)] * (_mapreduce.CHUNK + 1) + [(["b"], 1)])
+    with pytest.raises(TypeError, match="unhashable"):
+        run(role, ["x"], 1)
+
+
+class CountedWord(str):
+    """A str that counts how many of its kind are alive (and the most there were)."""
+
+    alive = peak = 0
+
+    def __new__(cls, text: str) -> CountedWord:
+        cls.alive += 1
+        cls.peak = max(cls.peak, cls.alive)
+        return super().__new__(cls, text)
+
+    def __del__(self) -> None:
+        type(self).alive -= 1
+
+
+def test_a_task_never_holds_all_of_its_pairs_at_once() -> None:
+    """mapfn's pairs are counted as they come: a task of 20 chunks of pairs never has
+    much more than a chunk of them alive (each key here counts its own lifetime)."""
+    n = 20 * _mapreduce.CHUNK + 7
+    role = make_role(2, combine=False)
+    role.mapfn = lambda k, v: ((CountedWord(f"w{i % 3}"), 1) for i in range(n))
+    role.reducefn = lambda key, values: len(values)
+    CountedWord.alive = CountedWord.peak = 0
+    assert run(role, ["x"], 1) == Counter(f"w{i % 3}" for i in range(n))
+    assert CountedWord.peak <= 2 * _mapreduce.CHUNK + 3
 
 
 def test_partitions_of_runs_still_reduce() -> None:
