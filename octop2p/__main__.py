@@ -1,5 +1,5 @@
 """python -m octop2p."""
 
-from octop2p.cli import main
+from octop2p.cli import entry
 
-main()
+entry()
