@@ -96,10 +96,8 @@ async def submit(
             sys.stdout.flush()
     seconds = (final["finished"] or time.time()) - (final["started"] or time.time())
     workers = ", ".join(f"{w[:7]} {n}" for w, n in final["workers"].items())
-    err.print(
-        f"[green]done:[/] {final['name']} in {seconds:.2f} s; results in {path}"
-        + (f" (workers: {workers})" if workers else "")
-    )
+    err.tagged("done", "green", f"{final['name']} in {seconds:.2f} s; results in {path}"
+               + (f" (workers: {workers})" if workers else ""))
     return {
         "job": sub.job,
         "name": final["name"],
