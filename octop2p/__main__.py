@@ -1,5 +1,5 @@
 """python -m octop2p."""
 
-from octop2p.cli import entry
+from octop2p.cli import main
 
-entry()
+main()

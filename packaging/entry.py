@@ -18,6 +18,6 @@ if __name__ == "__main__":
         from sandbox._forkserver import main as fork_server_main
 
         sys.exit(fork_server_main([sys.argv[0], sys.argv[2]]))
-    from octop2p.cli import entry
+    from octop2p.cli import main
 
-    entry(prog_name="octop2p")
+    main(prog_name="octop2p")

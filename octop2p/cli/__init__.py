@@ -293,7 +293,6 @@ def run(
                 }
             )
         )
-    finished()
 
 
 @main.command()
@@ -391,35 +390,3 @@ def _register_gui_command() -> None:
 
 
 _register_gui_command()
-
-#: Set by a one-shot command (`run`, `submit`) once its results are delivered and said.
-_finished: list[bool] = []
-
-
-def finished() -> None:
-    """A one-shot command's work is done and said: `entry` may end the process at once."""
-    _finished.append(True)
-
-
-def entry(prog_name: str | None = None) -> None:
-    """The console script and ``python -m octop2p``: `main`. After `run` or `submit`
-    delivered their results the process ends without the interpreter's teardown of its
-    400 modules (40-90 ms here), which has nothing left to do: the job's files are
-    closed, its children and fork server stopped, its node (if any) shut down."""
-    try:
-        main(prog_name=prog_name)
-    except SystemExit as exc:
-        if not _finished:
-            raise
-        code = exc.code if isinstance(exc.code, int) else 0 if exc.code is None else 1
-    else:
-        code = 0
-    import logging
-
-    logging.shutdown()
-    for stream in (sys.stdout, sys.stderr):
-        try:
-            stream.flush()
-        except (OSError, ValueError):  # a closed pipe: nothing more can be said there
-            code = code or 1
-    os._exit(code)

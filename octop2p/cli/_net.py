@@ -140,12 +140,8 @@ def _register_submit(ctx: _Ctx) -> None:
             if not isinstance(most_relevant(exc), KeyboardInterrupt):
                 raise
             _interrupted(the_home, sub, as_json, ctx.err)
-            return
         if as_json:
             echo_json(result)
-        from octop2p.cli import finished
-
-        finished()
 
 
 def _interrupted(home: Any, sub: Any, as_json: bool, err: Any) -> None:
