@@ -71,6 +71,9 @@ class _LocalSink:
     def printed(self, where: str, text: str) -> None:
         self.runner.on_output(where, text)
 
+    def wants(self, work: Work) -> bool:
+        return self.runner.machine.is_open(work.kind, work.seq)
+
 
 class LocalPort:
     """``slots`` sandboxed work children on this node, each a worker of the job.

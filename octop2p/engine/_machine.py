@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import enum
 import hashlib
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -267,6 +268,17 @@ class JobMachine:
         w.credits -= len(out)
         return out
 
+    def is_open(self, kind: str, seq: int) -> bool:
+        """A copy of ``kind`` ``seq`` may still count: its phase runs, and no result for
+        it was accepted. A worker drops one that is not before it runs it."""
+        phase = self.phase
+        return phase is not None and phase.kind == kind and phase.table.is_open(seq)
+
+    def backup_due(self, now: float) -> float:
+        """When a copy out becomes late enough for a backup task (inf: none will); the
+        runner hands work out again then."""
+        return self.table.backup_due(now) if self.phase is not None else math.inf
+
     def dispatch(self, now: float) -> list[tuple[str, list[Assignment]]]:
         """Every worker's share of the queue, as far as credits go."""
         out = []
@@ -288,7 +300,7 @@ class JobMachine:
         table.refresh(worker, now)
         digest = content_digest(data)
         try:
-            verdict = table.vote(worker, seq, digest)
+            verdict = table.vote(worker, seq, digest, now)
         except FragmentFailed as exc:
             raise JobFailed(
                 message=f"{kind} {seq}: {exc.attempts} workers returned {exc.attempts} results "
@@ -391,7 +403,7 @@ class JobMachine:
         digest = failure.digest()
         phase.failures.setdefault(digest, failure)
         try:
-            verdict = table.vote(worker, seq, digest)
+            verdict = table.vote(worker, seq, digest, now)
         except FragmentFailed:
             verdict = Verdict.ACCEPT  # no agreement at all: report the failure we have
         if verdict is Verdict.ACCEPT:

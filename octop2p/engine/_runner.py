@@ -44,15 +44,15 @@ from octop2p.engine._slot import (
     breach_of,
     child_spec,
     failure_from,
-    watch_threads,
 )
+from octop2p.engine._watchers import watch_child
 from octop2p.errors import JobFailed
 
 log = logging.getLogger(__name__)
 
-#: How often the merger's output is summed, and leases checked; fragments worth a call to
-#: the splitter (a round trip) while workers hold as many (fewer can wait for more).
-QUOTA_SECONDS, TICK_SECONDS, SPLIT_AT_LEAST = 0.5, 1.0, MAX_BATCH // 2
+#: How often leases are checked; fragments worth a call to the splitter (a round trip)
+#: while workers hold as many (fewer can wait for more).
+TICK_SECONDS, SPLIT_AT_LEAST = 1.0, MAX_BATCH // 2
 
 
 class WorkerPort(Protocol):
@@ -217,7 +217,11 @@ class JobRunner:
         self._dispatching = True
         try:
             while True:
-                await self._kick.wait()
+                # A round when something moved, or once a fragment out is late enough
+                # for a backup task (else up to a tick later).
+                now = time.monotonic()  # (the machine's clock, not trio's)
+                with trio.move_on_after(self.machine.backup_due(now) - now):
+                    await self._kick.wait()
                 self._kick = trio.Event()
                 self._round()
         finally:
@@ -255,33 +259,9 @@ class JobRunner:
             child = await self.maker(role).spawn(on_printed or self._emit_out)
         except SpawnFailed as exc:
             raise exc.failure.error(f"the {role} child, while loading the job") from None
-        if self.limits.threads > 1 and self.watchers is not None:
-            self.watchers.start_soon(self._watch_threads, child, role)
-        if role == "merge" and self.watchers is not None:
-            self.watchers.start_soon(self._watch_output, child)
+        if self.watchers is not None:
+            watch_child(self.watchers, self, child, role)
         return child
-
-    async def _watch_output(self, child: Any) -> None:
-        """While a merge child lives, its output is summed every QUOTA_SECONDS (off the
-        event loop): a merger that floods results_dir within one call is stopped there,
-        not only between calls. RLIMIT_FSIZE bounds each file meanwhile."""
-        while not child.dead:
-            await trio.sleep(QUOTA_SECONDS)
-            try:
-                await trio.to_thread.run_sync(check_output_quota, self.results_dir,
-                                               self.limits)
-            except JobFailed as exc:
-                await child.kill()
-                self.fail(exc)
-                return
-
-    async def _watch_threads(self, child: Any, role: str) -> None:
-        found = await watch_threads(child.pid, self.limits.threads)
-        if found is not None:
-            await child.kill()
-            self.fail(JobFailed(
-                message=f"the {role} child ran {found} threads at once, more than this job's "
-                f"limit of {self.limits.threads} (limits.threads)", rule="threads"))
 
     async def _call(self, child: Any, request: list[Any], where: str, *,
                     timeout: float) -> list[Any]:

@@ -12,15 +12,30 @@ Pure: no I/O, no clock (times are handed in), no randomness. The job machine
   slot in ``octop2p run``) votes once per fragment, so with ``redundancy = N`` a result
   is accepted once N distinct voters agree; a disagreement sends the fragment to one more.
 - A fragment whose attempts or votes run out raises :class:`FragmentFailed`.
+- Backup tasks: once nothing is queued, an idle worker takes a second copy of a fragment
+  whose copy is *late*: out for longer than BACKUP_FACTOR times the phase's median time
+  from lease to answer, and at least BACKUP_FLOOR_SECONDS. The first answer wins.
 """
 
 from __future__ import annotations
 
 import enum
+import math
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
+
+#: A copy is late once it has been out this many times the phase's median answer time.
+#: A fragment's time from lease to answer counts its wait in the worker's window (up to
+#: a batch queued ahead of it), so an ordinary copy takes up to about twice the median;
+#: one out for longer is stuck, or on a worker much slower than the rest.
+BACKUP_FACTOR = 2.0
+#: ... and never sooner than this: below it, scheduling jitter on a busy machine is as
+#: long as the work, and a second copy would only queue behind the first.
+BACKUP_FLOOR_SECONDS = 0.2
+#: The median is taken over the phase's last so many answers.
+ANSWER_SAMPLES = 64
 
 
 class Verdict(enum.Enum):
@@ -92,10 +107,12 @@ class FragmentTable:
         #: replication: 1 for a trusted voter, more for a new one or a spot check).
         self.quorum_for: Callable[[str, int], int] | None = None
         #: Backup tasks: once nothing is queued, an idle worker takes a second copy of
-        #: the oldest fragment still out (on another voter); the first answer wins.
+        #: the oldest late fragment still out (on another voter); the first answer wins.
         self.backup_tasks = True
         self.backups = 0
         self.backups_won = 0
+        self._answers: deque[float] = deque(maxlen=ANSWER_SAMPLES)  # lease to answer, s
+        self._median: float | None = None  # of _answers; None: to be worked out again
         self._settled: set[int] = set()  # accepted in an earlier run of the chief
 
     # --- fragments -----------------------------------------------------------------------
@@ -199,12 +216,14 @@ class FragmentTable:
         return out
 
     def _backups(self, worker: str, voter: str, n: int, now: float) -> list[Assignment]:
-        """Second copies of the oldest fragments still out, for an idle worker."""
+        """Second copies of the oldest late fragments still out, for an idle worker."""
         out: list[Assignment] = []
+        late = now - self.backup_after()
         for frag in self._live.values():  # in sequence order: the oldest first
             if len(out) == n:
                 break
-            if frag.backup or not frag.leases or voter in frag.busy_voters():
+            if (frag.backup or not frag.leases or self._leased_at(frag) > late
+                    or voter in frag.busy_voters()):
                 continue
             frag.backup = worker
             frag.leases[worker] = now + self.lease_seconds
@@ -213,6 +232,27 @@ class FragmentTable:
             self.backups += 1
             out.append(Assignment(frag.seq, frag.payload))
         return out
+
+    def _leased_at(self, frag: _Fragment) -> float:
+        """When the oldest copy of ``frag`` still out was handed out."""
+        return min(frag.leases.values()) - self.lease_seconds
+
+    def backup_after(self) -> float:
+        """How long a copy may be out before an idle worker backs it up (see
+        BACKUP_FACTOR); the floor alone until the phase has an answer."""
+        if self._median is None and self._answers:
+            ordered = sorted(self._answers)
+            self._median = ordered[len(ordered) // 2]
+        return max(BACKUP_FLOOR_SECONDS, BACKUP_FACTOR * (self._median or 0.0))
+
+    def backup_due(self, now: float) -> float:
+        """When the next copy out becomes late, if after ``now`` (inf: none will). One
+        already late waits for a worker with credits, which wakes the dispatcher anyway."""
+        if self._queue or not self.exhausted or not self.backup_tasks:
+            return math.inf
+        after = self.backup_after()
+        return min((due for frag in self._live.values() if frag.leases and not frag.backup
+                    if (due := self._leased_at(frag) + after) > now), default=math.inf)
 
     def _end_lease(self, frag: _Fragment, worker: str) -> None:
         frag.leases.pop(worker, None)
@@ -275,6 +315,10 @@ class FragmentTable:
     def leased_to(self, worker: str) -> list[int]:
         return sorted(self._by_worker.get(worker, ()))
 
+    def is_open(self, seq: int) -> bool:
+        """Fragment ``seq`` is added and not accepted: a copy of it may still count."""
+        return seq in self._live
+
     def payload(self, seq: int) -> Any:
         """Fragment ``seq``'s payload while it is open; None once it is accepted (or
         settled before the chief restarted) or not added yet."""
@@ -303,12 +347,19 @@ class FragmentTable:
 
     # --- votes ---------------------------------------------------------------------------
 
-    def vote(self, worker: str, seq: int, digest: bytes) -> Verdict:
-        """``worker`` answered ``seq`` with a result whose content hashes to ``digest``."""
+    def vote(self, worker: str, seq: int, digest: bytes, now: float | None = None) -> Verdict:
+        """``worker`` answered ``seq`` with a result whose content hashes to ``digest``
+        (at ``now``: how long it took counts towards when backups start)."""
         frag = self._live.get(seq)
         voter = frag.holders.get(worker) if frag is not None else None
         if frag is None or voter is None or voter in frag.voted:
             return Verdict.DUPLICATE
+        deadline = frag.leases.get(worker)
+        # (A result handed in from the chief's earlier run is adopted and answered in
+        # one go: it took no time here, and is no sample.)
+        if now is not None and deadline is not None and now > deadline - self.lease_seconds:
+            self._answers.append(now - (deadline - self.lease_seconds))
+            self._median = None
         self._end_lease(frag, worker)
         frag.voted.add(voter)
         agreeing = frag.votes.setdefault(digest, set())

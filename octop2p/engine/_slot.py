@@ -87,6 +87,10 @@ class SlotSink(Protocol):
 
     def printed(self, where: str, text: str) -> None: ...
 
+    def wants(self, work: Work) -> bool:
+        """False once ``work``'s answer could no longer count (another copy's result
+        was accepted, or its phase ended): the slot drops it unrun."""
+
 
 class Pacer:
     """Adaptive batch size: aims every batch at BATCH_SECONDS of work."""
@@ -268,11 +272,13 @@ async def drive_slot(maker: ChildMaker, inbox: trio.MemoryReceiveChannel[Work],
     try:
         while True:
             try:
-                batch = await _next_batch(inbox, held, pacer.size())
+                taken = await _next_batch(inbox, held, pacer.size())
             except trio.EndOfChannel:
                 return
+            # A backup copy may have waited here while its original was accepted.
+            batch = [w for w in taken if sink.wants(w)]
             started = time.monotonic()
-            if child is None:
+            if batch and child is None:
                 try:
                     child = await maker.spawn(sink.printed)
                 except SpawnFailed as exc:
@@ -294,13 +300,14 @@ async def drive_slot(maker: ChildMaker, inbox: trio.MemoryReceiveChannel[Work],
                     returned = _drain(inbox, held)
                     await sink.gave_back(returned)
                     window -= len(returned)
-            # Give back what ran, resized towards two batches of work in flight.
+            # Give back what ran or was dropped, resized towards two batches of work in
+            # flight.
             n = max(1, len(batch))
             size = sum(w.size for w in batch) // n if batch else 0
             target = max(SLOT_CREDITS, min(2 * pacer.size(), MAX_SLOT_WINDOW,
                                            MAX_SLOT_WINDOW_BYTES // max(1, size)))
-            credits = max(1, len(batch) + target - window)
-            window += credits - len(batch)
+            credits = max(1, len(taken) + target - window)
+            window += credits - len(taken)
             await sink.credits(credits)
     finally:
         if child is not None:

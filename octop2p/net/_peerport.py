@@ -96,8 +96,14 @@ class PeerPort:
                 await self._wake.wait()
                 self._wake = trio.Event()
                 works, self._queue = self._queue, []
-                fragments = [self._sign(w) for w in works]
-                await self.link.send_many(fragments)  # small fragments share a write
+                # What was settled while it waited here (behind a slow write, say) is
+                # not sent: its credit goes back. (Once sent, the donor runs it.)
+                is_open = self.runner.machine.is_open
+                fresh = [w for w in works if is_open(w.kind, w.seq)]
+                if len(fresh) < len(works):
+                    self.credit(len(works) - len(fresh))
+                if fresh:  # small fragments share a write
+                    await self.link.send_many([self._sign(w) for w in fresh])
         except LinkClosed:
             pass
         finally:

@@ -277,3 +277,8 @@ class _ChiefSink:
 
     def printed(self, where: str, text: str) -> None:
         """What job code prints as it loads stays on this machine."""
+
+    def wants(self, work: Work) -> bool:
+        """The chief does not say when a fragment sent here is settled: it runs (a
+        result the chief no longer needs is dropped there)."""
+        return True

@@ -7,6 +7,7 @@ must answer. Workers are named ``w1``.. and vote as the voter given when they jo
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import pytest
@@ -15,7 +16,7 @@ from hypothesis import strategies as st
 
 from octop2p.engine._limits import Limits
 from octop2p.engine._machine import JobMachine, WorkFailure
-from octop2p.engine._scheduler import Verdict
+from octop2p.engine._scheduler import BACKUP_FLOOR_SECONDS, Verdict
 from octop2p.errors import JobFailed
 
 LIMITS = Limits(wall_seconds=10)  # leases of 2 * 10 + 10 = 30 s
@@ -193,19 +194,107 @@ def test_backup_tasks_take_the_tail_and_the_first_answer_wins() -> None:
     machine.credit("fast", 3)
     assert [a.seq for a in machine.take("fast", 0)] == [2]
     machine.result("fast", "process", 2, b"r2", 1)
-    # Nothing queued: the idle worker backs up the oldest fragments still out, one at
-    # a time.
-    assert [a.seq for a in machine.take("fast", 1)] == [0]
-    assert [a.seq for a in machine.take("fast", 1)] == [1]
-    assert machine.result("fast", "process", 0, b"r0", 2) is Verdict.ACCEPT
-    assert machine.result("slow", "process", 0, b"r0", 3) is Verdict.DUPLICATE
-    assert machine.result("slow", "process", 1, b"r1", 3) is Verdict.ACCEPT
-    assert machine.result("fast", "process", 1, b"r1", 4) is Verdict.DUPLICATE
+    # Nothing queued, but the copies out are no older than the phase's answers took.
+    assert machine.take("fast", 1) == []
+    # Once they are late (twice the median answer time, 1 s), the idle worker backs up
+    # the oldest fragments still out, one at a time.
+    assert [a.seq for a in machine.take("fast", 2.5)] == [0]
+    assert [a.seq for a in machine.take("fast", 2.5)] == [1]
+    assert machine.result("fast", "process", 0, b"r0", 3) is Verdict.ACCEPT
+    assert machine.result("slow", "process", 0, b"r0", 4) is Verdict.DUPLICATE
+    assert machine.result("slow", "process", 1, b"r1", 4) is Verdict.ACCEPT
+    assert machine.result("fast", "process", 1, b"r1", 5) is Verdict.DUPLICATE
     assert machine.finished
     table = machine.table
     assert (table.backups, table.backups_won) == (2, 1)
     machine.begin("reduce", [])
     assert any("2 backup tasks ran, 1 finished first" in line for line in machine.drain_log())
+
+
+def _tail(took: list[float]) -> JobMachine:
+    """A phase whose first fragments took ``took`` seconds each from lease to answer,
+    with the last one still out on worker "slow" since t = 100, and worker "idle" with
+    credits and nothing left to take."""
+    machine = JobMachine(LIMITS)
+    machine.begin("process")
+    machine.join("slow", "S", cap=100)
+    machine.join("idle", "I", cap=100)
+    machine.split([b"%d" % i for i in range(len(took) + 1)], True)
+    for seq, seconds in enumerate(took):
+        machine.credit("idle", 1)
+        assert [a.seq for a in machine.take("idle", seq)] == [seq]
+        machine.result("idle", "process", seq, b"r", seq + seconds)
+    machine.credit("slow", 1)
+    assert [a.seq for a in machine.take("slow", 100)] == [len(took)]
+    machine.credit("idle", 10)
+    return machine
+
+
+def test_a_backup_starts_once_its_copy_out_is_late_not_before() -> None:
+    machine = _tail([0.5] * 8)  # late: out for more than 2 * 0.5 s
+    assert machine.backup_due(100.5) == pytest.approx(101.0)
+    assert machine.take("idle", 100.9) == []  # young: no backup, credits kept
+    assert machine.workers["idle"].credits == 10
+    assert [a.seq for a in machine.take("idle", 101.1)] == [8]
+    assert machine.table.backups == 1
+    assert machine.backup_due(101.1) == math.inf  # backed up: no more timer for it
+    assert machine.result("idle", "process", 8, b"r", 101.3) is Verdict.ACCEPT
+    assert machine.table.backups_won == 1
+
+
+def test_the_median_answer_decides_not_the_slowest() -> None:
+    machine = _tail([0.4, 9.0, 0.5])  # one slow answer among them: median 0.5 s
+    assert machine.take("idle", 100.9) == []
+    assert [a.seq for a in machine.take("idle", 101.1)] == [3]
+
+
+def test_backups_of_short_fragments_wait_for_the_floor() -> None:
+    machine = _tail([0.001] * 8)
+    assert machine.backup_due(100) == pytest.approx(100 + BACKUP_FLOOR_SECONDS)
+    assert machine.take("idle", 100 + BACKUP_FLOOR_SECONDS / 2) == []
+    assert [a.seq for a in machine.take("idle", 100 + BACKUP_FLOOR_SECONDS * 1.5)] == [8]
+
+
+def test_with_no_answer_yet_the_floor_alone_decides() -> None:
+    machine = JobMachine(LIMITS)
+    machine.begin("reduce", [0])
+    machine.join("busy", "B", cap=100)
+    machine.join("idle", "I", cap=100)
+    machine.credit("busy", 1)
+    assert [a.seq for a in machine.take("busy", 5)] == [0]
+    machine.credit("idle", 1)
+    assert machine.take("idle", 5) == []
+    assert [a.seq for a in machine.take("idle", 5 + BACKUP_FLOOR_SECONDS + 0.01)] == [0]
+
+
+def test_no_backup_timer_while_work_is_queued_or_backups_are_off() -> None:
+    for backups in (True, False):
+        machine = JobMachine(LIMITS, backup_tasks=backups)
+        machine.begin("process")
+        machine.join("w1", "A", cap=100)
+        machine.split([b"0", b"1"], True)
+        machine.credit("w1", 1)
+        machine.take("w1", 0)
+        assert machine.backup_due(0) == math.inf  # fragment 1 is still queued
+        machine.credit("w1", 1)
+        machine.take("w1", 0)
+        assert machine.backup_due(0) == (
+            pytest.approx(BACKUP_FLOOR_SECONDS) if backups else math.inf)
+
+
+def test_a_copy_is_open_until_a_result_for_it_is_accepted() -> None:
+    machine = JobMachine(LIMITS)
+    machine.begin("map")
+    machine.join("w1", "A", cap=100)
+    machine.split([b"0", b"1"], True)
+    machine.credit("w1", 2)
+    machine.take("w1", 0)
+    assert machine.is_open("map", 0) and not machine.is_open("reduce", 0)
+    assert machine.result("w1", "map", 0, b"r", 1) is Verdict.ACCEPT
+    assert not machine.is_open("map", 0) and machine.is_open("map", 1)
+    assert not machine.is_open("map", 2)  # never added
+    machine.begin("reduce", [0])
+    assert not machine.is_open("map", 1) and machine.is_open("reduce", 0)
 
 
 def test_no_backups_when_switched_off_or_on_the_same_voter() -> None:
