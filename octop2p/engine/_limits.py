@@ -92,7 +92,7 @@ class JobOptions:
     redundancy: int = 1  # distinct workers per fragment
     verify: str = "none"  # "adaptive": replicate until a worker has earned trust
     spot_checks: int = 5  # adaptive: percent of a trusted worker's fragments checked
-    backup_tasks: bool = True  # at a phase's tail, idle workers run second copies
+    backup_tasks: bool = True  # at a phase's tail, idle workers back up late fragments
     requires: tuple[str, ...] = ()  # modules a worker must be able to import
     partitions: int | None = None  # MapReduce reduce tasks; None: the engine picks
     map_batch: int | None = None  # source keys per map task; None: the engine picks

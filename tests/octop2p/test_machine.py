@@ -255,6 +255,23 @@ def test_backups_of_short_fragments_wait_for_the_floor() -> None:
     assert [a.seq for a in machine.take("idle", 100 + BACKUP_FLOOR_SECONDS * 1.5)] == [8]
 
 
+def test_results_handed_in_after_a_restart_are_no_answer_time() -> None:
+    """A result a donor computed for the chief's earlier run is adopted and answered at
+    once: it took no time here, and must not pull the median down."""
+    machine = JobMachine(LIMITS)
+    machine.begin("process")
+    machine.join("back", "B", cap=100)
+    machine.split([b"0", b"1", b"2"], True)
+    for seq in (1, 2):
+        adopted = machine.adopt("back", "process", seq, lambda p: True, b"r", 50)
+        assert adopted[1] is Verdict.ACCEPT
+    assert machine.table.backup_after() == BACKUP_FLOOR_SECONDS  # no answer time yet
+    machine.credit("back", 1)
+    assert [a.seq for a in machine.take("back", 50)] == [0]
+    machine.result("back", "process", 0, b"r", 50.5)
+    assert machine.table.backup_after() == pytest.approx(1.0)  # 2 * 0.5 s
+
+
 def test_with_no_answer_yet_the_floor_alone_decides() -> None:
     machine = JobMachine(LIMITS)
     machine.begin("reduce", [0])
