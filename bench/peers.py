@@ -1,6 +1,7 @@
 """The octo.py guide's own wordcount against its peers, in one run, alternating rounds.
 
     python bench/peers.py [--quick] [--rounds 3] [--files 200] [--kb 75] [--only ...]
+                          [--compare TREE]
 
 The job is `examples/wordcount.py` copied verbatim (no combiner) next to a seeded corpus
 in `books/` (200 files, about 20 MB, the Zipf corpus of `wordcount.py`). Every round
@@ -17,7 +18,9 @@ equal to Counter's. Contenders:
 - `octop2p submit wordcount.py` to a chief (not donating) with two donor nodes of one
   core each, on 127.0.0.1, the whole command (the nodes started before timing).
 
-`--quick`: 2 rounds over 60 files. Prints each round and the range of ratios.
+`--quick`: 2 rounds over 60 files. `--compare TREE` adds `run` and `submit` (to a
+swarm of its own) from another checkout, as more contenders of the same rounds. Prints
+each round and the range of ratios.
 """
 
 from __future__ import annotations
@@ -25,13 +28,15 @@ from __future__ import annotations
 import argparse
 import ast
 import collections
+import contextlib
 import os
 import shutil
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 from _common import ROOT, run_octop2p
 from wordcount import count_file, counter_baseline, make_corpus, pool_baseline
@@ -90,7 +95,7 @@ def main() -> None:
     parser.add_argument("--only", default="pool,dask,run,submit",
                         help="comma-separated subset of pool,dask,run,submit")
     parser.add_argument("--compare", type=Path, metavar="TREE",
-                        help="also time `octop2p run -w 2` from this checkout (PYTHONPATH)")
+                        help="also time run and submit from this checkout (PYTHONPATH)")
     args = parser.parse_args()
     if args.quick:
         args.rounds, args.files = 2, 60
@@ -129,9 +134,8 @@ def run(
     only: set[str],
     compare: Path | None = None,
 ) -> None:
-    from network import Swarm
-
-    swarm = dask = None
+    swarms: list[Any] = []
+    dask = None
     contenders: dict[str, Callable[[int], Counts]] = {
         "Counter": lambda i: counter_baseline(files),
     }
@@ -141,47 +145,66 @@ def run(
         if "dask" in only:
             dask = Dask().__enter__()
             contenders["Dask bag"] = lambda i: dask.count(files)  # type: ignore[union-attr]
-        if "run" in only:
-
-            def octop2p_run(i: int) -> Counts:
-                out = tmp / f"run{i}"
-                run_octop2p(script, "-w", "2", "-o", str(out), cwd=tmp)
-                return read_final(out / "output.txt")
-
-            contenders["octop2p run -w 2"] = octop2p_run
+        contenders |= octop2p_contenders(tmp, script, only, swarms, "")
         if compare is not None:
-
-            def other_run(i: int) -> Counts:
-                out = tmp / f"other{i}"
-                saved = os.environ.get("PYTHONPATH")
-                os.environ["PYTHONPATH"] = str(compare.resolve())
-                try:
-                    run_octop2p(script, "-w", "2", "-o", str(out), cwd=tmp)
-                finally:
-                    if saved is None:
-                        del os.environ["PYTHONPATH"]
-                    else:
-                        os.environ["PYTHONPATH"] = saved
-                return read_final(out / "output.txt")
-
-            contenders[f"run -w 2 from {compare.name}"] = other_run
-        if "submit" in only:
-            swarm = Swarm(tmp / "swarm")
-            swarm.start_workers()
-
-            def octop2p_submit(i: int) -> Counts:
-                out = tmp / f"submit{i}"
-                swarm.submit(script, out, cwd=tmp)  # type: ignore[union-attr]
-                return read_final(out / "output.txt")
-
-            contenders["octop2p submit, chief + 2 donors"] = octop2p_submit
+            with checkout(compare, tmp):
+                contenders |= octop2p_contenders(tmp, script, only, swarms, compare)
         times = rounds_of(contenders, expected, rounds)
     finally:
-        if swarm is not None:
+        for swarm in swarms:
             swarm.close()
         if dask is not None:
             dask.__exit__()
     report(times)
+
+
+def octop2p_contenders(tmp: Path, script: Path, only: set[str], swarms: list[Any],
+                       tree: Path | str) -> dict[str, Callable[[int], Counts]]:
+    """`run -w 2` and `submit` (its swarm started now, added to ``swarms``), from this
+    checkout or, with ``tree``, from that one."""
+    from network import Swarm
+
+    label = f" from {Path(tree).name}" if tree else ""
+    tag = "-compared" if tree else ""  # in file names
+    where = (lambda: checkout(Path(tree), tmp)) if tree else contextlib.nullcontext
+    contenders: dict[str, Callable[[int], Counts]] = {}
+    if "run" in only:
+
+        def octop2p_run(i: int) -> Counts:
+            out = tmp / f"run{tag}{i}"
+            with where():
+                run_octop2p(script, "-w", "2", "-o", str(out), cwd=tmp)
+            return read_final(out / "output.txt")
+
+        contenders["octop2p run -w 2" + label] = octop2p_run
+    if "submit" in only:
+        swarm = Swarm(tmp / f"swarm{tag}")
+        swarms.append(swarm)
+        swarm.start_workers()
+
+        def octop2p_submit(i: int) -> Counts:
+            out = tmp / f"submit{tag}{i}"
+            with where():
+                swarm.submit(script, out, cwd=tmp)
+            return read_final(out / "output.txt")
+
+        contenders["octop2p submit, chief + 2 donors" + label] = octop2p_submit
+    return contenders
+
+
+@contextlib.contextmanager
+def checkout(tree: Path, cwd: Path) -> Iterator[None]:
+    """Commands and nodes started meanwhile run ``tree``'s octop2p: it is their
+    PYTHONPATH, and their working directory (which `python -m` puts first on sys.path)
+    holds no package of this checkout."""
+    saved, here = os.environ["PYTHONPATH"], os.getcwd()
+    os.environ["PYTHONPATH"] = str(tree.resolve())
+    os.chdir(cwd)
+    try:
+        yield
+    finally:
+        os.environ["PYTHONPATH"] = saved
+        os.chdir(here)
 
 
 def rounds_of(

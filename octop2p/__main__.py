@@ -1,5 +1,6 @@
 """python -m octop2p."""
 
 from octop2p.cli import main
+from octop2p.cli._exit import run_command
 
-main()
+run_command(main)

@@ -162,6 +162,9 @@ class Connection:
         self._channel: Channel | None = None
         #: Deflate large blobs to this peer: its `Hello` offered `COMPRESSION`.
         self.compress_to_peer = False
+        #: This side's own choice, over `compress_to_peer`: False where bytes cost less
+        #: to carry than to deflate (a node sets it on a link within one host).
+        self.compress_allowed = True
         self.peer: PeerInfo | None = None
         self.session_id: bytes | None = None
         side = InitiatorHandshake if role is Role.INITIATOR else ResponderHandshake
@@ -367,7 +370,8 @@ class Connection:
                 f"{type(message).__name__} payload of {raw_size} bytes exceeds "
                 f"max_message_size={self._max_message}"
             )
-        head, blob = encode_message(message, self._packer, compress=self.compress_to_peer)
+        compress = self.compress_to_peer and self.compress_allowed
+        head, blob = encode_message(message, self._packer, compress=compress)
         if len(head) > MAX_HEAD:
             raise LocalProtocolError(
                 f"{type(message).__name__} head of {len(head)} bytes exceeds {MAX_HEAD}"

@@ -141,6 +141,13 @@ def main(home: str | None) -> None:
         os.environ["OCTOP2P_HOME"] = home
 
 
+def entry() -> None:
+    """The `octop2p` command: `main`, then out without the interpreter's teardown."""
+    from octop2p.cli._exit import run_command
+
+    run_command(main)
+
+
 class _RunProgress:
     """A rich progress bar on stderr fed by the chief's progress snapshots."""
 

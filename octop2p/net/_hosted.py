@@ -29,7 +29,7 @@ from octop2p.engine._runner import JobRunner, Progress
 from octop2p.errors import JobFailed, OctoError
 from octop2p.net._jobstore import ArchivedJob, JobRecord, JobStore
 from octop2p.net._peer import LinkClosed, PeerLink
-from octop2p.net._peerport import PeerPort
+from octop2p.net._peerport import MAX_CLAIMED_CORES, PeerPort
 from octop2p.net._store import StoreError, remove_tree
 from protocol import (
     Cancel,
@@ -62,6 +62,8 @@ JOURNAL_SECONDS = 1.0
 #: Progress events are for eyes (progress bars, the GUI): one per result would cost the
 #: chief more than the results themselves, so they go out at most this often.
 PROGRESS_EVENT_SECONDS = 0.1
+#: Reduce tasks a chief picks for a script at most, however many cores are linked.
+MAX_PARTITIONS = 128
 
 
 class ChiefNode(Protocol):
@@ -200,7 +202,7 @@ class NetworkJob:
         self._agreed_before = dict(self.trust.agreed)
         self.runner = runner = JobRunner(
             self.spec, self.node.forkserver, work_dir=work_dir, layers=self.node.layers,
-            partitions=max(2, 2 * local), on_progress=self._on_progress,
+            partitions=self._partitions(local), on_progress=self._on_progress,
             on_output=self._on_output, on_log=self._on_log, trust=self.trust, journal=journal)
         if self._cancel_requested:
             runner.cancel()  # the owner cancelled it while it was being stored
@@ -241,6 +243,15 @@ class NetworkJob:
                 self.done.set()
             else:
                 await self._ended(job_dir)
+
+    def _partitions(self, local: int) -> int:
+        """A script's reduce tasks (unless it sets ``partitions``): two per core that can
+        work on it as it starts, this node's own slots and its donating peers' cores, as
+        `octop2p run` has two per worker. Only its own slots counted before: a chief that
+        does not donate ran every job's reduce as two tasks, however many donors it had."""
+        donated = sum(max(1, min(link.cores, MAX_CLAIMED_CORES)) for link in self.node.links()
+                      if link.donating and not self.node.reputation.quarantined(link.peer_id))
+        return min(MAX_PARTITIONS, max(2, 2 * (local + donated)))
 
     async def _ended(self, job_dir: Path) -> None:
         """The job is over: its scratch folders go, its record is written, its workers

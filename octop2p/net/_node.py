@@ -38,7 +38,7 @@ from octop2p.net._donor import WorkerService
 from octop2p.net._handback import HANDOVER_SECONDS
 from octop2p.net._hosted import ArchivedJob, JobRecord, JobStore, NetworkJob
 from octop2p.net._links import PeerLinks, listen_address
-from octop2p.net._peer import PeerLink
+from octop2p.net._peer import PeerLink, loopback
 from octop2p.net._reputation import Reputation
 from octop2p.net._resumed import resume_job
 from octop2p.net._routes import MessageRoutes
@@ -225,7 +225,7 @@ class Node(MessageRoutes, PeerLinks):
 
     async def _serve_discovery(self, *, task_status: trio.TaskStatus[Any]) -> None:
         interfaces = self.settings.discovery_interfaces
-        if interfaces is None and _is_loopback(self.settings.listen_host):
+        if interfaces is None and loopback(self.settings.listen_host):
             # A node reachable only on loopback has nothing to announce to the LAN.
             interfaces = [self.settings.listen_host]
         await _discovery.serve(
@@ -406,12 +406,3 @@ class Node(MessageRoutes, PeerLinks):
     def records(self) -> Iterator[JobRecord]:
         """Every job this node is chief of, oldest first."""
         return (job.record for job in self.jobs.values())
-
-
-def _is_loopback(host: str) -> bool:
-    import ipaddress
-
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return host == "localhost"

@@ -3,7 +3,9 @@
 A :class:`PeerLink` owns a TCP stream and a sans-I/O ``protocol.Connection``: one reader
 task pumps bytes into the protocol and messages out to the node, a lock serialises
 writes, and a heartbeat task keeps liveness (mDNS cannot tell a crashed peer). A
-malformed frame or a failed decryption ends this one link, never the node.
+malformed frame or a failed decryption ends this one link, never the node. A link
+within one host sends large blobs as they are (`same_host`): deflating them there
+costs more than the bytes it saves (docs/performance.md, "Compression on the wire").
 """
 
 from __future__ import annotations
@@ -44,6 +46,31 @@ _SEND_PIECE = 1 << 20
 _JOIN_BELOW = 64 << 10
 
 
+def same_host(stream: trio.abc.Stream) -> bool:
+    """Whether ``stream`` is a TCP connection within this host: to a loopback address,
+    or to the address it comes from (a host dialling its own LAN address). Anything
+    else (another host, a stream that is not a socket) counts as a network."""
+    sock = getattr(stream, "socket", None)
+    try:
+        peer, local = sock.getpeername()[0], sock.getsockname()[0]  # type: ignore[union-attr]
+    except (AttributeError, OSError, IndexError, TypeError):
+        return False
+    return loopback(peer) or peer == local
+
+
+def loopback(host: str) -> bool:
+    """``host`` is a loopback address (127.0.0.0/8, ::1, either IPv4-mapped) or
+    ``localhost``."""
+    import ipaddress  # here: `octop2p run` and the control commands never need it
+
+    try:
+        address = ipaddress.ip_address(host.partition("%")[0])
+    except ValueError:
+        return host == "localhost"
+    mapped = getattr(address, "ipv4_mapped", None)
+    return (mapped or address).is_loopback
+
+
 class LinkClosed(Exception):
     """The link to a peer is closed (or never completed its handshake)."""
 
@@ -57,6 +84,7 @@ class PeerLink:
     def __init__(self, stream: trio.abc.Stream, conn: Connection, address: str) -> None:
         self.stream = stream
         self.conn = conn
+        conn.compress_allowed = not same_host(stream)
         self.address = address
         self.hello: Hello | None = None
         self.handshake: HandshakeComplete | None = None

@@ -22,7 +22,8 @@ import trio
 from octop2p.engine._groups import collapse_groups
 from octop2p.engine._limits import JobOptions, Limits
 from octop2p.engine._machine import WorkFailure
-from octop2p.engine._slot import MAX_SLOT_WINDOW, ChildMaker, Done, Work, child_spec, drive_slot
+from octop2p.engine._slot import MAX_SLOT_WINDOW, Done, Work, child_spec, drive_slot
+from octop2p.net._earlychild import EarlyMaker
 from octop2p.net._fetch import WorkRefused
 from octop2p.net._handback import Handback
 from octop2p.net._peer import LinkClosed, PeerLink
@@ -92,15 +93,15 @@ class WorkerJob:
         with self.scope:
             try:
                 job_dir = await self.service.fetch_package(self.link, self.info)
-                with collapse_groups():  # a slot's LinkClosed must reach the handlers below
-                    async with trio.open_nursery() as nursery:
-                        self._nursery = nursery
-                        maker = ChildMaker(self.service.node.forkserver,
-                                           self._child_spec(job_dir), self.limits, nursery)
-                        sink = _ChiefSink(self)
-                        for _ in range(self.service.slots_for(self)):
-                            nursery.start_soon(partial(drive_slot, maker, self.inbox, sink,
-                                                       partitions=self.partitions))
+                maker = EarlyMaker(self.service.node.forkserver, self._child_spec(job_dir),
+                                   self.limits, None)
+                try:
+                    with collapse_groups():  # a slot's LinkClosed must reach the handlers below
+                        async with trio.open_nursery() as nursery:
+                            self._nursery = maker.watchers = nursery
+                            self._start_slots(nursery, maker)
+                finally:
+                    await maker.aclose()  # its early children that no slot took
             except WorkRefused as exc:
                 log.warning("not working on job %s of %s: %s", self.info.name, self.link.short, exc)
                 await self._tell(Error(code=exc.code, reason=str(exc), job_id=self.info.job_id))
@@ -112,6 +113,16 @@ class WorkerJob:
                 # REFUSED: the chief ends our leases and hands the fragments on.
                 await self._tell(Error(code=ErrorCode.REFUSED, job_id=self.info.job_id,
                                        reason=f"the worker failed: {exc!r}"[:4096]))
+
+    def _start_slots(self, nursery: trio.Nursery, maker: EarlyMaker) -> None:
+        """The job's slots, each with a child started now, before the first fragment
+        arrives (`EarlyMaker`)."""
+        slots = self.service.slots_for(self)
+        maker.start_early(nursery, slots)
+        sink = _ChiefSink(self)
+        for _ in range(slots):
+            nursery.start_soon(partial(drive_slot, maker, self.inbox, sink,
+                                       partitions=self.partitions))
 
     async def _tell(self, message: Error) -> None:
         try:

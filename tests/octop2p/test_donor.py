@@ -93,10 +93,16 @@ def _service(tmp_path: Path, **changes: Any) -> tuple[WorkerService, StandIn]:
 def _offer(examples: Path, signer: NodeIdentity = SUBMITTER) -> tuple[JobInfo, bytes]:
     """The primes example as a chief offers it: its package, signed by ``signer`` but
     claimed as SUBMITTER's."""
-    tar = pack_package(load_job(examples / "primes", Limits()))
+    return offer_folder(examples / "primes", signer)
+
+
+def offer_folder(job: Path, signer: NodeIdentity = SUBMITTER) -> tuple[JobInfo, bytes]:
+    """The package job in ``job`` as a chief offers it (see `_offer`)."""
+    spec = load_job(job, Limits())
+    tar = pack_package(spec)
     job_id = secrets.token_bytes(16)
     envelope = Envelope.sign(signer, EnvelopeKind.PACKAGE, job_id, 0, tar)
-    return JobInfo(job_id=job_id, name="primes", kind=JobKind.PACKAGE, script=None,
+    return JobInfo(job_id=job_id, name=spec.options.name, kind=JobKind.PACKAGE, script=None,
                    package=content_hash(tar), package_size=len(tar),
                    submitter=SUBMITTER.public_key, package_signature=envelope.signature,
                    options={}), tar

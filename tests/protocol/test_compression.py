@@ -57,6 +57,17 @@ def test_no_compression_unless_the_peer_offers_it() -> None:
     assert blob_record_size(a, chunk(TEXT)) == len(TEXT)
 
 
+def test_no_compression_where_the_sender_does_not_allow_it() -> None:
+    """The peer offers zlib, but this side's own choice (a link within one host) wins:
+    the blob travels as it is, and arrives whole."""
+    a, b = offered()
+    a.compress_allowed = False
+    assert blob_record_size(a, chunk(TEXT)) == len(TEXT)
+    a2, b2 = offered()
+    a2.compress_allowed = False
+    assert deliver(a2, b2, chunk(TEXT)) == chunk(TEXT)
+
+
 def test_large_text_travels_deflated_and_arrives_whole() -> None:
     a, b = offered()
     assert blob_record_size(a, chunk(TEXT)) < len(TEXT) // 10
