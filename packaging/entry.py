@@ -19,5 +19,6 @@ if __name__ == "__main__":
 
         sys.exit(fork_server_main([sys.argv[0], sys.argv[2]]))
     from octop2p.cli import main
+    from octop2p.cli._exit import run_command
 
-    main(prog_name="octop2p")
+    run_command(lambda: main(prog_name="octop2p"))
