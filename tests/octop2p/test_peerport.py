@@ -13,9 +13,11 @@ import pytest
 import trio
 import trio.testing
 
+from octop2p.engine import _scheduler
 from octop2p.engine._limits import Limits
 from octop2p.engine._package import load_job
 from octop2p.engine._runner import JobRunner
+from octop2p.engine._scheduler import Verdict
 from octop2p.engine._slot import MAX_SLOT_WINDOW
 from octop2p.net._peerport import MAX_HANDED_IN_PER_CORE, STILL_RUNNING, PeerPort
 from protocol import (
@@ -106,6 +108,33 @@ async def test_a_donor_that_leaves_hands_its_fragments_back(tmp_path: Path) -> N
     assert port.worker not in run.machine.workers
     assert run.machine.table.queued == 2
     assert run.machine.waiting() == "no worker in reach"
+
+
+async def test_work_settled_before_it_is_written_is_not_sent(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A backup copy assigned to the donor, whose original is accepted before the port
+    writes it, never goes out, and its credit comes back to the donor."""
+    monkeypatch.setattr(_scheduler, "BACKUP_FLOOR_SECONDS", 0.0)  # backups at once
+    run = runner(tmp_path)
+    port, donor, _, _ = await port_and_donor(run)
+    machine = run.machine
+    machine.split([b"a", b"b"], True)
+    machine.join("other", "O", 4)
+    machine.credit("other", 1)
+    assert [a.seq for a in machine.take("other", 0)] == [0]
+    port.credit(2)  # fragment 1, then a backup copy of 0 (in two dispatch rounds)
+    port.credit(0)
+    assert machine.table.leased_to(port.worker) == [0, 1]
+    assert machine.result("other", "process", 0, b"A", 1.0) is Verdict.ACCEPT
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(port.serve)
+        got = await receive(donor, 1)
+        assert [f.envelope.seq for f in got] == [1]  # type: ignore[union-attr]
+        with trio.move_on_after(0.3):
+            extra = await receive(donor, 1)
+            raise AssertionError(f"sent a settled fragment: {extra}")
+        assert machine.workers[port.worker].credits == 1
+        nursery.cancel_scope.cancel()
 
 
 async def test_a_donor_claiming_many_cores_gets_bounded_credits(tmp_path: Path) -> None:
