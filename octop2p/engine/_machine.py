@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import enum
 import hashlib
+import heapq
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -77,6 +78,8 @@ class Worker:
     voter: str
     cap: int  # credits it may hold at most (credits make the chief pull the splitter)
     credits: int = 0
+    order: int = 0  # when it joined: dispatch serves workers in this order
+    hungry: bool = False  # it waits in the machine's heap of workers with credits
 
 
 def content_digest(data: bytes | list[bytes]) -> bytes:
@@ -145,6 +148,11 @@ class JobMachine:
         # killed after wall_seconds on one fragment: twice that, plus slack, means lost.
         self.lease_seconds = lease_seconds or 2.0 * limits.wall_seconds + 10.0
         self.workers: dict[str, Worker] = {}
+        #: Workers with credits, as (order, id), for `dispatch`: a round costs what it
+        #: hands out, not one look at every worker (stale entries are skipped there).
+        self._hungry: list[tuple[int, str]] = []
+        self._joined = 0
+        self._credits = 0  # the sum of every worker's credits
         self._counts: dict[str, int] = {}  # accepted results each voter agreed on
         self.accepted = 0  # fragments and tasks accepted, every phase
         #: Who may be caught and quarantined, and how adaptive replication decides; None
@@ -203,8 +211,7 @@ class JobMachine:
         table = self.table
         if table.exhausted:
             return 0
-        demand = sum(w.credits for w in self.workers.values())
-        demand += PREFETCH_PER_WORKER * max(1, len(self.workers))
+        demand = self._credits + PREFETCH_PER_WORKER * max(1, len(self.workers))
         return max(0, demand - table.copies_queued())
 
     def split(self, fragments: list[bytes], exhausted: bool, *, where: str = "splitter") -> None:
@@ -232,19 +239,28 @@ class JobMachine:
             self._note(f"worker {worker} is quarantined: {self.trust.banned[voter]}")
             return
         if worker not in self.workers:
-            self.workers[worker] = Worker(worker, voter, max(1, cap))
+            self._joined += 1
+            self.workers[worker] = Worker(worker, voter, max(1, cap), order=self._joined)
 
     def credit(self, worker: str, credits: int) -> None:
         """``worker`` has room for ``credits`` more fragments (within its cap)."""
         w = self.workers.get(worker)
         if w is not None and credits > 0:
-            w.credits = min(w.cap, w.credits + credits)
+            before, w.credits = w.credits, min(w.cap, w.credits + credits)
+            self._credits += w.credits - before
+            self._hunger(w)
+
+    def _hunger(self, w: Worker) -> None:
+        if w.credits and not w.hungry:
+            w.hungry = True
+            heapq.heappush(self._hungry, (w.order, w.id))
 
     def leave(self, worker: str) -> list[int]:
         """``worker`` is gone: its fragments go back to the queue; returns them."""
         w = self.workers.pop(worker, None)
         if w is None:
             return []
+        self._credits -= w.credits
         if self.phase is None:
             return []
         seqs = self.table.release(worker)
@@ -266,6 +282,7 @@ class JobMachine:
             n = min(n, max(1, -(-self.table.copies_queued() // len(self.workers))))
         out = self.table.take(worker, w.voter, n, now)
         w.credits -= len(out)
+        self._credits -= len(out)
         return out
 
     def is_open(self, kind: str, seq: int) -> bool:
@@ -280,12 +297,26 @@ class JobMachine:
         return self.table.backup_due(now) if self.phase is not None else math.inf
 
     def dispatch(self, now: float) -> list[tuple[str, list[Assignment]]]:
-        """Every worker's share of the queue, as far as credits go."""
-        out = []
-        for worker in self.workers:
+        """Every worker's share of the queue, as far as credits go: each worker with
+        credits is asked once, in the order they joined, until nothing is left to hand
+        out (at a phase's tail, backup copies: then every one is asked)."""
+        out: list[tuple[str, list[Assignment]]] = []
+        if self.phase is None:
+            return out
+        table, asked = self.phase.table, []
+        tail = table.exhausted and table.backup_tasks
+        while self._hungry and (table.queued or tail):
+            order, worker = heapq.heappop(self._hungry)
+            w = self.workers.get(worker)
+            if w is None or w.order != order:
+                continue  # it left (and perhaps joined again, with an entry of its own)
+            w.hungry = False
             taken = self.take(worker, now)
             if taken:
                 out.append((worker, taken))
+            asked.append(w)
+        for w in asked:
+            self._hunger(w)
         return out
 
     # --- answers -------------------------------------------------------------------------

@@ -159,10 +159,8 @@ class JobRunner:
                     self._emit_out(f"{d.kind} {d.seq}", d.out)
         except JobFailed as exc:
             self.fail(exc)
-        if accepted:
-            self.progress.workers = self.machine.counts()
-            if self.machine.phase is not None and self.machine.phase.kind != "process":
-                self.progress.done = self.machine.table.done
+        if accepted and self.machine.phase is not None and self.machine.phase.kind != "process":
+            self.progress.done = self.machine.table.done  # (workers: as `_report` says)
         self._changed()
 
     def _merge(self, kind: str, seq: int, payload: Any) -> None:
@@ -297,6 +295,7 @@ class JobRunner:
 
     def _report(self) -> None:
         self.progress.waiting = self.machine.waiting()
+        self.progress.workers = self.machine.counts()  # not per result: one per voter
         self.on_progress(self.progress)
         self.changed.notify()
 

@@ -89,6 +89,7 @@ class PeerLink:
         self.hello: Hello | None = None
         self.handshake: HandshakeComplete | None = None
         self.last_heard = time.monotonic()
+        self.last_sent = self.last_heard  # our last write of messages: the peer heard us
         self.donating = False
         self.free_cores = 0
         self._send_lock = trio.Lock()
@@ -242,6 +243,7 @@ class PeerLink:
             async with self._send_lock:
                 with trio.CancelScope(shield=True):
                     await self._write_sealed(messages)
+            self.last_sent = time.monotonic()
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
             self._closed = True
             raise LinkClosed(f"link to {self.short} broke: {exc}") from None
@@ -310,13 +312,18 @@ class PeerLink:
                 return
 
     async def _heartbeats(self, scope: trio.CancelScope) -> None:
+        """Every HEARTBEAT_SECONDS, check the peer's silence; say we are here when we
+        have sent nothing for that long (a busy link's own messages say it: a chief with
+        many donors at work sends and reads no heartbeat on their links)."""
         while True:
             slept = time.monotonic()
-            await trio.sleep(HEARTBEAT_SECONDS)
+            delay = min(HEARTBEAT_SECONDS, max(0.0, self.last_sent + HEARTBEAT_SECONDS - slept))
+            await trio.sleep(delay)
+            now = time.monotonic()
             # Woken far too late, this process was frozen (SIGSTOP, a suspended laptop):
             # what the peer sent meanwhile waits unread, so its silence is ours. Read first.
-            frozen = time.monotonic() - slept > 2 * HEARTBEAT_SECONDS
-            if not frozen and time.monotonic() - self.last_heard > SILENCE_SECONDS:
+            frozen = now - slept > delay + HEARTBEAT_SECONDS
+            if not frozen and now - self.last_heard > SILENCE_SECONDS:
                 log.warning(
                     "peer %s (%s) silent for %.0f s: dropping it",
                     self.short,
@@ -325,6 +332,8 @@ class PeerLink:
                 )
                 scope.cancel()
                 return
+            if now - self.last_sent < HEARTBEAT_SECONDS:
+                continue
             self._heartbeat_seq += 1
             await self.send(
                 Heartbeat(

@@ -135,7 +135,7 @@ async def test_a_process_woken_from_a_freeze_reads_before_it_calls_its_peer_sile
     frozen = [0.0]  # the process's own clock jumps: time that trio's clock did not see
     monkeypatch.setattr(_peer, "time", types.SimpleNamespace(
         monotonic=lambda: trio.current_time() + frozen[0]))
-    a.last_heard = _peer.time.monotonic()
+    a.last_heard = a.last_sent = _peer.time.monotonic()
     start = trio.current_time()
 
     async def freeze() -> None:
@@ -153,3 +153,39 @@ async def test_a_process_woken_from_a_freeze_reads_before_it_calls_its_peer_sile
     assert woke - start == pytest.approx(HEARTBEAT_SECONDS)
     assert scope.cancelled_caught
     assert trio.current_time() - start == pytest.approx(2 * HEARTBEAT_SECONDS)
+
+
+async def test_a_link_that_carries_messages_sends_no_heartbeat(
+        autojump_clock: object, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A chief's links to its working donors carry fragments and results all the time:
+    those say the node is there, and a heartbeat on each would be per-peer work for
+    nothing (issue 15). Once the link goes quiet, heartbeats come back on time."""
+    a, b = await linked(lockstep=False)
+    monkeypatch.setattr(_peer, "time", types.SimpleNamespace(monotonic=trio.current_time))
+    a.last_heard = a.last_sent = trio.current_time()
+    got: list[tuple[float, Message | ConnectionClosed]] = []
+    start = trio.current_time()
+
+    async def busy() -> None:
+        for _ in range(20):  # 20 s of traffic, a message every second
+            await trio.sleep(1)
+            await a.send(WorkRequest(credits=1, job_id=JOB))
+            a.last_heard = trio.current_time()  # and it hears from b, as from a donor
+
+    async def read() -> None:
+        while True:
+            (message,) = await receive(b, 1)
+            got.append((trio.current_time() - start, message))
+
+    with trio.CancelScope() as scope:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(a._heartbeats, scope)
+            nursery.start_soon(read)
+            await busy()
+            await trio.sleep(2 * HEARTBEAT_SECONDS + 0.5)
+            nursery.cancel_scope.cancel()
+    beats = [t for t, m in got if isinstance(m, Heartbeat)]
+    assert len(got) - len(beats) == 20
+    assert beats == [pytest.approx(20 + HEARTBEAT_SECONDS),
+                     pytest.approx(20 + 2 * HEARTBEAT_SECONDS)]
+    assert not scope.cancelled_caught  # the peer was heard: not dropped
